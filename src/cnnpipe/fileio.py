@@ -61,7 +61,10 @@ def write_csv(path: str | os.PathLike, frame) -> Path:
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG without the software/date metadata, atomically."""
+    """Save a matplotlib figure as PNG without the software/date metadata, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,23 @@
+# cnnpipe: train a CNN and show what it learned. Run: snakemake --cores 4
+from snakemake.utils import min_version, validate
+
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/lecture.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

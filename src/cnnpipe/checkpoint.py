@@ -1,0 +1,101 @@
+"""Training checkpoints: one file holds everything needed to use or resume a model.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with ``torch.load(path, weights_only=True)``: it never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnpipe.fileio import torch_save
+from cnnpipe.models import LectureCNN, build_model
+
+FORMAT = "cnnpipe-checkpoint/1"
+REQUIRED_KEYS = (
+    "format",
+    "model_state",
+    "model_config",
+    "classes",
+    "image_shape",
+    "normalization",
+    "epoch",
+    "optimizer_state",
+    "scheduler_state",
+    "rng_state",
+    "metrics",
+    "fingerprint",
+)
+
+
+def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream training draws from, in a weights_only-safe form."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "generator": generator.get_state(),
+    }
+
+
+def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy = state["numpy"]
+    np.random.set_state((numpy["name"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached"]))
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    generator.set_state(state["generator"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically; ``state`` must hold every key in REQUIRED_KEYS."""
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"checkpoint for {path} lacks {missing}")
+    return torch_save(state, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only) and check that it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which one
+        raise ValueError(f"checkpoint {path} cannot be read: {error}") from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path} is not a cnnpipe checkpoint (format {FORMAT})")
+    return state
+
+
+def model_from_state(state: dict[str, Any]) -> LectureCNN:
+    manifest = {
+        "image_shape": state["image_shape"],
+        "classes": state["classes"],
+        "normalization": state["normalization"],
+    }
+    model = build_model(state["model_config"], manifest)
+    model.load_state_dict(state["model_state"])
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LectureCNN:
+    """The trained CNN from a checkpoint, in eval mode, with its class names as ``.classes``."""
+    state = load_checkpoint(path, map_location)
+    model = model_from_state(state)
+    model.classes = list(state["classes"])
+    return model

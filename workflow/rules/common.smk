@@ -1,0 +1,26 @@
+# Shared helpers: config slices for params, code inputs, and the final targets.
+from pathlib import Path
+
+
+SRC = Path(workflow.basedir) / "src" / "cnnpipe"
+
+
+def code(*modules):
+    """The cnnpipe modules a stage runs, as inputs: editing one reruns that stage."""
+    return [str(SRC / f"{module}.py") for module in modules]
+
+
+def section(name):
+    """A config section as a dict with sorted keys, so params compare stably."""
+    return dict(sorted(config[name].items()))
+
+
+def final_outputs():
+    return [
+        "results/metrics/eval.json",
+        "results/lecture/conv_example.json",
+        "results/lecture/conv_example.png",
+        "results/lecture/parameters.json",
+        "results/lecture/parameters.png",
+        "results/lecture/first_layer_filters.png",
+    ]

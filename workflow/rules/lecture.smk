@@ -1,0 +1,39 @@
+rule lecture:
+    input:
+        manifest="results/data/manifest.json",
+        code=code("lecture"),
+    output:
+        example="results/lecture/conv_example.json",
+        example_png=report(
+            "results/lecture/conv_example.png",
+            caption="../report/conv_example.rst",
+            category="1. Convolution",
+        ),
+        parameters="results/lecture/parameters.json",
+        parameters_png=report(
+            "results/lecture/parameters.png",
+            caption="../report/parameters.rst",
+            category="1. Convolution",
+        ),
+    params:
+        model=section("model"),
+    log:
+        "results/logs/lecture.log",
+    script:
+        "../scripts/lecture.py"
+
+
+rule first_layer_filters:
+    input:
+        model="results/train/model.pt",
+        code=code("lecture"),
+    output:
+        report(
+            "results/lecture/first_layer_filters.png",
+            caption="../report/first_layer_filters.rst",
+            category="3. Filters",
+        ),
+    log:
+        "results/logs/first_layer_filters.log",
+    script:
+        "../scripts/first_layer_filters.py"

@@ -1,0 +1,37 @@
+rule train:
+    input:
+        data="results/data/dataset.pt",
+        manifest="results/data/manifest.json",
+        code=code("models", "train", "checkpoint"),
+    output:
+        model="results/train/model.pt",
+        metrics="results/train/metrics.csv",
+        curve=report(
+            "results/train/learning_curve.png",
+            caption="../report/learning_curve.rst",
+            category="2. Training",
+        ),
+        confusion=report(
+            "results/train/confusion_matrix.png",
+            caption="../report/confusion_matrix.rst",
+            category="2. Training",
+        ),
+        eval="results/metrics/eval.json",
+    params:
+        model=section("model"),
+        train=section("train"),
+        seed=config["seed"],
+        device=config["device"],
+        # Per-epoch checkpoints live here, outside the outputs, so a killed job resumes.
+        checkpoints="results/train/checkpoints",
+    threads: 2
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "results/logs/train.log",
+    benchmark:
+        "results/benchmarks/train.tsv"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,14 @@
+"""Rule `lecture`: the convolution worked example and the parameter counts."""
+
+from cnnpipe.data import load_manifest
+from cnnpipe.lecture import write_conv_example, write_parameter_counts
+from cnnpipe.logs import job_logging
+
+with job_logging(snakemake.log[0]):
+    write_conv_example(snakemake.output.example, snakemake.output.example_png)
+    write_parameter_counts(
+        snakemake.params.model,
+        load_manifest(snakemake.input.manifest),
+        snakemake.output.parameters,
+        snakemake.output.parameters_png,
+    )
