@@ -1,11 +1,14 @@
 # cnnpipe: train a CNN and show what it learned. Run: snakemake --cores 4
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The default config sits beside this file; --configfile adds to it.
+configfile: Path(workflow.basedir) / "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

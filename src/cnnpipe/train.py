@@ -117,8 +117,11 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
 
 
 def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, device_name: str = "auto",
-        checkpoint_dir=None, show_progress: bool = True) -> TrainResult:
-    """Train the lecture CNN; resume from ``checkpoint_dir/last.pt`` when it matches this run."""
+        checkpoint_dir=None, show_progress: bool = True, on_epoch=None) -> TrainResult:
+    """Train the lecture CNN; resume from ``checkpoint_dir/last.pt`` when it matches this run.
+
+    ``on_epoch(row)`` is called after each epoch's evaluation (benchmarks time it).
+    """
     device = select_device(device_name)
     generator = seed_everything(seed)
     manifest = load_manifest(manifest_path)
@@ -186,6 +189,8 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
             "lr": round(scheduler.get_last_lr()[0], 8),
         }
         metrics.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         state = make_state(model, model_cfg, manifest, epoch + 1, optimizer, scheduler, generator, metrics, stamp, seed)
         if last is not None:
             ckpt.save_checkpoint(last, state)

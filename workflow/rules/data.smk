@@ -8,6 +8,8 @@ rule download:
         dataset=section("dataset"),
         seed=config["seed"],
         cache=config["cache"],
+    conda:
+        "../envs/cnnpipe.yaml"
     log:
         "results/logs/download.log",
     script:

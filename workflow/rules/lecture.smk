@@ -17,6 +17,8 @@ rule lecture:
         ),
     params:
         model=section("model"),
+    conda:
+        "../envs/cnnpipe.yaml"
     log:
         "results/logs/lecture.log",
     script:
@@ -33,6 +35,8 @@ rule first_layer_filters:
             caption="../report/first_layer_filters.rst",
             category="3. Filters",
         ),
+    conda:
+        "../envs/cnnpipe.yaml"
     log:
         "results/logs/first_layer_filters.log",
     script:

@@ -29,6 +29,8 @@ rule train:
         gpu=0 if config["device"] == "cpu" else 1,
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/cnnpipe.yaml"
     log:
         "results/logs/train.log",
     benchmark:

@@ -1,0 +1,32 @@
+# Two entry points: `make run` (the whole pipeline) and `make test` (the test suite).
+# Both create the virtual environment first when it is missing.
+VENV ?= .venv
+CORES ?= 4
+PY := $(VENV)/bin/python
+# The environment is rebuilt only when the dependency list changes.
+DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
+STAMP := $(VENV)/.deps-$(DEPS_HASH)
+
+.PHONY: run test lint format report clean-results install
+
+$(STAMP):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.deps-*
+	touch $(STAMP)
+
+# The editable install is refreshed every time: a shared environment may point at another clone.
+install: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores 1 --report results/report.html
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/snakefmt --check .

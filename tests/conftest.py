@@ -1,0 +1,45 @@
+"""Shared fixtures: the repository root, a tiny prepared dataset, tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / ".test" / "config.yaml"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    """The tiny config merged over the default one, as Snakemake would merge them."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for key, value in yaml.safe_load(TINY_CONFIG.read_text()).items():
+        if isinstance(value, dict):
+            config[key] = {**config.get(key, {}), **value}
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, tiny_config) -> dict:
+    """The digits dataset prepared at the tiny config's image size, once per session."""
+    from cnnpipe.data import prepare_dataset
+
+    folder = tmp_path_factory.mktemp("tiny_data")
+    paths = {"data": folder / "dataset.pt", "manifest": folder / "manifest.json"}
+    prepare_dataset(
+        tiny_config["dataset"],
+        seed=tiny_config["seed"],
+        cache_dir=folder / "cache",
+        data_path=paths["data"],
+        manifest_path=paths["manifest"],
+    )
+    return paths

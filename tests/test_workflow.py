@@ -1,0 +1,111 @@
+"""The Snakemake workflow end to end on the tiny config, reruns, conventions, bad config."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / ".test" / "config.yaml"
+
+
+def snakemake(workdir: Path, *args: str, configfiles=(TINY,), check=True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+               "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule name -> count from a dry run's job stats table."""
+    counts = {}
+    text = result.stdout + result.stderr
+    table = text.split("Job stats:")[-1] if "Job stats:" in text else ""
+    for line in table.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("pipeline")
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_tiny_pipeline_runs_end_to_end(tiny_run):
+    results = tiny_run / "results"
+    evaluation = json.loads((results / "metrics" / "eval.json").read_text())
+    assert 0.1 < evaluation["test_accuracy"] <= 1.0
+    example = json.loads((results / "lecture" / "conv_example.json").read_text())
+    assert set(example) == {"stride1", "stride2", "maxpool"}
+    assert [len(m) for m in example["stride1"][0]] == [4, 4, 4, 4]
+    for png in ["train/learning_curve.png", "train/confusion_matrix.png", "lecture/conv_example.png",
+                "lecture/parameters.png", "lecture/first_layer_filters.png"]:
+        assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    for log in ["download", "train", "lecture", "first_layer_filters"]:
+        assert (results / "logs" / f"{log}.log").exists(), log
+    assert "test acc" in (results / "logs" / "train.log").read_text()
+    assert (results / "benchmarks" / "train.tsv").exists()
+
+
+def test_nothing_to_do_after_a_complete_run(tiny_run):
+    assert planned_jobs(snakemake(tiny_run, "--dry-run")) == {}
+
+
+def test_changing_a_training_setting_reruns_training_and_downstream_only(tiny_run, tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"train": {"epochs": 3}}))
+    jobs = planned_jobs(snakemake(tiny_run, "--dry-run", configfiles=(TINY, override)))
+    assert "download" not in jobs and "lecture" not in jobs
+    assert jobs.get("train") == 1 and jobs.get("first_layer_filters") == 1
+
+
+def test_changing_the_dataset_reruns_the_download(tiny_run, tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"dataset": {"image_size": 10}}))
+    jobs = planned_jobs(snakemake(tiny_run, "--dry-run", configfiles=(TINY, override)))
+    assert jobs.get("download") == 1 and jobs.get("train") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"trian": {"epochs": 1}}, ["trian", "Additional properties"]),
+        ({"train": {"epochs": "many"}}, ["epochs", "integer"]),
+        ({"dataset": {"name": "imagenet"}}, ["name", "digits", "mnist", "cifar10", "imagefolder"]),
+        ({"device": "tpu"}, ["device", "auto", "cuda"]),
+        ({"model": {"kernel_size": 4}}, ["kernel_size"]),
+    ],
+)
+def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, override, expected):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(override))
+    result = snakemake(tmp_path, "--dry-run", configfiles=(TINY, config), check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    for word in expected:
+        assert word in message, (word, message)
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_snakefmt_check_passes():
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(ROOT)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
