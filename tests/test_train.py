@@ -118,9 +118,13 @@ def test_sigkill_then_rerun_resumes_to_the_same_weights(tmp_path, tiny_dataset):
 def test_schedulers_and_optimizers_cover_the_config_choices():
     model = torch.nn.Linear(2, 2)
     for name in ("adamw", "adam", "sgd", "adadelta"):
-        optimizer = make_optimizer(model.parameters(), {"optimizer": name, "lr": 0.1})
-        for scheduler in ("onecycle", "cosine", "step", "none"):
-            make_scheduler(optimizer, {"scheduler": scheduler, "epochs": 2, "lr": 0.1}, steps_per_epoch=3).step()
+        for scheduler_name in ("onecycle", "cosine", "step", "none"):
+            optimizer = make_optimizer(model.parameters(), {"optimizer": name, "lr": 0.1})
+            scheduler = make_scheduler(optimizer, {"scheduler": scheduler_name, "epochs": 2, "lr": 0.1}, 3)
+            model(torch.ones(1, 2)).sum().backward()
+            optimizer.step()
+            scheduler.step()
+            assert scheduler.get_last_lr()[0] > 0
     with pytest.raises(ValueError, match="train.optimizer"):
         make_optimizer(model.parameters(), {"optimizer": "rmsprop", "lr": 0.1})
 

@@ -48,7 +48,7 @@ def test_tiny_pipeline_runs_end_to_end(tiny_run):
     evaluation = json.loads((results / "metrics" / "eval.json").read_text())
     assert 0.1 < evaluation["test_accuracy"] <= 1.0
     example = json.loads((results / "lecture" / "conv_example.json").read_text())
-    assert set(example) == {"stride1", "stride2", "maxpool"}
+    assert {"stride1", "stride2", "maxpool"} <= set(example)
     assert [len(m) for m in example["stride1"][0]] == [4, 4, 4, 4]
     for png in ["train/learning_curve.png", "train/confusion_matrix.png", "lecture/conv_example.png",
                 "lecture/parameters.png", "lecture/first_layer_filters.png"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,25 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
+def _canonical(obj: Any) -> Any:
+    """Rebuild containers with interned strings. Pickle shares repeated objects by identity,
+    so an equal dict whose keys came from a loaded file would otherwise pickle differently."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(key): _canonical(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(item) for item in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(item) for item in obj)
+    return obj
+
+
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` into memory first: the zip archive then does not embed the
-    temporary file's name, so identical objects give identical bytes."""
+    """``torch.save`` into memory first (the archive then does not embed the temporary
+    file's name) of a canonical copy, so equal objects give identical bytes."""
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    torch.save(_canonical(obj), buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

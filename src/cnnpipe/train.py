@@ -62,7 +62,10 @@ def make_scheduler(optimizer, cfg: dict, steps_per_epoch: int):
     name, epochs = cfg["scheduler"], int(cfg["epochs"])
     total = max(1, epochs * steps_per_epoch)
     if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=float(cfg["lr"]), total_steps=total)
+        # Adadelta has no momentum to cycle.
+        cycle = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=float(cfg["lr"]), total_steps=total,
+                                                   cycle_momentum=cycle)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if name == "step":  # pytorch/examples' MNIST recipe: x0.7 after every epoch
