@@ -162,14 +162,14 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
     log.info("training on %s (mixed precision: %s), %d parameters, %d train / %d test images",
              device, amp, sum(p.numel() for p in model.parameters()), len(train_x), len(test_x))
     state = None
-    for epoch in range(start_epoch, epochs):
+    bar = progress(range(start_epoch, epochs), desc="training", unit="epoch", total=epochs, initial=start_epoch,
+                   disable=not show_progress)
+    for epoch in bar:
         began = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
         loss_sum, correct = 0.0, 0
-        bar = progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                       disable=not show_progress, leave=False)
-        for step in bar:
+        for step in range(steps_per_epoch):
             index = order[step * batch_size:(step + 1) * batch_size]
             x, y = to_float(train_x[index].to(device)), train_y[index].to(device)
             with autocast(device, amp):
@@ -181,7 +181,6 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
             scheduler.step()
             loss_sum += loss.item() * len(index)
             correct += (logits.argmax(1) == y).sum().item()
-        bar.close()
         test_loss, test_acc, _ = evaluate(model, test_x, test_y, device, amp=amp)
         row = {
             "epoch": epoch + 1,
@@ -192,6 +191,7 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
             "lr": round(scheduler.get_last_lr()[0], 8),
         }
         metrics.append(row)
+        bar.set_postfix(train_loss=row["train_loss"], test_acc=row["test_accuracy"], refresh=False)
         if on_epoch is not None:
             on_epoch(row)
         state = make_state(model, model_cfg, manifest, epoch + 1, optimizer, scheduler, generator, metrics, stamp, seed)
@@ -200,6 +200,7 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
         log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.2f s",
                  epoch + 1, epochs, row["train_loss"], row["train_accuracy"], row["test_loss"],
                  row["test_accuracy"], time.perf_counter() - began)
+    bar.close()
 
     if state is None:  # everything was already done before a restart
         state = make_state(model, model_cfg, manifest, start_epoch, optimizer, scheduler, generator, metrics,
