@@ -3,7 +3,6 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-
 min_version("9.0")
 
 
@@ -21,6 +20,6 @@ include: "workflow/rules/lecture.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -1,7 +1,6 @@
 # Shared helpers: config slices for params, code inputs, and the final targets.
 from pathlib import Path
 
-
 SRC = Path(workflow.basedir) / "src" / "cnnpipe"
 
 

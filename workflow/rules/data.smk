@@ -4,13 +4,13 @@ rule download:
     output:
         data="results/data/dataset.pt",
         manifest="results/data/manifest.json",
+    log:
+        "results/logs/download.log",
+    conda:
+        "../envs/cnnpipe.yaml"
     params:
         dataset=section("dataset"),
         seed=config["seed"],
         cache=config["cache"],
-    conda:
-        "../envs/cnnpipe.yaml"
-    log:
-        "results/logs/download.log",
     script:
         "../scripts/download.py"

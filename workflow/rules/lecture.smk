@@ -15,12 +15,12 @@ rule lecture:
             caption="../report/parameters.rst",
             category="1. Convolution",
         ),
-    params:
-        model=section("model"),
-    conda:
-        "../envs/cnnpipe.yaml"
     log:
         "results/logs/lecture.log",
+    conda:
+        "../envs/cnnpipe.yaml"
+    params:
+        model=section("model"),
     script:
         "../scripts/lecture.py"
 
@@ -35,9 +35,9 @@ rule first_layer_filters:
             caption="../report/first_layer_filters.rst",
             category="3. Filters",
         ),
-    conda:
-        "../envs/cnnpipe.yaml"
     log:
         "results/logs/first_layer_filters.log",
+    conda:
+        "../envs/cnnpipe.yaml"
     script:
         "../scripts/first_layer_filters.py"

@@ -17,6 +17,17 @@ rule train:
             category="2. Training",
         ),
         eval="results/metrics/eval.json",
+    log:
+        "results/logs/train.log",
+    benchmark:
+        "results/benchmarks/train.tsv"
+    conda:
+        "../envs/cnnpipe.yaml"
+    threads: 2
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
+        mem_mb=4000,
+        runtime=60,
     params:
         model=section("model"),
         train=section("train"),
@@ -24,16 +35,5 @@ rule train:
         device=config["device"],
         # Per-epoch checkpoints live here, outside the outputs, so a killed job resumes.
         checkpoints="results/train/checkpoints",
-    threads: 2
-    resources:
-        gpu=0 if config["device"] == "cpu" else 1,
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../envs/cnnpipe.yaml"
-    log:
-        "results/logs/train.log",
-    benchmark:
-        "results/benchmarks/train.tsv"
     script:
         "../scripts/train.py"
