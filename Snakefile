@@ -17,6 +17,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/lecture.smk"
+include: "workflow/rules/photos.smk"
+include: "workflow/rules/backbones.smk"
 
 
 rule all:

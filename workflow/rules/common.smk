@@ -1,6 +1,9 @@
 # Shared helpers: config slices for params, code inputs, and the final targets.
 from pathlib import Path
 
+from cnnpipe.backbones import DOWNLOADABLE, weights_path
+from cnnpipe.photos import SAMPLE_PHOTOS
+
 SRC = Path(workflow.basedir) / "src" / "cnnpipe"
 
 
@@ -12,6 +15,16 @@ def code(*modules):
 def section(name):
     """A config section as a dict with sorted keys, so params compare stably."""
     return dict(sorted(config[name].items()))
+
+
+def backbone_inputs(name):
+    """The files a backbone needs: the trained checkpoint, downloaded weights, or none
+    (EfficientNet-Lite0's weights ship inside a Python package)."""
+    if name == "trained":
+        return ["results/train/model.pt"]
+    if name in DOWNLOADABLE:
+        return [str(weights_path(name, config["cache"]))]
+    return []
 
 
 def final_outputs():
