@@ -21,6 +21,18 @@ include: "workflow/rules/photos.smk"
 include: "workflow/rules/backbones.smk"
 
 
+onstart:
+    record_owner()
+
+
+onsuccess:
+    release_owner()
+
+
+onerror:
+    release_owner()
+
+
 rule all:
     default_target: True
     input:

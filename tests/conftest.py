@@ -43,3 +43,13 @@ def tiny_dataset(tmp_path_factory, tiny_config) -> dict:
         manifest_path=paths["manifest"],
     )
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole workflow run once on the tiny config in a temporary folder."""
+    from pipeline import snakemake
+
+    workdir = tmp_path_factory.mktemp("pipeline")
+    snakemake(workdir, "--cores", "2")
+    return workdir

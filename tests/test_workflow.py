@@ -3,44 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / ".test" / "config.yaml"
-
-
-def snakemake(workdir: Path, *args: str, configfiles=(TINY,), check=True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-               "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule name -> count from a dry run's job stats table."""
-    counts = {}
-    text = result.stdout + result.stderr
-    table = text.split("Job stats:")[-1] if "Job stats:" in text else ""
-    for line in table.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("pipeline")
-    snakemake(workdir, "--cores", "2")
-    return workdir
+from pipeline import ROOT, TINY, planned_jobs, snakemake
 
 
 def test_tiny_pipeline_runs_end_to_end(tiny_run):

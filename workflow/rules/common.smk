@@ -3,6 +3,10 @@ from pathlib import Path
 
 from cnnpipe.backbones import DOWNLOADABLE, weights_path
 from cnnpipe.photos import SAMPLE_PHOTOS
+from cnnpipe.runlock import clear_stale_lock, record_owner, release_owner
+
+# A run killed with SIGKILL leaves its lock; remove it when its process is gone.
+clear_stale_lock()
 
 SRC = Path(workflow.basedir) / "src" / "cnnpipe"
 

@@ -1,0 +1,47 @@
+"""Driving the real Snakemake workflow from tests: run it in a temporary folder on the tiny
+config, and read a dry run's plan."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / ".test" / "config.yaml"
+
+
+def snakemake_command(workdir: Path, *args: str, configfiles=(TINY,)) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+            "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
+
+
+def snakemake(workdir: Path, *args: str, configfiles=(TINY,), check=True, timeout=900) -> subprocess.CompletedProcess:
+    result = subprocess.run(snakemake_command(workdir, *args, configfiles=configfiles),
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule name -> count from a dry run's job stats table."""
+    counts = {}
+    text = result.stdout + result.stderr
+    table = text.split("Job stats:")[-1] if "Job stats:" in text else ""
+    for line in table.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def result_files(workdir: Path, skip=("logs", "benchmarks")) -> dict[str, Path]:
+    """Every file the pipeline wrote under results/, by relative path (logs and timings aside)."""
+    results = workdir / "results"
+    return {
+        str(path.relative_to(results)): path
+        for path in sorted(results.rglob("*"))
+        if path.is_file() and path.relative_to(results).parts[0] not in skip and path.suffix != ".html"
+    }

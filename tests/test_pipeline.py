@@ -1,0 +1,78 @@
+"""The whole pipeline as users live with it: identical reruns, a killed run resumed,
+the report, and nothing written outside results/ and the download cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline import TINY, result_files, snakemake, snakemake_command
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_fresh_runs_write_byte_identical_results(tiny_run, tmp_path):
+    snakemake(tmp_path, "--cores", "2")
+    first, second = result_files(tiny_run), result_files(tmp_path)
+    assert sorted(first) == sorted(second)
+    assert any(name.endswith(".pt") for name in first) and any(name.endswith(".png") for name in first)
+    differing = [name for name in first if digest(first[name]) != digest(second[name])]
+    assert differing == []
+
+
+def test_nothing_is_written_outside_results_and_the_cache(tiny_run):
+    cache = yaml.safe_load(TINY.read_text()).get("cache") or yaml.safe_load(
+        (TINY.parent.parent / "config.yaml").read_text())["cache"]
+    allowed = {"results", cache.split("/")[0], ".snakemake"}
+    assert {path.name for path in tiny_run.iterdir()} <= allowed
+
+
+def test_report_contains_every_figure(tiny_run):
+    snakemake(tiny_run, "--report", "report.html")
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    figures = [path for name, path in result_files(tiny_run).items()
+               if path.suffix == ".png" and not name.startswith("photos/")]
+    assert figures
+    missing = [path.name for path in figures if path.name not in html]
+    assert missing == []
+
+
+KILL_CONFIG = {
+    "model": {"conv_channels": [16, 32], "hidden": [64], "dropout": 0.1},
+    "train": {"epochs": 12, "batch_size": 16, "lr": 0.003},
+}
+
+
+def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
+    """Kill the whole snakemake process group mid-training; `--rerun-incomplete` completes and
+    the final checkpoint equals an uninterrupted run's."""
+    override = tmp_path / "kill.yaml"
+    override.write_text(yaml.safe_dump(KILL_CONFIG))
+    configs = (TINY, override)
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    target = "results/train/model.pt"
+
+    process = subprocess.Popen(snakemake_command(killed, "--cores", "2", target, configfiles=configs),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = killed / "results" / "train" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / target).exists(), "training finished before it could be killed"
+    assert 1 <= torch.load(last, weights_only=True)["epoch"] < 12
+
+    snakemake(killed, "--cores", "2", "--rerun-incomplete", target, configfiles=configs)
+    assert "resuming from" in (killed / "results" / "logs" / "train.log").read_text()
+    snakemake(whole, "--cores", "2", target, configfiles=configs)
+    assert (killed / target).read_bytes() == (whole / target).read_bytes()
