@@ -53,3 +53,12 @@ def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("pipeline")
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tiny_run) -> Path:
+    """The HTML report of the tiny run, built by `snakemake --report`."""
+    from pipeline import snakemake
+
+    snakemake(tiny_run, "--report", "report.html")
+    return tiny_run / "report.html"
