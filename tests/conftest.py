@@ -47,10 +47,14 @@ def tiny_dataset(tmp_path_factory, tiny_config) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The whole workflow run once on the tiny config in a temporary folder."""
-    from pipeline import snakemake
+    """The whole workflow run once on the tiny config in a temporary folder, from a copy of
+    the workflow beside it (``code/``) that tests may edit."""
+    from pipeline import copy_workflow, snakemake
 
-    workdir = tmp_path_factory.mktemp("pipeline")
+    base = tmp_path_factory.mktemp("pipeline")
+    copy_workflow(base / "code")
+    workdir = base / "work"
+    workdir.mkdir()
     snakemake(workdir, "--cores", "2")
     return workdir
 

@@ -4,6 +4,7 @@ config, and read a dry run's plan."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"
 
 
+def copy_workflow(target: Path) -> Path:
+    """A copy of the workflow and its code (Snakefile, config, workflow/, src/), so a test can
+    edit a stage's module without touching the repository. Returns the copy's Snakefile."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "Snakefile", target / "Snakefile")
+    shutil.copy2(ROOT / "config.yaml", target / "config.yaml")
+    shutil.copytree(ROOT / "workflow", target / "workflow")
+    shutil.copytree(ROOT / "src" / "cnnpipe", target / "src" / "cnnpipe",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return target / "Snakefile"
+
+
+def snakefile_for(workdir: Path) -> Path:
+    """The workflow copy beside ``workdir`` (see the ``tiny_run`` fixture), else the repository's."""
+    copy = workdir.parent / "code" / "Snakefile"
+    return copy if copy.exists() else ROOT / "Snakefile"
+
+
 def snakemake_command(workdir: Path, *args: str, configfiles=(TINY,)) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile_for(workdir)),
             "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
 
 

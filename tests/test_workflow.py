@@ -12,6 +12,14 @@ import yaml
 from pipeline import ROOT, TINY, planned_jobs, snakemake
 
 
+# What a changed output of each stage makes rerun after it.
+DOWNSTREAM = {
+    "lecture": set(),
+    "train": {"first_layer_filters"},
+    "data": {"train", "lecture", "first_layer_filters"},
+}
+
+
 def test_tiny_pipeline_runs_end_to_end(tiny_run):
     results = tiny_run / "results"
     evaluation = json.loads((results / "metrics" / "eval.json").read_text())
@@ -45,6 +53,25 @@ def test_changing_the_dataset_reruns_the_download(tiny_run, tmp_path):
     override.write_text(yaml.safe_dump({"dataset": {"image_size": 10}}))
     jobs = planned_jobs(snakemake(tiny_run, "--dry-run", configfiles=(TINY, override)))
     assert jobs.get("download") == 1 and jobs.get("train") == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "rules"),
+    [("lecture", {"lecture", "first_layer_filters"}), ("train", {"train"}), ("data", {"download"})],
+)
+def test_editing_a_stage_module_reruns_that_stage(tiny_run, module, rules):
+    path = tiny_run.parent / "code" / "src" / "cnnpipe" / f"{module}.py"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# an edit\n")
+        jobs = planned_jobs(snakemake(tiny_run, "--dry-run"))
+    finally:
+        path.write_bytes(original)
+    assert rules <= set(jobs)
+    # Only the edited stage and what consumes its outputs: no unrelated stage reruns.
+    assert set(jobs) - {"all"} <= rules | DOWNSTREAM[module]
+    # Undoing the edit leaves nothing to do: code is compared by content, not by time.
+    assert planned_jobs(snakemake(tiny_run, "--dry-run")) == {}
 
 
 @pytest.mark.parametrize(
