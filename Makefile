@@ -30,3 +30,9 @@ test: install
 lint: install
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check .
+
+# The pipeline through the SLURM executor on a single-node cluster on localhost (needs root:
+# installs munge and SLURM with apt-get when missing; see tests/slurm/README.md).
+.PHONY: test-slurm
+test-slurm: install
+	CNNPIPE_SLURM=1 $(VENV)/bin/pytest tests/test_slurm.py --durations=5
