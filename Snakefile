@@ -19,6 +19,11 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/lecture.smk"
 include: "workflow/rules/photos.smk"
 include: "workflow/rules/backbones.smk"
+include: "workflow/rules/filters.smk"
+include: "workflow/rules/dream.smk"
+include: "workflow/rules/classes.smk"
+include: "workflow/rules/fooling.smk"
+include: "workflow/rules/style.smk"
 
 
 onstart:

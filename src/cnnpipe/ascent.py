@@ -48,7 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from cnnpipe.logs import progress as log_progress
 
 __all__ = [
     "LayerNotFoundError",
@@ -1038,7 +1039,7 @@ def ascend(
             # A sum, not a mean: each sample's gradient does not depend on the batch size.
             return -(score - pen).sum()
 
-        bar = tqdm(total=steps, disable=not progress, desc=desc, leave=False)
+        bar = log_progress(total=steps, disable=not progress, desc=desc, leave=False)
         try:
             with torch.enable_grad():
                 if optimizer == "lbfgs":

@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -73,6 +71,8 @@ def _canonical(obj: Any) -> Any:
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` into memory first (the archive then does not embed the temporary
     file's name) of a canonical copy, so equal objects give identical bytes."""
+    import torch  # here, so that importing fileio stays light for the Snakefile
+
     buffer = io.BytesIO()
     torch.save(_canonical(obj), buffer)
     return atomic_write_bytes(path, buffer.getvalue())

@@ -13,11 +13,15 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from cnnpipe.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the Snakefile can import this cheaply
+    import torch
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MODES = ("RGB", "L")
@@ -132,6 +136,8 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
         array = array[None]
     else:
         array = array.transpose(2, 0, 1)
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
 
 
@@ -140,6 +146,8 @@ def tensor_to_pil(t: torch.Tensor) -> Image.Image:
 
     Floats are read as [0, 1], clamped and rounded; uint8 is taken as is; NaN becomes 0.
     """
+    import torch
+
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"tensor_to_pil: expected a torch.Tensor, got {type(t).__name__}")
     t = t.detach().cpu()
@@ -162,7 +170,7 @@ def save_png(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path
 
     No metadata is written (no text chunks, ICC profile or EXIF), so equal pixels give equal bytes.
     """
-    img = tensor_to_pil(image) if isinstance(image, torch.Tensor) else image
+    img = image if isinstance(image, Image.Image) else tensor_to_pil(image)
     if not isinstance(img, Image.Image):
         raise TypeError(f"save_png: expected a tensor or PIL image for {path}, got {type(image).__name__}")
     if img.mode not in ("L", "RGB", "RGBA", "LA"):

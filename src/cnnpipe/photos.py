@@ -8,16 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cnnpipe.images import save_png
-
-# name -> scikit-image loader name; real photos shipped inside the scikit-image wheel.
-SAMPLE_PHOTOS = {
-    "astronaut": "astronaut",
-    "chelsea": "chelsea",
-    "coffee": "coffee",
-    "hubble_deep_field": "hubble_deep_field",
-    "ihc": "immunohistochemistry",
-    "rocket": "rocket",
-}
+from cnnpipe.plan import SAMPLE_PHOTOS
 
 
 def sample_photo(name: str) -> Image.Image:

@@ -9,7 +9,7 @@ rule backbone_weights:
         "results/logs/backbone_weights/{filename}.log",
     wildcard_constraints:
         filename="|".join(
-            weights_path(name, config["cache"]).stem for name in DOWNLOADABLE
+            weights_file(name, config["cache"]).stem for name in DOWNLOADABLE
         ),
     conda:
         "../envs/cnnpipe.yaml"
@@ -17,7 +17,7 @@ rule backbone_weights:
         backbone=lambda wildcards: next(
             name
             for name in DOWNLOADABLE
-            if weights_path(name, config["cache"]).name == f"{wildcards.filename}.pth"
+            if weights_file(name, config["cache"]).name == f"{wildcards.filename}.pth"
         ),
         cache=lambda wildcards, output: str(Path(output[0]).parent),
     script:

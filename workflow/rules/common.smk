@@ -1,8 +1,7 @@
 # Shared helpers: config slices for params, code inputs, and the final targets.
 from pathlib import Path
 
-from cnnpipe.backbones import DOWNLOADABLE, weights_path
-from cnnpipe.photos import SAMPLE_PHOTOS
+from cnnpipe.plan import DOWNLOADABLE, SAMPLE_PHOTOS, weights_file
 from cnnpipe.runlock import clear_stale_lock, record_owner, release_owner
 
 # A run killed with SIGKILL leaves its lock; remove it when its process is gone.
@@ -27,8 +26,20 @@ def backbone_inputs(name):
     if name == "trained":
         return ["results/train/model.pt"]
     if name in DOWNLOADABLE:
-        return [str(weights_path(name, config["cache"]))]
+        return [str(weights_file(name, config["cache"]))]
     return []
+
+
+CLASSES_OUTPUTS = [
+    "results/classes/summary.csv",
+    "results/classes/attainment.json",
+    "results/classes/classes.png",
+]
+FOOLING_OUTPUTS = expand(
+    "results/fooling/{method}.{ext}",
+    method=["gradient", "evolution"],
+    ext=["csv", "png"],
+)
 
 
 def final_outputs():
@@ -39,4 +50,12 @@ def final_outputs():
         "results/lecture/parameters.json",
         "results/lecture/parameters.png",
         "results/lecture/first_layer_filters.png",
+        *CLASSES_OUTPUTS,
+        *FOOLING_OUTPUTS,
+        "results/dream/summary.csv",
+        "results/dream/summary.png",
+        *STYLE_OUTPUTS,
+        *expand(
+            "results/filters/{layer}.{ext}", layer=FILTER_LAYERS, ext=["png", "csv"]
+        ),
     ]

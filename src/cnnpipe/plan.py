@@ -1,0 +1,188 @@
+"""What the workflow decides while Snakemake parses it: which jobs exist and which files they
+read (layers, images, photos, downloaded weights). Nothing here imports torch, so a dry run
+of the whole pipeline starts in about a second."""
+
+from __future__ import annotations
+
+import os
+import sys
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from cnnpipe.images import IMAGE_EXTENSIONS, ImageError, list_images
+
+BACKBONE_CHOICES = ("trained", "efficientnet_lite0", "vgg19", "googlenet")
+
+# name -> scikit-image loader; real photos shipped inside the scikit-image wheel.
+SAMPLE_PHOTOS = {
+    "astronaut": "astronaut",
+    "chelsea": "chelsea",
+    "coffee": "coffee",
+    "hubble_deep_field": "hubble_deep_field",
+    "ihc": "immunohistochemistry",
+    "rocket": "rocket",
+}
+
+# torchvision's ImageNet weight files (the name carries a SHA-256 prefix that the download
+# checks); tests/test_plan.py checks them against torchvision's own URLs.
+WEIGHT_FILES = {
+    "vgg19": "vgg19-dcbb9e9d.pth",
+    "googlenet": "googlenet-1378be20.pth",
+}
+DOWNLOADABLE = tuple(WEIGHT_FILES)
+
+
+def weights_file(name: str, cache_dir: str | os.PathLike) -> Path:
+    """Where the ``backbone_weights`` rule puts a torchvision backbone's weights."""
+    return Path(cache_dir) / WEIGHT_FILES[name]
+
+
+def trained_conv_layers(model_cfg: Mapping) -> list[str]:
+    """The convolution layers the config's ``model`` section builds: conv1 ... convN."""
+    return [f"conv{i}" for i in range(1, len(model_cfg["conv_channels"]) + 1)]
+
+
+def filter_layers(filters_cfg: Mapping, model_cfg: Mapping) -> list[str]:
+    """The layers the ``filters`` stage visualizes, checked without loading any weights.
+
+    Raises ``ValueError`` naming ``filters.layers`` (or ``filters.backbone``) for a name that
+    is not a convolution layer of the configured CNN, or not a [B, C, H, W] layer of the backbone.
+    """
+    backbone = filters_cfg.get("backbone", "trained")
+    if backbone not in BACKBONE_CHOICES:
+        raise ValueError(f"filters.backbone: {backbone!r} is not one of {list(BACKBONE_CHOICES)}")
+    layers = list(dict.fromkeys(filters_cfg.get("layers") or []))
+    if backbone == "trained":
+        known = trained_conv_layers(model_cfg)
+        bad = [name for name in layers if name not in known]
+        if bad:
+            raise ValueError(
+                f"filters.layers: {', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not a "
+                f"convolution layer of the configured CNN; model.conv_channels "
+                f"{list(model_cfg['conv_channels'])} gives the layers {known}"
+            )
+        return layers or known
+    if not layers:
+        from cnnpipe.backbones import DEFAULT_LAYERS
+
+        example = list(DEFAULT_LAYERS[backbone]["style"])
+        raise ValueError(
+            f"filters.layers: required when filters.backbone is {backbone!r} (an ImageNet network "
+            f"has too many layers to draw them all); for example {example}"
+        )
+    from cnnpipe.filters import check_backbone_layers  # needs torch: only for ImageNet backbones
+
+    check_backbone_layers(backbone, layers, int(filters_cfg.get("image_size", 128)))
+    return layers
+
+
+
+
+def find_images(folder: str | os.PathLike, files: Iterable[str]) -> dict[str, str]:
+    """Name -> path of the images among ``files`` (names relative to ``folder``, as Snakemake's
+    ``glob_wildcards`` gives them): directly inside the folder, not hidden, with an image
+    extension. The name is the file's stem; stems shared by several files keep the extension
+    (``cat.jpg``, ``cat.png``). A missing folder or one without images is an
+    :class:`~cnnpipe.images.ImageError` naming the folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(folder, "dream.folder: no such folder")
+    images = sorted(f for f in files if _is_image_name(f))
+    if not images:
+        raise ImageError(
+            folder, f"dream.folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)} directly inside it)"
+        )
+    stems: dict[str, int] = {}
+    for f in images:
+        stems[Path(f).stem] = stems.get(Path(f).stem, 0) + 1
+    return {(Path(f).stem if stems[Path(f).stem] == 1 else f): str(folder / f) for f in images}
+
+
+def _is_image_name(name: str) -> bool:
+    top_level = "/" not in name and os.sep not in name
+    return top_level and not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def dream_inputs(settings: Mapping, files: Iterable[str] = ()) -> dict[str, str]:
+    """The images of the ``dream`` config section, name -> file, for the workflow.
+
+    ``folder`` null: the bundled photos in ``photos`` (exported to results/photos/<name>.png).
+    Otherwise the images among ``files`` (the folder's ``glob_wildcards``), see
+    :func:`find_images`; other visible files are reported on stderr and skipped.
+    """
+    folder = settings.get("folder")
+    if folder is None:
+        return {name: f"results/photos/{name}.png" for name in settings["photos"]}
+    files = list(files)
+    images = find_images(folder, files)
+    skipped = sorted(f for f in files if "/" not in f and not f.startswith(".") and not _is_image_name(f))
+    if skipped:
+        print(f"dream.folder {folder}: skipping files that are not images: {skipped}", file=sys.stderr)
+    if "summary" in images:
+        raise ImageError(images["summary"], "an image named 'summary' would collide with results/dream/summary.csv; "
+                                            "rename it")
+    return images
+
+
+def _stem(path) -> str:
+    return Path(str(path)).stem
+
+
+def pair_name(content: str, style: str) -> str:
+    """``<content>__<style>`` from the two images' names (file stems)."""
+    return f"{_stem(content)}__{_stem(style)}"
+
+
+def style_pairs(settings: Mapping, photo_dir: str | os.PathLike = "results/photos",
+                sample_photos: Sequence[str] = tuple(SAMPLE_PHOTOS)) -> dict[str, tuple[str, str]]:
+    """Pair name -> (content path, style path), in config order: the explicit ``pairs``,
+    then every content image of ``content_folder`` with every style image of
+    ``style_folder``. A name from ``sample_photos`` means ``<photo_dir>/<name>.png`` (made by
+    the pipeline); anything else must be an existing image file. Errors name the key at fault."""
+    def source(value, where: str) -> str:
+        value = str(value)
+        if value in sample_photos:
+            return str(Path(photo_dir) / f"{value}.png")
+        if not Path(value).is_file():
+            raise ValueError(
+                f"{where}: {value!r} is neither a sample photo ({', '.join(sorted(sample_photos))}) "
+                "nor an existing image file"
+            )
+        return value
+
+    found: list[tuple[str, str]] = []
+    for index, entry in enumerate(settings.get("pairs") or []):
+        if not isinstance(entry, Mapping) or set(entry) != {"content", "style"}:
+            raise ValueError(f"style.pairs[{index}]: expected {{content: ..., style: ...}}, got {entry!r}")
+        found.append((source(entry["content"], f"style.pairs[{index}].content"),
+                      source(entry["style"], f"style.pairs[{index}].style")))
+    content_folder, style_folder = settings.get("content_folder"), settings.get("style_folder")
+    if bool(content_folder) != bool(style_folder):
+        given, missing = ("content_folder", "style_folder") if content_folder else ("style_folder", "content_folder")
+        raise ValueError(f"style.{given} is set but style.{missing} is not: pairs from folders need both")
+    if content_folder:
+        try:
+            contents, styles = list_images(content_folder), list_images(style_folder)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"style.content_folder / style.style_folder: {error}") from None
+        found += [(str(c), str(s)) for c in contents for s in styles]
+    if not found:
+        raise ValueError(
+            "style: no content/style pairs to run. List some under style.pairs "
+            "(e.g. {content: chelsea, style: hubble_deep_field}) or set both style.content_folder "
+            "and style.style_folder"
+        )
+    pairs: dict[str, tuple[str, str]] = {}
+    for content, style in found:
+        name = pair_name(content, style)
+        if name in pairs and pairs[name] != (content, style):
+            raise ValueError(
+                f"style: two pairs would both write results/style/{name}.png: {pairs[name]} and "
+                f"{(content, style)}; rename one of the files"
+            )
+        if re.search(r"[/\\{}\x00-\x1f]", name):
+            raise ValueError(f"style: pair name {name!r} (from {content} and {style}) cannot be an output "
+                             "file name: rename the files without slashes, braces or control characters")
+        pairs[name] = (content, style)
+    return pairs

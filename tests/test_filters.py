@@ -1,0 +1,274 @@
+"""Per-filter activation maximization: layer names, a^k, the batched ascent, the table, the rule."""
+
+from __future__ import annotations
+
+import math
+import types
+from collections import OrderedDict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from cnnpipe import filters as FI
+from cnnpipe.fileio import write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The lecture's worked example: a 6x6 binary image and two 3x3 filters.
+LECTURE_IMAGE = torch.tensor(
+    [[int(c) for c in row] for row in "100001 010010 001100 100010 010010 001010".split()], dtype=torch.float32
+)[None, None]
+LECTURE_FILTERS = torch.tensor(
+    [[[1, -1, -1], [-1, 1, -1], [-1, -1, 1]], [[-1, 1, -1], [-1, 1, -1], [-1, 1, -1]]], dtype=torch.float32
+)[:, None]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the cores here are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def lecture_net(bias: float | None = None) -> nn.Sequential:
+    """conv1 (the lecture's two filters, stride 1, no padding) -> relu1."""
+    conv = nn.Conv2d(1, 2, 3, bias=bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(LECTURE_FILTERS)
+        if bias is not None:
+            conv.bias.fill_(bias)
+    return nn.Sequential(OrderedDict(conv1=conv, relu1=nn.ReLU()))
+
+
+# --------------------------------------------------------------------------- layer names
+
+
+def test_default_layers_are_every_conv_layer_of_the_configured_cnn():
+    cfg = {"layers": [], "backbone": "trained"}
+    assert FI.filter_layers(cfg, {"conv_channels": [16, 32, 64]}) == ["conv1", "conv2", "conv3"]
+    assert FI.filter_layers({**cfg, "layers": ["conv2", "conv2"]}, {"conv_channels": [4, 8]}) == ["conv2"]
+
+
+@pytest.mark.parametrize("name", ["conv3", "relu1", "fc1", "Conv1"])
+def test_a_name_that_is_not_a_conv_layer_is_refused_naming_the_key(name):
+    with pytest.raises(ValueError, match="filters.layers") as error:
+        FI.filter_layers({"layers": ["conv1", name], "backbone": "trained"}, {"conv_channels": [4, 8]})
+    assert repr(name) in str(error.value) and "['conv1', 'conv2']" in str(error.value)
+
+
+def test_backbone_layers_are_required_and_checked_before_any_weights_load():
+    cfg = {"backbone": "vgg19", "image_size": 64}
+    with pytest.raises(ValueError, match="filters.layers: required when filters.backbone is 'vgg19'"):
+        FI.filter_layers({**cfg, "layers": []}, {"conv_channels": [4]})
+    with pytest.raises(ValueError, match="filters.layers: layer 'conv9_1' is not in backbone"):
+        FI.filter_layers({**cfg, "layers": ["conv9_1"]}, {"conv_channels": [4]})
+    with pytest.raises(ValueError, match=r"'fc6' .* not a feature map"):
+        FI.filter_layers({**cfg, "layers": ["fc6"]}, {"conv_channels": [4]})
+    assert FI.filter_layers({**cfg, "layers": ["conv1_1", "features.2"]}, {}) == ["conv1_1", "features.2"]
+
+
+def test_conv_layers_of_the_trained_cnn_are_read_after_their_relu():
+    from cnnpipe.models import LectureCNN
+
+    model = LectureCNN(1, 3, 8, conv_channels=(2, 4), hidden=(4,), batch_norm=True)
+    assert FI.feature_map_layer(model, "conv2") == "relu2"
+    with pytest.raises(ValueError, match="not a convolution layer"):
+        FI.feature_map_layer(model, "conv3")
+
+
+# --------------------------------------------------------------------------- a^k
+
+
+def test_degree_of_activation_sums_the_lecture_feature_maps():
+    net = lecture_net()
+    # The lecture's 4x4 maps of filter 1 and 2 sum to -14 and -12; after the ReLU 3+1+1+3 and 1+1+3.
+    assert FI.layer_activations(net, "conv1", LECTURE_IMAGE).tolist() == [[-14.0, -12.0]]
+    assert FI.layer_activations(net, "relu1", LECTURE_IMAGE).tolist() == [[8.0, 5.0]]
+    as_bytes = (LECTURE_IMAGE * 255).to(torch.uint8).repeat(3, 1, 1, 1)
+    assert FI.layer_activations(net, "relu1", as_bytes, batch_size=2).tolist() == [[8.0, 5.0]] * 3
+    assert FI.dataset_max(net, "conv1", torch.cat([LECTURE_IMAGE, torch.zeros_like(LECTURE_IMAGE)])).tolist() == [0, 0]
+
+
+def test_a_layer_without_a_feature_map_is_refused():
+    net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 2, 3), flatten=nn.Flatten()))
+    with pytest.raises(ValueError, match="'flatten' gives .* not a feature map"):
+        FI.layer_activations(net, "flatten", LECTURE_IMAGE)
+
+
+# --------------------------------------------------------------------------- the ascent
+
+
+def test_linear_filters_reach_their_closed_form_optimum():
+    """Before the ReLU, a^k(x) = <c_k, x> with c_k = conv_transpose(ones, w_k): over [0, 1]
+    pixels the maximum is x = 1 where c_k > 0 and 0 where c_k < 0."""
+    net = lecture_net(bias=0.25)
+    result = FI.maximize_filters(net, "conv1", [0, 1], (1, 6, 6), steps=60, lr=0.1, leak=0.0, memory_mb=None,
+                                 progress=False)
+    for k in range(2):
+        c = torch.nn.functional.conv_transpose2d(torch.ones(1, 1, 4, 4), LECTURE_FILTERS[k:k + 1])[0, 0]
+        x = result.images[k, 0]
+        assert torch.equal(x[c > 0], torch.ones_like(x[c > 0]))
+        assert torch.equal(x[c < 0], torch.zeros_like(x[c < 0]))
+        best = float(c.clamp_min(0).sum()) + 16 * 0.25
+        assert FI.layer_activations(net, "conv1", x[None, None])[0, k].item() == pytest.approx(best)
+
+
+def test_after_the_relu_the_vertical_line_filter_draws_vertical_lines():
+    """Filter 2 (a vertical line) scores at most 3 per window and two neighbouring columns of
+    windows cannot both score, so its best is lines 3 pixels apart: 2 x 4 windows x 3 = 24
+    (the lecture image: 5). The diagonal filter's sum has several local maxima (diagonal
+    stripes: 18); plain ascent reaches one of them, here at least the lecture image's 8."""
+    net = lecture_net()
+    result = FI.maximize_filters(net, "relu1", [0, 1], (1, 6, 6), steps=100, lr=0.1, memory_mb=None, progress=False)
+    lines = torch.zeros(6, 6)
+    lines[:, [1, 4]] = 1.0
+    assert torch.equal(result.images[1, 0], lines)
+    found = FI.layer_activations(net, "relu1", result.images).diagonal()
+    assert found[1].item() == 24.0 and found[0].item() >= 8.0
+
+
+def test_the_leak_revives_a_filter_that_is_silent_on_the_start_image():
+    """A brightness detector (nine weights 1, bias -6) is silent on grey (4.5 - 6 < 0): plain
+    ascent gets no gradient and never moves; with the leak it climbs to the white image,
+    where each of the 16 windows gives 9 - 6 = 3."""
+    conv = nn.Conv2d(1, 1, 3)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-6.0)
+    net = nn.Sequential(OrderedDict(conv1=conv, relu1=nn.ReLU()))
+    kwargs = dict(steps=40, lr=0.1, memory_mb=None, progress=False)
+    stuck = FI.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.0, **kwargs)
+    revived = FI.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.01, **kwargs)
+    assert FI.layer_activations(net, "relu1", stuck.images).item() == 0.0
+    assert torch.equal(revived.images, torch.ones(1, 1, 6, 6))
+    assert FI.layer_activations(net, "relu1", revived.images).item() == 48.0
+
+
+def test_leaky_relus_are_seen_by_capture_and_removed_afterwards():
+    from cnnpipe import ascent as A
+
+    net = nn.Sequential(OrderedDict(relu=nn.ReLU()))
+    x = torch.tensor([[[[-2.0, 3.0]]]])
+    with FI.leaky_relus(net, 0.5), A.capture(net, ["relu"]) as acts:
+        assert acts.run(x)["relu"].flatten().tolist() == [-1.0, 3.0]
+    assert net(x).flatten().tolist() == [0.0, 3.0]
+    assert "forward" not in vars(net.relu) and not net.relu._forward_hooks
+
+
+def test_memory_budget_chunks_do_not_change_the_images():
+    net = lecture_net(bias=0.1)
+    kwargs = dict(steps=20, lr=0.05, progress=False, seed=3)
+    whole = FI.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=None, **kwargs)
+    chunked = FI.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=1e-4, **kwargs)
+    assert torch.allclose(whole.images, chunked.images, atol=1e-6)
+    # Samples 0 and 2 maximize the same filter from different seeded starts.
+    assert not torch.equal(whole.images[0], whole.images[2])
+
+
+# --------------------------------------------------------------------------- table and figure
+
+
+def test_table_ratio_is_empty_where_the_dataset_max_is_not_positive(tmp_path):
+    table = FI.filter_table([0, 1, 2], [10.0, 5.0, -1.0], [4.0, 0.0, -2.0])
+    assert list(table.columns) == ["filter", "activation", "dataset_max", "ratio"]
+    assert FI.beats(table).tolist() == [True, True, True]
+    write_csv(tmp_path / "t.csv", table)
+    assert (tmp_path / "t.csv").read_text() == (
+        "filter,activation,dataset_max,ratio\n0,10.0,4.0,2.5\n1,5.0,0.0,\n2,-1.0,-2.0,\n"
+    )
+    rows = list(table.itertuples(index=False))
+    assert [FI.sublabel(row) for row in rows] == ["2.5× max", "5 vs 0", "−1 vs −2"]
+    assert not FI.beats(FI.filter_table([0], [1.0], [1.0]))[0]
+
+
+def test_figure_title_counts_the_filters_that_beat_the_data():
+    table = FI.filter_table([0, 1, 2], [3.0, 1.0, 2.0], [1.0, 2.0, 1.0])
+    fig = FI.filters_figure(torch.rand(3, 1, 6, 6), table, "conv1", reference="all 9 training images",
+                            method=FI.method_lines(200, 0.05, "pixel", 0.0, 0.01))
+    texts = [t.get_text() for t in fig.texts + fig.axes[0].texts]
+    title = next(t for t in texts if t.startswith("conv1:"))
+    assert "2 of 3 filters beat all 9 training images" in title and "leak 0.01" in title
+    assert {"filter 0", "filter 2", "3× max", "0.5× max"} <= set(texts)
+
+
+def test_caption_renders_for_the_trained_cnn_and_a_backbone():
+    import jinja2
+    from docutils.core import publish_parts
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    template = jinja2.Environment().from_string((ROOT / "workflow" / "report" / "filters.rst").read_text())
+    for backbone, expected in [("trained", "training image"), ("vgg19", "scikit-image")]:
+        config["filters"]["backbone"] = backbone
+        snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(layer="conv2"))
+        html = publish_parts(template.render(snakemake=snakemake), writer="html",
+                             settings_overrides={"report_level": 1})["body"]
+        assert "system-message" not in html and expected in html and "conv2" in html
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def test_run_filters_on_an_imagenet_backbone(tmp_path):
+    """EfficientNet-Lite0 (weights from the bundled package) against the bundled photos."""
+    settings = {"backbone": "efficientnet_lite0", "image_size": 32, "max_filters": 3, "steps": 3, "lr": 0.05,
+                "parameterization": "fft", "jitter": 0.1, "leak": 0.01, "memory_mb": 256}
+    png, csv = tmp_path / "b.png", tmp_path / "b.csv"
+    table = FI.run_filters("blocks.1", settings, seed=0, png_path=png, csv_path=csv, progress=False)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = pd.read_csv(csv)
+    assert list(written.columns) == list(FI.COLUMNS) and written["filter"].tolist() == [0, 1, 2]
+    assert all(math.isfinite(v) for v in table["dataset_max"])
+
+
+# --------------------------------------------------------------------------- the rule, end to end
+
+
+@pytest.mark.e2e
+def test_rule_on_the_tiny_config(tmp_path, tiny_config):
+    from pipeline import planned_jobs, snakemake
+
+    layers = ["conv1", "conv2"]
+    targets = [f"results/filters/{layer}.{ext}" for layer in layers for ext in ("png", "csv")]
+    snakemake(tmp_path, "--cores", "2", *targets)
+    results = tmp_path / "results"
+    first = {target: (tmp_path / target).read_bytes() for target in targets}
+    for layer, filters in zip(layers, (4, 8)):  # the tiny model's conv_channels
+        table = pd.read_csv(results / "filters" / f"{layer}.csv")
+        assert list(table.columns) == ["filter", "activation", "dataset_max", "ratio"]
+        assert table["filter"].tolist() == list(range(filters))
+        # The tiny, barely trained model with a few dozen steps need not beat the data everywhere
+        # (the default config does, see the caption); the log must count what the table says.
+        won = int((table["activation"] > table["dataset_max"]).sum())
+        log = (results / "logs" / "filters" / f"{layer}.log").read_text()
+        assert f"{layer}: {won} of {filters} filters beat all " in log
+        assert first[f"results/filters/{layer}.png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Same seed, same bytes: the stage run again in this process (one thread, like the rule).
+    settings = {key: value for key, value in tiny_config["filters"].items() if key != "layers"}
+    for layer in layers:
+        again = {ext: tmp_path / "again" / f"{layer}.{ext}" for ext in ("png", "csv")}
+        FI.run_filters(layer, settings, seed=tiny_config["seed"], png_path=again["png"], csv_path=again["csv"],
+                       model_path=results / "train" / "model.pt", data_path=results / "data" / "dataset.pt",
+                       progress=False)
+        for ext, path in again.items():
+            assert path.read_bytes() == first[f"results/filters/{layer}.{ext}"], (layer, ext)
+
+    # A filters setting reruns the filters jobs only; a bad layer stops before any job.
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"filters": {"steps": 7}}))
+    plan = planned_jobs(snakemake(tmp_path, "--dry-run", *targets, configfiles=(ROOT / ".test" / "config.yaml",
+                                                                                 override)))
+    assert plan == {"filters": 2}
+    override.write_text(yaml.safe_dump({"filters": {"layers": ["conv1", "conv3"]}}))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    result = snakemake(bad, "--dry-run", configfiles=(ROOT / ".test" / "config.yaml", override), check=False)
+    assert result.returncode != 0
+    assert "filters.layers: 'conv3' is not a convolution layer" in result.stdout + result.stderr
+    assert not (bad / "results").exists()

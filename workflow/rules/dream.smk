@@ -1,0 +1,80 @@
+# DeepDream: one job per image (the bundled photos, or every image in dream.folder), then a
+# summary table and figure.
+import os
+import re
+
+from cnnpipe.plan import dream_inputs
+
+# Decided while the workflow is parsed: a dream.folder that is missing or holds no image
+# stops the run before any job starts, with the folder named.
+DREAM_IMAGES = dream_inputs(
+    config["dream"],
+    (
+        glob_wildcards(os.path.join(config["dream"]["folder"], "{file}")).file
+        if config["dream"]["folder"]
+        else []
+    ),
+)
+
+
+rule dream:
+    input:
+        image=lambda wildcards: DREAM_IMAGES[wildcards.name],
+        backbone=backbone_inputs(config["dream"]["backbone"]),
+        code=code("dream", "ascent", "backbones", "images"),
+    output:
+        image=report(
+            "results/dream/{name}.png",
+            caption="../report/dream.rst",
+            category="6. DeepDream",
+            labels={"image": "{name}", "figure": "DeepDream"},
+        ),
+        csv="results/dream/{name}.csv",
+    log:
+        "results/logs/dream/{name}.log",
+    wildcard_constraints:
+        name="|".join(re.escape(name) for name in DREAM_IMAGES),
+    conda:
+        "../envs/cnnpipe.yaml"
+    # One thread per job: jobs run side by side instead, and the bytes do not depend on
+    # --cores. Raise it with --set-threads for large images.
+    threads: 1
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        # the image list is left out: adding an image reruns no other image
+        dream={
+            k: v for k, v in section("dream").items() if k not in ("folder", "photos")
+        },
+        seed=config["seed"],
+        device=config["device"],
+        cache=config["cache"] if config["dream"]["backbone"] in DOWNLOADABLE else None,
+    script:
+        "../scripts/dream.py"
+
+
+rule dream_summary:
+    input:
+        # functions, so that braces in file names are not read as wildcards
+        csv=lambda wildcards: [f"results/dream/{n}.csv" for n in sorted(DREAM_IMAGES)],
+        originals=lambda wildcards: [DREAM_IMAGES[n] for n in sorted(DREAM_IMAGES)],
+        dreams=lambda wildcards: [
+            f"results/dream/{n}.png" for n in sorted(DREAM_IMAGES)
+        ],
+        code=code("dream"),
+    output:
+        csv="results/dream/summary.csv",
+        figure=report(
+            "results/dream/summary.png",
+            caption="../report/dream.rst",
+            category="6. DeepDream",
+            labels={"image": "all", "figure": "summary"},
+        ),
+    log:
+        "results/logs/dream/summary.log",
+    conda:
+        "../envs/cnnpipe.yaml"
+    script:
+        "../scripts/dream_summary.py"

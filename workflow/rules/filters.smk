@@ -1,0 +1,59 @@
+# Per-filter activation maximization: for every filter k of a layer, the input
+# x* = argmax_x a^k with a^k = sum_ij a^k_ij, found by one batched gradient ascent per layer.
+import re
+
+from cnnpipe.plan import filter_layers
+
+# Checked while the workflow is parsed: a layer that is not a convolution of the configured
+# model (or not a feature map of the backbone) stops the run before any job starts.
+FILTER_LAYERS = filter_layers(config["filters"], config["model"])
+FILTER_BACKBONE = config["filters"]["backbone"]
+
+
+rule filters:
+    input:
+        # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
+        backbone=backbone_inputs(FILTER_BACKBONE),
+        # the trained CNN's x* are compared with every training image
+        data=["results/data/dataset.pt"] if FILTER_BACKBONE == "trained" else [],
+        code=code(
+            "filters",
+            "ascent",
+            *([] if FILTER_BACKBONE == "trained" else ["backbones", "photos"]),
+        ),
+    output:
+        grid=report(
+            "results/filters/{layer}.png",
+            caption="../report/filters.rst",
+            category="3. Filters",
+            subcategory="Activation maximization",
+            labels={"layer": "{layer}", "output": "x* per filter"},
+        ),
+        table=report(
+            "results/filters/{layer}.csv",
+            caption="../report/filters.rst",
+            category="3. Filters",
+            subcategory="Activation maximization",
+            labels={"layer": "{layer}", "output": "table"},
+        ),
+    log:
+        "results/logs/filters/{layer}.log",
+    wildcard_constraints:
+        layer="|".join(re.escape(layer) for layer in FILTER_LAYERS),
+    conda:
+        "../envs/cnnpipe.yaml"
+    # The lecture CNN's small convolutions run fastest on one thread per job (two layers
+    # then run side by side); ImageNet backbones use more.
+    threads: 1 if FILTER_BACKBONE == "trained" else 4
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
+        mem_mb=int(config["filters"]["memory_mb"]) + 2000,
+        runtime=30,
+    params:
+        # everything but `layers`, so that adding a layer does not rerun the others
+        settings={k: v for k, v in section("filters").items() if k != "layers"},
+        seed=config["seed"],
+        device=config["device"],
+        cache=config["cache"],
+    script:
+        "../scripts/filters.py"

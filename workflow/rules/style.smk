@@ -1,0 +1,63 @@
+# Neural style transfer (Gatys et al.): one job per content/style pair, named
+# <content>__<style> after the two images.
+import re
+
+from cnnpipe.plan import style_pairs
+
+# Decided while the workflow is parsed: an empty pair list, a missing file or folder, or two
+# pairs with one name stop the run before any job starts, naming the config key at fault.
+STYLE_PAIRS = style_pairs(
+    config["style"], photo_dir="results/photos", sample_photos=SAMPLE_PHOTOS
+)
+STYLE_OUTPUTS = [
+    f"results/style/{folder}{pair}.{ext}"
+    for pair in STYLE_PAIRS
+    for folder, ext in (("", "png"), ("figures/", "png"), ("losses/", "csv"))
+]
+
+
+rule style:
+    input:
+        content=lambda wildcards: STYLE_PAIRS[wildcards.pair][0],
+        style=lambda wildcards: STYLE_PAIRS[wildcards.pair][1],
+        backbone=backbone_inputs(config["style"]["backbone"]),
+        code=code("style", "ascent", "backbones", "images"),
+    output:
+        image=report(
+            "results/style/{pair}.png",
+            caption="../report/style.rst",
+            category="7. Style",
+            labels={"pair": "{pair}", "figure": "result"},
+        ),
+        figure=report(
+            "results/style/figures/{pair}.png",
+            caption="../report/style.rst",
+            category="7. Style",
+            labels={"pair": "{pair}", "figure": "content | style | result"},
+        ),
+        losses="results/style/losses/{pair}.csv",
+    log:
+        "results/logs/style/{pair}.log",
+    wildcard_constraints:
+        pair="|".join(re.escape(name) for name in STYLE_PAIRS),
+    conda:
+        "../envs/cnnpipe.yaml"
+    # One thread per job: jobs run side by side instead, and the bytes do not depend on
+    # --cores. Raise it with --set-threads for large images.
+    threads: 1
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
+        mem_mb=4000,
+        runtime=30,
+    params:
+        # the pair lists are left out: adding a pair reruns no other pair
+        style={
+            k: v
+            for k, v in section("style").items()
+            if k not in ("pairs", "content_folder", "style_folder")
+        },
+        seed=config["seed"],
+        device=config["device"],
+        cache=config["cache"] if config["style"]["backbone"] in DOWNLOADABLE else None,
+    script:
+        "../scripts/style.py"
