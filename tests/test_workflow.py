@@ -89,6 +89,12 @@ def test_editing_a_stage_module_reruns_that_stage(tiny_run, module, rules):
         ({"dataset": {"name": "imagenet"}}, ["name", "digits", "mnist", "cifar10", "imagefolder"]),
         ({"device": "tpu"}, ["device", "auto", "cuda"]),
         ({"model": {"kernel_size": 4}}, ["kernel_size"]),
+        ({"dream": {"backbone": "resnet50"}}, ["backbone", "efficientnet_lite0", "vgg19", "googlenet"]),
+        ({"dream": {"layers": ["blocks.99"]}}, ["dream.layers", "blocks.99", "blocks.6"]),
+        ({"style": {"style_layers": ["conv1_1"]}}, ["style.style_layers", "conv1_1"]),
+        ({"filters": {"layers": ["conv7"]}}, ["filters.layers", "conv7"]),
+        ({"dream": {"folder": "/no/such/folder"}}, ["dream.folder", "/no/such/folder"]),
+        ({"style": {"pairs": []}}, ["style.pairs", "no content/style pairs"]),
     ],
 )
 def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, override, expected):

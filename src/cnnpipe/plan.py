@@ -186,3 +186,36 @@ def style_pairs(settings: Mapping, photo_dir: str | os.PathLike = "results/photo
                              "file name: rename the files without slashes, braces or control characters")
         pairs[name] = (content, style)
     return pairs
+
+
+def check_layer_names(key: str, backbone: str, layers: Iterable[str], model_cfg: Mapping) -> None:
+    """Stop before any job when a layer named under ``key`` is not in ``backbone``.
+
+    Builds the network on the meta device (no weights, no memory); torch is imported only
+    when layers are named explicitly, so the default dry run stays light."""
+    layers = list(layers or [])
+    if not layers:
+        return
+    import torch
+
+    from cnnpipe.ascent import LayerNotFoundError, get_layer
+    from cnnpipe.backbones import load_backbone, resolve_layer
+    from cnnpipe.models import build_model
+
+    with torch.device("meta"):
+        if backbone == "trained":
+            # Layer names depend on the model section only; the shapes here are stand-ins.
+            size = 4 * 2 ** len(model_cfg["conv_channels"])
+            manifest = {"image_shape": [1, size, size], "classes": ["a", "b"],
+                        "normalization": {"mean": [0.0], "std": [1.0]}}
+            model = build_model(model_cfg, manifest)
+        else:
+            model = load_backbone(backbone, pretrained=False)
+    for name in layers:
+        try:
+            if backbone == "trained":
+                get_layer(model, name)
+            else:
+                resolve_layer(model, name)
+        except (LayerNotFoundError, ValueError) as error:
+            raise ValueError(f"{key}: {error}") from None

@@ -3,10 +3,16 @@
 import os
 import re
 
-from cnnpipe.plan import dream_inputs
+from cnnpipe.plan import check_layer_names, dream_inputs
 
 # Decided while the workflow is parsed: a dream.folder that is missing or holds no image
 # stops the run before any job starts, with the folder named.
+check_layer_names(
+    "dream.layers",
+    config["dream"]["backbone"],
+    config["dream"]["layers"],
+    config["model"],
+)
 DREAM_IMAGES = dream_inputs(
     config["dream"],
     (

@@ -2,10 +2,17 @@
 # <content>__<style> after the two images.
 import re
 
-from cnnpipe.plan import style_pairs
+from cnnpipe.plan import check_layer_names, style_pairs
 
 # Decided while the workflow is parsed: an empty pair list, a missing file or folder, or two
 # pairs with one name stop the run before any job starts, naming the config key at fault.
+for key in ("content_layers", "style_layers"):
+    check_layer_names(
+        f"style.{key}",
+        config["style"]["backbone"],
+        config["style"][key],
+        config["model"],
+    )
 STYLE_PAIRS = style_pairs(
     config["style"], photo_dir="results/photos", sample_photos=SAMPLE_PHOTOS
 )
