@@ -11,6 +11,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / ".test" / "config.yaml"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tests' models are tiny: one thread is fastest, and keeps the machine's second core
+    free for the Snakemake runs the tests start (their rules pin their own thread counts)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT

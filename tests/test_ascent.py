@@ -10,15 +10,6 @@ from cnnpipe import ascent as A
 from cnnpipe.models import LectureCNN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the cores here are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cnn(channels: int = 1, size: int = 16, classes: int = 5, seed: int = 0) -> LectureCNN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

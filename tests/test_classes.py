@@ -22,15 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the cores here are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cnn(classes: int = 4, size: int = 8, seed: int = 0) -> LectureCNN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

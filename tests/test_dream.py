@@ -52,15 +52,6 @@ def photo(height: int = 30, width: int = 44, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(small, size=(height, width), mode="bilinear")[0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def lite0():
     from cnnpipe.backbones import load_backbone

@@ -27,15 +27,6 @@ LECTURE_FILTERS = torch.tensor(
 )[:, None]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the cores here are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def lecture_net(bias: float | None = None) -> nn.Sequential:
     """conv1 (the lecture's two filters, stride 1, no padding) -> relu1."""
     conv = nn.Conv2d(1, 2, 3, bias=bias is not None)

@@ -21,14 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cnn(classes: int = 3, size: int = 8, seed: int = 0, steps: int = 15) -> LectureCNN:
     """A tiny CNN trained for a moment on 3 synthetic classes (bright left half, right half,
     top half), so that every class can be reached with high confidence."""

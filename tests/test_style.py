@@ -24,15 +24,6 @@ TINY = ROOT / ".test" / "config.yaml"
 PHOTOS = ["astronaut", "chelsea", "coffee", "hubble_deep_field", "ihc", "rocket"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the cores here are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_net(seed: int = 0) -> nn.Sequential:
     """normalize -> conv1 -> relu1 -> pool1 -> conv2 -> relu2: named layers like a backbone."""
     with torch.random.fork_rng(devices=[]):
