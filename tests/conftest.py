@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,58 @@ def tiny_report(tiny_run) -> Path:
 
     snakemake(tiny_run, "--report", "report.html")
     return tiny_run / "report.html"
+
+
+class FileServer:
+    """An HTTP server on 127.0.0.1 serving ``files`` (path without the leading slash -> bytes)
+    and recording the path of every GET in ``requests``."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.requests.append(self.path)
+                body = owner.files.get(self.path.lstrip("/"))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def serve(self, folder: str, files: dict[str, bytes]) -> str:
+        """Serve ``files`` under ``folder``; returns the folder's URL (a download mirror)."""
+        for name, body in files.items():
+            self.files[f"{folder}/{name}"] = body
+        return f"{self.base}/{folder}/"
+
+
+@pytest.fixture
+def file_server(monkeypatch):
+    """A local download server; proxies are switched off so requests reach it."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = FileServer()
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+        server.thread.join(timeout=5)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
@@ -217,36 +215,8 @@ def test_missing_cached_weights_say_how_to_fetch_them(tmp_path):
 
 
 @pytest.fixture
-def weights_server(monkeypatch):
-    """An HTTP server on 127.0.0.1 serving ``files`` (name -> bytes) and logging each GET."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    files: dict[str, bytes] = {}
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            body = files.get(self.path.lstrip("/"))
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    port = server.server_address[1]
-    yield SimpleNamespace(files=files, hits=hits, url=lambda name: f"http://127.0.0.1:{port}/{name}")
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+def weights_server(file_server):
+    return file_server
 
 
 @pytest.fixture
@@ -271,7 +241,7 @@ def test_download_lands_in_the_cache_loads_and_is_not_fetched_twice(weights_serv
     stand_in.load_state_dict(torch.load(path, weights_only=True))
     assert torch.equal(stand_in.weight, tiny_weights.model.weight)
     assert download_weights("vgg19", tmp_path / "cache", url=url) == path
-    assert weights_server.hits == [f"/{tiny_weights.name}"]
+    assert weights_server.requests == [f"/{tiny_weights.name}"]
 
 
 def test_corrupt_download_raises_and_leaves_nothing(weights_server, tiny_weights, tmp_path):
@@ -292,7 +262,7 @@ def test_invalid_cached_file_is_replaced_by_a_fresh_download(weights_server, tin
     weights_server.files[tiny_weights.name] = tiny_weights.data
     (tmp_path / tiny_weights.name).write_bytes(b"truncated")
     path = download_weights("vgg19", tmp_path, url=weights_server.url(tiny_weights.name))
-    assert path.read_bytes() == tiny_weights.data and len(weights_server.hits) == 1
+    assert path.read_bytes() == tiny_weights.data and len(weights_server.requests) == 1
 
 
 def test_download_errors_name_what_is_wrong(weights_server, tmp_path):

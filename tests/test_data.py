@@ -8,8 +8,6 @@ import io
 import pickle
 import struct
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -45,53 +43,9 @@ def prepare(tmp_path, cfg, seed=0, tag="run", **kwargs):
     return manifest, data_path, manifest_path
 
 
-# ----------------------------------------------------------------- local HTTP server
-
-
-class _Server:
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                owner.requests.append(self.path)
-                body = owner.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def serve(self, folder: str, files: dict[str, bytes]) -> str:
-        for name, body in files.items():
-            self.files[f"/{folder}/{name}"] = body
-        return f"{self.base}/{folder}/"
-
-
 @pytest.fixture
-def server(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    srv = _Server()
-    srv.thread.start()
-    try:
-        yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        srv.thread.join(timeout=5)
+def server(file_server):
+    return file_server
 
 
 # ----------------------------------------------------------------- generated raw files
@@ -280,7 +234,7 @@ def test_corrupt_download_is_rejected_and_removed(tmp_path, server):
 
     # Once the mirror serves the right bytes, the run succeeds; the good file already
     # fetched before the failure comes from the cache.
-    server.files[f"/mnist/{bad_name}"] = files[bad_name]
+    server.files[f"mnist/{bad_name}"] = files[bad_name]
     seen = len(server.requests)
     manifest, _, _ = prepare(tmp_path, cfg, sources=sources)
     assert manifest["classes"] == [str(d) for d in range(10)]
