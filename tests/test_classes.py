@@ -186,9 +186,30 @@ def test_rule_end_to_end_and_byte_identical_rerun(tmp_path, tiny_config):
     # The rule's function again (one thread, as the rule runs it): the same bytes.
     again = tmp_path / "again"
     C.run_classes(
-        tmp_path / "results/train/model.pt", tmp_path / "results/data/dataset.pt", tiny_config["classes"],
-        seed=tiny_config["seed"], device_name="cpu", summary_csv=again / "summary.csv",
+        tiny_config["classes"], seed=tiny_config["seed"], device_name="cpu", summary_csv=again / "summary.csv",
         attainment_json=again / "attainment.json", grid_png=again / "classes.png",
+        model_path=tmp_path / "results/train/model.pt", data_path=tmp_path / "results/data/dataset.pt",
     )
     for name in OUTPUTS:
         assert (again / Path(name).name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+@pytest.mark.e2e
+def test_rule_on_an_imagenet_backbone_needs_no_training(tmp_path):
+    """With `backbone: efficientnet_lite0` the rule depends on no checkpoint or dataset, and
+    visualizes the named ImageNet classes; ImageNet is not here, so there is no pixel judge."""
+    override = tmp_path / "backbone.yaml"
+    override.write_text(yaml.safe_dump({"classes": {
+        "backbone": "efficientnet_lite0", "imagenet_classes": [1, 130], "image_size": 32, "steps": 3}}))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+               str(tmp_path), "--cores", "2", OUTPUTS[0], "--configfile", str(TINY), str(override)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "results/train").exists() and not (tmp_path / "results/data").exists()
+    summary = pd.read_csv(tmp_path / OUTPUTS[0])
+    assert summary["class"].unique().tolist() == ["goldfish", "flamingo"]
+    assert summary["independent_prediction"].isna().all() and summary["mean_image_correlation"].isna().all()
+    counts = json.loads((tmp_path / OUTPUTS[1]).read_text())
+    assert counts["reference"] is None
+    assert all("independent_correct" not in numbers for numbers in counts["variants"].values())
+    assert "efficientnet_lite0, 2 classes on 3x32x32 images" in (tmp_path / "results/logs/classes.log").read_text()

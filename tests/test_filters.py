@@ -188,18 +188,27 @@ def test_figure_title_counts_the_filters_that_beat_the_data():
     assert {"filter 0", "filter 2", "3× max", "0.5× max"} <= set(texts)
 
 
-def test_caption_renders_for_the_trained_cnn_and_a_backbone():
+def test_caption_renders_with_this_runs_numbers_for_the_trained_cnn_and_a_backbone(tmp_path, monkeypatch):
     import jinja2
     from docutils.core import publish_parts
 
+    from cnnpipe.captions import filters as filter_numbers
+    from cnnpipe.captions import write_caption
+
+    # As Snakemake renders it: from the working directory, output paths relative to it.
+    monkeypatch.chdir(tmp_path)
+    FI.filter_table([0, 1, 2], [3.0, 1.0, 2.0], [1.0, 2.0, 1.0]).to_csv("conv2.csv", index=False)
+    write_caption("results/captions/filters/conv2.rst", filter_numbers("conv2.csv", "conv2"))
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     template = jinja2.Environment().from_string((ROOT / "workflow" / "report" / "filters.rst").read_text())
     for backbone, expected in [("trained", "training image"), ("vgg19", "scikit-image")]:
         config["filters"]["backbone"] = backbone
-        snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(layer="conv2"))
+        snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(layer="conv2"),
+                                          output=types.SimpleNamespace(caption="results/captions/filters/conv2.rst"))
         html = publish_parts(template.render(snakemake=snakemake), writer="html",
                              settings_overrides={"report_level": 1})["body"]
         assert "system-message" not in html and expected in html and "conv2" in html
+        assert "<strong>2 of 3</strong> filters" in html and "min 0.5, median 2, max 3" in html
 
 
 # --------------------------------------------------------------------------- the stage

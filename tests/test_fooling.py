@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from cnnpipe import fooling as F
 from cnnpipe.independent import fit_pixel_classifier
@@ -168,16 +169,35 @@ def test_table_and_figure():
     assert list(table.columns[:4]) == ["class", "confidence", "confidence_after_png", "independent_prediction"]
     assert table["class"].tolist() == names and set(table["independent_prediction"]) <= set(names)
     assert (table["reached_target"] == (table["confidence_after_png"] >= 0.99)).all()
-    fig = F.fooling_figure(result, table, names, "knn")
+    fig = F.fooling_figure(result, table, "knn")
     assert len(fig.axes) == 1
+    assert "knn pixel classifier" in " ".join(" ".join(t.get_text().split()) for t in fig.texts)
     assert [F._percent(p) for p in (0.99996, 0.999471, 0.99896, 0.5, 0.99)] == [
         "99.996%", "99.94%", "99.8%", "50.0%", "99.0%"]
     assert F._percent(1.0) == F._percent(0.9999995) == "\u2265 99.9999%"
 
 
+def test_a_subset_of_classes_keeps_image_and_class_apart():
+    model = tiny_cnn()
+    targets = [2, 0]
+    for result in (
+        F.gradient_fooling(model, (1, 8, 8), target=0.9, steps=20, targets=targets, seed=0, show_progress=False),
+        F.evolve_fooling(model, (1, 8, 8), generations=3, offspring=4, hidden=3, targets=targets, seed=0,
+                         show_progress=False),
+    ):
+        assert result.targets == targets and result.images.shape == (2, 1, 8, 8)
+        probs = F.class_probabilities(model, result.loaded)
+        assert torch.allclose(result.confidence_after_png, probs[[0, 1], targets])
+        table = F.fooling_table(result, ["cat", "dog", "eel"], None)
+        assert table["class"].tolist() == ["eel", "cat"] and table["class_index"].tolist() == targets
+        assert table["independent_prediction"].isna().all()  # no judge: empty, never made up
+        fig = F.fooling_figure(result, table, None)
+        assert "pixel" not in " ".join(t.get_text() for t in fig.texts)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="method"):
-        F.run_fooling("genetic", "m.pt", "d.pt", {}, seed=0, device_name="cpu", csv_path="x", png_path="y")
+        F.run_fooling("genetic", {}, seed=0, device_name="cpu", csv_path="x", png_path="y")
     with pytest.raises(ValueError, match="target"):
         F.gradient_fooling(tiny_cnn(), (1, 8, 8), target=1.5)
     with pytest.raises(ValueError, match="offspring"):
@@ -185,6 +205,27 @@ def test_bad_arguments_are_named():
 
 
 # --------------------------------------------------------------------------- the rule
+
+
+def test_imagenet_backbone_fools_named_imagenet_classes(tmp_path):
+    """EfficientNet-Lite0 (its real weights ship in a package) on two ImageNet classes at 64 px:
+    the CSV names the classes, has no pixel-classifier verdict, and the gradient images gain."""
+    cfg = {**yaml.safe_load((ROOT / "config.yaml").read_text())["fooling"], "backbone": "efficientnet_lite0",
+           "imagenet_classes": [1, 130], "image_size": 64, "gradient_steps": 20, "generations": 1, "offspring": 2,
+           "cppn_nodes": 3}
+    tables = {}
+    for method in F.METHODS:
+        tables[method] = F.run_fooling(method, cfg, seed=0, device_name="cpu", csv_path=tmp_path / f"{method}.csv",
+                                       png_path=tmp_path / f"{method}.png")
+        table = pd.read_csv(tmp_path / f"{method}.csv")
+        assert table["class"].tolist() == ["goldfish", "flamingo"] and table["class_index"].tolist() == [1, 130]
+        assert table["independent_prediction"].isna().all()
+    # Twenty Adam steps on log p(class) take a noise image 100 times above chance (1/1000).
+    assert (tables["gradient"]["confidence_after_png"] > 0.1).all()
+    with pytest.raises(ValueError, match=r"fooling.imagenet_classes: need distinct class indices in 0..999"):
+        F.run_fooling("gradient", {**cfg, "imagenet_classes": [1, 1000]}, seed=0, device_name="cpu",
+                      csv_path=tmp_path / "x.csv", png_path=tmp_path / "x.png")
+    assert not (tmp_path / "x.csv").exists()
 
 
 OUTPUTS = [f"results/fooling/{m}.{ext}" for m in F.METHODS for ext in ("csv", "png")]
@@ -206,9 +247,9 @@ def test_rule_end_to_end_and_byte_identical_rerun(tmp_path, tiny_config):
     # The rule's function again (one thread, as the rule runs it): the same bytes.
     for method in F.METHODS:
         again = tmp_path / "again"
-        F.run_fooling(method, tmp_path / "results/train/model.pt", tmp_path / "results/data/dataset.pt",
-                      tiny_config["fooling"], seed=tiny_config["seed"], device_name="cpu",
-                      csv_path=again / f"{method}.csv", png_path=again / f"{method}.png")
+        F.run_fooling(method, tiny_config["fooling"], seed=tiny_config["seed"], device_name="cpu",
+                      csv_path=again / f"{method}.csv", png_path=again / f"{method}.png",
+                      model_path=tmp_path / "results/train/model.pt", data_path=tmp_path / "results/data/dataset.pt")
         for ext in ("csv", "png"):
             produced = (tmp_path / f"results/fooling/{method}.{ext}").read_bytes()
             assert (again / f"{method}.{ext}").read_bytes() == produced, (method, ext)

@@ -4,12 +4,14 @@ the report, and nothing written outside results/ and the download cache."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 import yaml
 
@@ -47,6 +49,21 @@ def test_report_contains_every_figure(tiny_run, tiny_report):
     assert figures(tiny_run)
     missing = [path.name for path in figures(tiny_run) if path.name not in html]
     assert missing == []
+
+
+def test_report_captions_give_this_runs_numbers(tiny_run, tiny_report):
+    html = tiny_report.read_text(errors="replace")
+    result = json.loads((tiny_run / "results/metrics/eval.json").read_text())
+    assert f"Test accuracy <strong>{100 * result['test_accuracy']:.1f}%</strong>" in html
+    for method in ("gradient", "evolution"):
+        table = pd.read_csv(tiny_run / f"results/fooling/{method}.csv")
+        reached = int(table["reached_target"].sum())
+        assert f"<strong>{reached} of {len(table)}</strong> classes at a confidence" in html
+    # Every report item cites numbers except the first-layer filters (weights, no measurement);
+    # the filter tables (CSV) are items too. No docutils error shows anywhere.
+    tables = list((tiny_run / "results/filters").glob("*.csv"))
+    assert html.count("Key numbers of this run") == len(figures(tiny_run)) - 1 + len(tables)
+    assert "System Message" not in html and "system-message" not in html
 
 
 KILL_CONFIG = {

@@ -13,6 +13,10 @@ Each image is then judged by the CNN (logit, probability) and by an independent 
 classifier (``cnnpipe.independent``), and compared with its class's mean training image
 (Pearson r) - a plainer measure than any classifier's verdict, since gradient images tend to
 fool pixel classifiers too.
+
+With ``backbone`` set to an ImageNet network (``cnnpipe.classifier``) the same three variants
+run for the configured ImageNet classes; there is no training set here to fit a pixel
+classifier or take class means on, so those columns stay empty.
 """
 
 from __future__ import annotations
@@ -25,11 +29,9 @@ import torch
 from torch import nn
 
 from cnnpipe import ascent as A
-from cnnpipe.checkpoint import load_model
-from cnnpipe.data import load_prepared
+from cnnpipe.classifier import SCORES_LAYER, load_classifier
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv, write_json
-from cnnpipe.independent import fit_on_prepared
 from cnnpipe.plots import image_grid
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ SUMMARY_COLUMNS = [
     "independent_probability",
     "cnn_prediction",
     "mean_image_correlation",
+    "class_index",
 ]
 CONFIG_KEYS = (
     "steps",
@@ -106,19 +109,23 @@ def visualize_classes(
     image_shape,
     cfg: dict,
     *,
-    layer: str = "logits",
+    layer: str = SCORES_LAYER,
+    targets: list[int] | None = None,
     seed: int = 0,
     show_progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Variant -> images [K, C, H, W] in [0, 1], image i maximizing the logit of class i.
+    """Variant -> images [K, C, H, W] in [0, 1], image j maximizing the logit of class
+    ``targets[j]`` (default: every class of the model's output, in order).
 
     One batched ascent per variant; plain and l1 start from the same seeded noise, so their
     difference is the L1 term alone.
     """
     shape = tuple(int(s) for s in image_shape)
-    with torch.no_grad(), A.frozen(model):
-        k = int(model(torch.zeros(1, *shape, device=next(model.parameters()).device)).shape[1])
-    objectives = [A.class_logit(layer, i) for i in range(k)]
+    if targets is None:
+        with torch.no_grad(), A.frozen(model):
+            k = int(model(torch.zeros(1, *shape, device=next(model.parameters()).device)).shape[1])
+        targets = list(range(k))
+    objectives = [A.class_logit(layer, i) for i in targets]
     images = {}
     for name, settings in variant_settings(cfg, shape).items():
         settings = dict(settings)
@@ -133,33 +140,36 @@ def visualize_classes(
 
 @torch.no_grad()
 def summarize(
-    model: nn.Module, images: dict[str, torch.Tensor], independent, class_names
+    model: nn.Module, images: dict[str, torch.Tensor], independent, class_names, targets=None
 ) -> pd.DataFrame:
     """One row per (class, variant): the CNN's logit and probability of that class and its
     prediction, the pixel classifier's prediction and probability of the class, and the
-    correlation with the class's mean training image."""
+    correlation with the class's mean training image (these three empty without a pixel
+    classifier). Image j of each variant is for class ``targets[j]`` (default: j)."""
     device = next(model.parameters()).device
     rows = []
     for variant, batch in images.items():
         with A.frozen(model):  # eval mode (no dropout), restored afterwards
             logits = model(batch.to(device)).float().cpu()
         probs = torch.softmax(logits, dim=1)
-        classes = np.arange(len(batch))
-        pixel_probs = independent.predict_proba(batch)
-        correlation = independent.mean_image_correlation(batch, classes)
-        for i in classes:
-            rows.append(
-                {
-                    "class": str(class_names[i]),
-                    "variant": variant,
-                    "logit": round(float(logits[i, i]), 4),
-                    "probability": round(float(probs[i, i]), 6),
-                    "cnn_prediction": str(class_names[int(probs[i].argmax())]),
-                    "independent_prediction": str(class_names[int(pixel_probs[i].argmax())]),
-                    "independent_probability": round(float(pixel_probs[i, i]), 6),
-                    "mean_image_correlation": round(float(correlation[i]), 4),
-                }
-            )
+        classes = np.arange(len(batch)) if targets is None else np.asarray(targets)
+        if independent is not None:
+            pixel_probs = independent.predict_proba(batch)
+            correlation = independent.mean_image_correlation(batch, classes)
+        for j, c in enumerate(classes):
+            row = {
+                "class": str(class_names[c]),
+                "class_index": int(c),
+                "variant": variant,
+                "logit": round(float(logits[j, c]), 4),
+                "probability": round(float(probs[j, c]), 6),
+                "cnn_prediction": str(class_names[int(probs[j].argmax())]),
+            }
+            if independent is not None:
+                row["independent_prediction"] = str(class_names[int(pixel_probs[j].argmax())])
+                row["independent_probability"] = round(float(pixel_probs[j, c]), 6)
+                row["mean_image_correlation"] = round(float(correlation[j]), 4)
+            rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -169,14 +179,19 @@ def attainment(summary: pd.DataFrame, reference: dict) -> dict:
     for real test images."""
     out = {"reference": reference, "variants": {}}
     for variant, group in summary.groupby("variant", sort=False):
-        out["variants"][variant] = {
+        numbers = {
             "classes": int(len(group)),
             "cnn_correct": int((group["cnn_prediction"] == group["class"]).sum()),
-            "independent_correct": int((group["independent_prediction"] == group["class"]).sum()),
-            "independent_probability_mean": round(float(group["independent_probability"].mean()), 4),
-            "mean_image_correlation_mean": round(float(group["mean_image_correlation"].mean()), 4),
-            "mean_image_correlation_min": round(float(group["mean_image_correlation"].min()), 4),
+            "probability_min": round(float(group["probability"].min()), 6),
         }
+        if group["independent_prediction"].notna().all():
+            numbers.update({
+                "independent_correct": int((group["independent_prediction"] == group["class"]).sum()),
+                "independent_probability_mean": round(float(group["independent_probability"].mean()), 4),
+                "mean_image_correlation_mean": round(float(group["mean_image_correlation"].mean()), 4),
+                "mean_image_correlation_min": round(float(group["mean_image_correlation"].min()), 4),
+            })
+        out["variants"][variant] = numbers
     return out
 
 
@@ -195,79 +210,101 @@ def reference_measures(independent, data: dict) -> dict:
 VARIANT_LABELS = {"plain": "plain", "l1": "L1", "regularized": "reg."}
 
 
-def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class_means: np.ndarray,
-                   class_names, cfg: dict, reference: dict):
-    """Rows: the variants, then the class's mean training image; columns: the classes.
-    Under each image: CNN probability | pixel classifier's prediction | r with the class mean."""
+def regularization_words(cfg: dict) -> list[str]:
+    """What the regularized variant does, for the figure title."""
+    words = [cfg["parameterization"].upper() if cfg["parameterization"] == "fft" else "pixels"]
+    if cfg["jitter"] > 0 or cfg["scale"] > 0 or cfg["degrees"] > 0:
+        words.append("jitter/zoom/rotation")
+    if cfg["blur_every"]:
+        words.append(f"blur every {cfg['blur_every']} steps")
+    if cfg["regularized_l1_weight"]:
+        words.append(f"L1 {cfg['regularized_l1_weight']:g}")
+    if cfg["tv_weight"]:
+        words.append(f"TV {cfg['tv_weight']:g}")
+    return words
+
+
+def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class_means: np.ndarray | None,
+                   class_names, cfg: dict, reference: dict | None):
+    """Rows: the variants, then (with a pixel classifier) the class's mean training image;
+    columns: the classes. Under each image: the CNN's probability, then the pixel classifier's
+    prediction and r with the class mean where there is one."""
     k = len(class_names)
     shape = next(iter(images.values())).shape[1:]
-    means = torch.from_numpy(class_means.reshape(k, *shape)).float()
-    panels = torch.cat([*images.values(), means])
+    judged = reference is not None
+    panels = [*images.values()]
+    if judged:
+        panels.append(torch.from_numpy(class_means.reshape(k, *shape)).float())
     labels, sublabels = [], []
     by_key = summary.set_index(["variant", "class"])
     for variant in images:
         for name in class_names:
             row = by_key.loc[(variant, str(name))]
             labels.append(f"{VARIANT_LABELS.get(variant, variant)}: {name}")
-            sublabels.append(f"p {row['probability']:.3f} | {row['independent_prediction']} | r {row['mean_image_correlation']:.2f}")
-    labels += [f"mean: {name}" for name in class_names]
-    sublabels += ["training mean"] * k
-    reg = [cfg["parameterization"].upper() if cfg["parameterization"] == "fft" else "pixels"]
-    if cfg["jitter"] > 0 or cfg["scale"] > 0 or cfg["degrees"] > 0:
-        reg.append("jitter/zoom/rotation")
-    if cfg["blur_every"]:
-        reg.append(f"blur every {cfg['blur_every']} steps")
-    if cfg["regularized_l1_weight"]:
-        reg.append(f"L1 {cfg['regularized_l1_weight']:g}")
-    if cfg["tv_weight"]:
-        reg.append(f"TV {cfg['tv_weight']:g}")
-    tally = " | ".join(
-        f"{VARIANT_LABELS.get(v, v)} {int((g['independent_prediction'] == g['class']).sum())}/{k} "
-        f"(mean r {g['mean_image_correlation'].mean():.2f})"
-        for v, g in summary.groupby("variant", sort=False)
-    )
-    title = (
-        f"Can we see the classes? x* = argmax_x y^i for each class i, {cfg['steps']} Adam steps from noise\n"
-        f"rows: plain | L1: y^i - {cfg['l1_weight']:g} \u03a3|x_ij| (pixels in [0, 1]) | reg.: {', '.join(reg)} "
-        "| mean training image\n"
-        f"under each: CNN probability | {reference['independent_classifier']} pixel classifier's prediction | "
-        f"r: correlation with the class's mean image (test digits: median "
-        f"{reference['test_images_mean_image_correlation_median']:.2f})\n"
-        f"pixel classifier agrees: {tally}"
-    )
-    return image_grid(panels, labels, title, ncols=k, sublabels=sublabels)
+            under = f"p {row['probability']:.3f}"
+            if judged:
+                under += f" | {row['independent_prediction']} | r {row['mean_image_correlation']:.2f}"
+            sublabels.append(under)
+    if judged:
+        labels += [f"mean: {name}" for name in class_names]
+        sublabels += ["training mean"] * k
+    rows = f"rows: plain | L1: y^i - {cfg['l1_weight']:g} \u03a3|x_ij| (pixels in [0, 1]) | reg.: " + ", ".join(
+        regularization_words(cfg))
+    lines = [f"Can we see the classes? x* = argmax_x y^i for each class i, {cfg['steps']} Adam steps from noise"]
+    if judged:
+        tally = " | ".join(
+            f"{VARIANT_LABELS.get(v, v)} {int((g['independent_prediction'] == g['class']).sum())}/{k} "
+            f"(mean r {g['mean_image_correlation'].mean():.2f})"
+            for v, g in summary.groupby("variant", sort=False)
+        )
+        lines += [
+            rows + " | mean training image",
+            f"under each: CNN probability | {reference['independent_classifier']} pixel classifier's prediction | "
+            f"r: correlation with the class's mean image (test images: median "
+            f"{reference['test_images_mean_image_correlation_median']:.2f})",
+            f"pixel classifier agrees: {tally}",
+        ]
+    else:
+        tally = " | ".join(
+            f"{VARIANT_LABELS.get(v, v)} {int((g['cnn_prediction'] == g['class']).sum())}/{k}"
+            for v, g in summary.groupby("variant", sort=False)
+        )
+        lines += [rows, f"under each: the network's probability of the class; its top class agrees: {tally}"]
+    return image_grid(torch.cat(panels), labels, "\n".join(lines), ncols=k, sublabels=sublabels)
 
 
 def run_classes(
-    model_path,
-    data_path,
-    cfg: dict,
+    settings: dict,
     *,
     seed: int,
     device_name: str,
     summary_csv,
     attainment_json,
     grid_png,
+    model_path=None,
+    data_path=None,
+    cache_dir=None,
 ) -> pd.DataFrame:
     """Rule `classes`: the images of all variants, their summary, counts and the grid."""
-    check_config(cfg)
+    check_config(settings)
     seed_everything(seed)
     device = select_device(device_name)
-    model = load_model(model_path).to(device)
-    data = load_prepared(data_path)
-    shape = tuple(data["train_images"].shape[1:])
-    class_names = list(model.classes)
-    images = visualize_classes(model, shape, cfg, seed=seed)
-    independent = fit_on_prepared(data, cfg["independent_classifier"], num_classes=len(class_names), seed=seed)
-    reference = reference_measures(independent, data)
-    summary = summarize(model, images, independent, class_names)
+    net = load_classifier(settings, key="classes", model_path=model_path, data_path=data_path,
+                          cache_dir=cache_dir)
+    model = net.model.to(device)
+    log.info("classes: %s, %d classes on %s images", net.backbone, len(net.targets), "x".join(map(str, net.image_shape)))
+    images = visualize_classes(model, net.image_shape, settings, layer=net.layer, targets=net.targets, seed=seed)
+    independent = net.independent(settings["independent_classifier"], seed)
+    reference = None if independent is None else reference_measures(independent, net.data)
+    summary = summarize(model, images, independent, net.class_names, net.targets)
     counts = attainment(summary, reference)
     for variant, numbers in counts["variants"].items():
-        log.info("%s: CNN %d/%d, pixel classifier %d/%d, mean r with class mean %.3f", variant,
-                 numbers["cnn_correct"], numbers["classes"], numbers["independent_correct"], numbers["classes"],
-                 numbers["mean_image_correlation_mean"])
+        judged = (f", pixel classifier {numbers['independent_correct']}/{numbers['classes']}, mean r with class "
+                  f"mean {numbers['mean_image_correlation_mean']:.3f}" if "independent_correct" in numbers else "")
+        log.info("%s: network %d/%d%s", variant, numbers["cnn_correct"], numbers["classes"], judged)
     log.info("reference: %s", reference)
     write_csv(summary_csv, summary)
     write_json(attainment_json, counts)
-    save_figure(classes_figure(images, summary, independent.class_means, class_names, cfg, reference), grid_png)
+    means = None if independent is None else independent.class_means[net.targets]
+    save_figure(classes_figure(images, summary, means, net.target_names, settings, reference), grid_png)
     return summary

@@ -17,6 +17,9 @@ Two ways to make one image per class:
 Confidence is the CNN's softmax probability of the target class; ``confidence_after_png`` is
 measured on images saved with ``cnnpipe.images.save_png`` and read back with ``load_image``
 (the gradient method keeps 8-bit images throughout, so there the two agree).
+
+The network is the trained CNN (every class) or an ImageNet backbone (the configured
+``imagenet_classes``), see ``cnnpipe.classifier``; image j is always for class ``targets[j]``.
 """
 
 from __future__ import annotations
@@ -33,12 +36,10 @@ import torch
 from torch import nn
 
 from cnnpipe import ascent as A
-from cnnpipe.checkpoint import load_model
-from cnnpipe.data import load_prepared
+from cnnpipe.classifier import SCORES_LAYER, load_classifier
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.independent import fit_on_prepared
 from cnnpipe.logs import progress
 from cnnpipe.plots import image_grid
 
@@ -54,6 +55,7 @@ CSV_COLUMNS = [
     "predicted_after_png",
     "reached_target",
     "iterations",
+    "class_index",
 ]
 
 
@@ -90,7 +92,8 @@ def class_probabilities(model: nn.Module, images: torch.Tensor, device=None) -> 
 class FoolingResult:
     """One image per class: the optimized images, the images read back from PNG, the CNN's
     probability of the target class before and after the PNG trip, and iterations spent
-    (gradient steps or generations; the whole budget where the target was not reached)."""
+    (gradient steps or generations; the whole budget where the target was not reached).
+    Image j is for class ``targets[j]``."""
 
     method: str
     images: torch.Tensor
@@ -100,6 +103,7 @@ class FoolingResult:
     predicted_after_png: torch.Tensor
     iterations: list[int]
     target: float
+    targets: list[int] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -107,8 +111,9 @@ class FoolingResult:
         return self.confidence_after_png >= self.target
 
 
-def _finish(method, model, images, iterations, target, extra=None) -> FoolingResult:
-    classes = torch.arange(len(images))
+def _finish(method, model, images, iterations, target, targets, extra=None) -> FoolingResult:
+    classes = torch.as_tensor(targets)
+    rows = torch.arange(len(images))
     loaded = png_roundtrip(images)
     before = class_probabilities(model, images)
     after = class_probabilities(model, loaded)
@@ -116,20 +121,24 @@ def _finish(method, model, images, iterations, target, extra=None) -> FoolingRes
         method=method,
         images=images,
         loaded=loaded,
-        confidence=before[classes, classes],
-        confidence_after_png=after[classes, classes],
+        confidence=before[rows, classes],
+        confidence_after_png=after[rows, classes],
         predicted_after_png=after.argmax(1),
         iterations=list(iterations),
         target=float(target),
+        targets=[int(c) for c in targets],
         extra=extra or {},
     )
 
 
-def _num_classes_and_shape(model: nn.Module, image_shape) -> tuple[int, tuple[int, int, int]]:
+def _targets_and_shape(model: nn.Module, image_shape, targets) -> tuple[list[int], tuple[int, int, int]]:
+    """The target classes (default: every output of the model) and the image shape."""
     shape = tuple(int(s) for s in image_shape)
-    with torch.no_grad(), A.frozen(model):
-        out = model(torch.zeros(1, *shape, device=next(model.parameters()).device))
-    return int(out.shape[1]), shape
+    if targets is None:
+        with torch.no_grad(), A.frozen(model):
+            out = model(torch.zeros(1, *shape, device=next(model.parameters()).device))
+        targets = range(int(out.shape[1]))
+    return [int(c) for c in targets], shape
 
 
 # --------------------------------------------------------------------------- gradient
@@ -143,12 +152,13 @@ def gradient_fooling(
     steps: int = 500,
     lr: float = 0.01,
     check_every: int = 5,
-    layer: str = "logits",
+    layer: str = SCORES_LAYER,
+    targets: list[int] | None = None,
     seed: int = 0,
     show_progress: bool = True,
 ) -> FoolingResult:
-    """Ascend log p(c | x) from uniform noise for every class c until the confidence on the
-    8-bit image reaches ``target`` or ``steps`` Adam steps are spent.
+    """Ascend log p(c | x) from uniform noise for every class c in ``targets`` (default: all)
+    until the confidence on the 8-bit image reaches ``target`` or ``steps`` Adam steps are spent.
 
     Runs in rounds of ``check_every`` steps; after each the images are rounded to 8 bits and
     Adam restarts from them, so the image measured is the image kept. Finished classes leave
@@ -158,12 +168,13 @@ def gradient_fooling(
         raise ValueError(f"fooling target confidence must be in (0, 1), got {target}")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
-    k, shape = _num_classes_and_shape(model, image_shape)
-    # TV static: uniform noise per class, from that class's own seeded stream.
-    current = torch.stack([torch.rand(shape, generator=A.sample_generator(seed, c)) for c in range(k)])
+    targets, shape = _targets_and_shape(model, image_shape, targets)
+    k = len(targets)
+    # TV static: uniform noise per image, from that image's own seeded stream.
+    current = torch.stack([torch.rand(shape, generator=A.sample_generator(seed, j)) for j in range(k)])
     current = quantize(current)
     iterations = [steps] * k
-    remaining = list(range(k))
+    remaining = list(range(k))  # image indices
     done = 0
     bar = progress(total=steps, desc="gradient fooling", disable=not show_progress)
     try:
@@ -171,16 +182,16 @@ def gradient_fooling(
             # ``current`` holds 8-bit values, so this is the confidence a PNG would give; a
             # class already at the target (even on noise) needs no step.
             probs = class_probabilities(model, current[remaining])
-            hit = [c for j, c in enumerate(remaining) if probs[j, c] >= target]
-            for c in hit:
-                iterations[c] = done
-            remaining = [c for c in remaining if c not in hit]
+            hit = [i for j, i in enumerate(remaining) if probs[j, targets[i]] >= target]
+            for i in hit:
+                iterations[i] = done
+            remaining = [i for i in remaining if i not in hit]
             if not remaining:
                 break
             n = min(check_every, steps - done)
             result = A.ascend(
                 model,
-                [A.class_log_softmax(layer, c) for c in remaining],
+                [A.class_log_softmax(layer, targets[i]) for i in remaining],
                 A.pixel_image(images=current),
                 indices=remaining,
                 steps=n,
@@ -193,12 +204,12 @@ def gradient_fooling(
             bar.update(n)
         if remaining:
             probs = class_probabilities(model, current[remaining])
-            for j, c in enumerate(remaining):
-                if probs[j, c] >= target:
-                    iterations[c] = done
+            for j, i in enumerate(remaining):
+                if probs[j, targets[i]] >= target:
+                    iterations[i] = done
     finally:
         bar.close()
-    return _finish("gradient", model, current, iterations, target, {"budget": steps})
+    return _finish("gradient", model, current, iterations, target, targets, {"budget": steps})
 
 
 # --------------------------------------------------------------------------- CPPN
@@ -422,10 +433,12 @@ def evolve_fooling(
     generations: int = 300,
     offspring: int = 16,
     hidden: int = 12,
+    targets: list[int] | None = None,
     seed: int = 0,
     show_progress: bool = True,
 ) -> FoolingResult:
-    """MAP-Elites over the classes with CPPN genomes (see the module docstring).
+    """MAP-Elites over the classes ``targets`` (default: all) with CPPN genomes (see the
+    module docstring).
 
     Fitness of a genome for class c: log p(c | its image quantized to 8 bits). Evolution runs
     all ``generations`` (confidence keeps rising past the target); ``iterations`` records the
@@ -436,13 +449,15 @@ def evolve_fooling(
     if generations < 0 or offspring < 1:
         raise ValueError(f"generations must be >= 0 and offspring >= 1, got {generations}, {offspring}")
     device = next(model.parameters()).device
-    k, (channels, height, width) = _num_classes_and_shape(model, image_shape)
+    targets, (channels, height, width) = _targets_and_shape(model, image_shape, targets)
+    k = len(targets)
+    columns = torch.as_tensor(targets)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2015]))
     log_target = math.log(target)
 
     def evaluate(genomes: CPPN) -> tuple[np.ndarray, torch.Tensor]:
         images = render_cppn(genomes, height, width)
-        return images, _log_probs(model, np.round(images * 255.0) / 255.0, device)
+        return images, _log_probs(model, np.round(images * 255.0) / 255.0, device)[:, columns]
 
     # Generation 0: offspring random genomes per class; each class's best becomes its elite.
     population = random_cppn(rng, k * offspring, hidden, channels)
@@ -473,29 +488,30 @@ def evolve_fooling(
         bar.close()
     images = torch.from_numpy(render_cppn(elites, height, width)).float()
     extra = {"budget": generations, "nodes": elites.nodes().tolist(), "connections": elites.connections().tolist()}
-    return _finish("evolution", model, images, iterations, target, extra)
+    return _finish("evolution", model, images, iterations, target, targets, extra)
 
 
 # --------------------------------------------------------------------------- outputs
 
 
 def fooling_table(result: FoolingResult, class_names, independent) -> pd.DataFrame:
-    """One row per class; the pixel classifier judges the images read back from PNG."""
-    proba = independent.predict_proba(result.loaded)
-    picks = proba.argmax(axis=1)
-    return pd.DataFrame(
-        {
-            "class": [str(name) for name in class_names],
-            "confidence": [round(float(v), 6) for v in result.confidence],
-            "confidence_after_png": [round(float(v), 6) for v in result.confidence_after_png],
-            "predicted_after_png": [str(class_names[int(i)]) for i in result.predicted_after_png],
-            "reached_target": [bool(v) for v in result.reached],
-            "iterations": [int(v) for v in result.iterations],
-            "independent_prediction": [str(class_names[int(i)]) for i in picks],
-            "independent_probability": [round(float(proba[j, i]), 6) for j, i in enumerate(picks)],
-        },
-        columns=CSV_COLUMNS,
-    )
+    """One row per target class; the pixel classifier (if any) judges the images read back
+    from PNG. ``class_names`` names every class of the network."""
+    columns = {
+        "class": [str(class_names[c]) for c in result.targets],
+        "confidence": [round(float(v), 6) for v in result.confidence],
+        "confidence_after_png": [round(float(v), 6) for v in result.confidence_after_png],
+        "predicted_after_png": [str(class_names[int(i)]) for i in result.predicted_after_png],
+        "reached_target": [bool(v) for v in result.reached],
+        "iterations": [int(v) for v in result.iterations],
+        "class_index": list(result.targets),
+    }
+    if independent is not None:
+        proba = independent.predict_proba(result.loaded)
+        picks = proba.argmax(axis=1)
+        columns["independent_prediction"] = [str(class_names[int(i)]) for i in picks]
+        columns["independent_probability"] = [round(float(proba[j, i]), 6) for j, i in enumerate(picks)]
+    return pd.DataFrame(columns, columns=CSV_COLUMNS)
 
 
 def _percent(p: float) -> str:
@@ -510,17 +526,19 @@ def _percent(p: float) -> str:
     return f"{math.floor(value * 10**digits + 1e-6) / 10**digits:.{digits}f}%"
 
 
-def fooling_figure(result: FoolingResult, table: pd.DataFrame, class_names, independent_kind: str):
-    """The PNG-loaded images, labelled with the target class; under each: the CNN's predicted
-    class and its confidence in the target class (after PNG), and the pixel classifier's
-    prediction."""
-    k = len(class_names)
-    labels = [f"target {name}" for name in class_names]
+def fooling_figure(result: FoolingResult, table: pd.DataFrame, independent_kind: str | None):
+    """The PNG-loaded images, labelled with the target class; under each: the network's
+    predicted class and its confidence in the target class (after PNG), and the pixel
+    classifier's prediction where there is one."""
+    names = table["class"].tolist()
+    k = len(names)
+    labels = [f"target {name}" for name in names]
     sublabels = []
-    for name, row in zip(class_names, table.itertuples()):
+    for name, row in zip(names, table.itertuples()):
         # The confidence is always that of the target class; name it when the CNN picks another.
-        cnn = f"CNN {row.predicted_after_png}" + ("" if row.predicted_after_png == str(name) else f"; {name}:")
-        sublabels.append(f"{cnn} {_percent(row.confidence_after_png)} | pix {row.independent_prediction}")
+        cnn = f"CNN {row.predicted_after_png}" + ("" if row.predicted_after_png == name else f"; {name}:")
+        judged = f" | pix {row.independent_prediction}" if independent_kind else ""
+        sublabels.append(f"{cnn} {_percent(row.confidence_after_png)}{judged}")
     reached = int(table["reached_target"].sum())
     how = {
         "gradient": "gradient ascent from uniform noise",
@@ -530,57 +548,61 @@ def fooling_figure(result: FoolingResult, table: pd.DataFrame, class_names, inde
     budget = result.extra.get("budget", "?")
     hits = [n for n, ok in zip(result.iterations, result.reached.tolist()) if ok]
     when = f", reached within {max(hits)} {unit}" if hits else ""
+    under = "under each image: the network's prediction and confidence"
+    if independent_kind:
+        under += f" | the {independent_kind} pixel classifier's prediction"
     title = (
         f"Fooling images by {how}\n"
         f"{reached}/{k} classes at \u2265 {_percent(result.target)} confidence after saving as PNG"
-        f"{when} (budget {budget} {unit})\n"
-        f"under each image: the CNN's prediction and confidence | the {independent_kind} pixel "
-        "classifier's prediction"
+        f"{when} (budget {budget} {unit})\n{under}"
     )
     return image_grid(result.loaded, labels, title, ncols=5 if k > 5 else k, sublabels=sublabels)
 
 
 def run_fooling(
     method: str,
-    model_path,
-    data_path,
     cfg: dict,
     *,
     seed: int,
     device_name: str,
     csv_path,
     png_path,
+    model_path=None,
+    data_path=None,
+    cache_dir=None,
 ) -> pd.DataFrame:
     """Rule `fooling`: one method's images, its CSV and its grid."""
     if method not in METHODS:
         raise ValueError(f"fooling method must be one of {list(METHODS)}, got {method!r}")
     seed_everything(seed)
     device = select_device(device_name)
-    model = load_model(model_path).to(device)
-    data = load_prepared(data_path)
-    shape = tuple(data["train_images"].shape[1:])
-    class_names = list(model.classes)
+    net = load_classifier(cfg, key="fooling", model_path=model_path, data_path=data_path, cache_dir=cache_dir)
+    model = net.model.to(device)
+    log.info("%s fooling: %s, %d classes on %s images", method, net.backbone, len(net.targets),
+             "x".join(map(str, net.image_shape)))
     if method == "gradient":
         result = gradient_fooling(
-            model, shape, target=cfg["target_confidence"], steps=cfg["gradient_steps"], lr=cfg["gradient_lr"],
-            seed=seed,
+            model, net.image_shape, target=cfg["target_confidence"], steps=cfg["gradient_steps"],
+            lr=cfg["gradient_lr"], layer=net.layer, targets=net.targets, seed=seed,
         )
     else:
         result = evolve_fooling(
-            model, shape, target=cfg["evolution_target"], generations=cfg["generations"],
-            offspring=cfg["offspring"], hidden=cfg["cppn_nodes"], seed=seed,
+            model, net.image_shape, target=cfg["evolution_target"], generations=cfg["generations"],
+            offspring=cfg["offspring"], hidden=cfg["cppn_nodes"], targets=net.targets, seed=seed,
         )
-    independent = fit_on_prepared(data, cfg["independent_classifier"], num_classes=len(class_names), seed=seed)
-    table = fooling_table(result, class_names, independent)
+    independent = net.independent(cfg["independent_classifier"], seed)
+    table = fooling_table(result, net.class_names, independent)
     log.info("%s fooling: %d/%d classes at the target %.4g after PNG; min confidence %.6f",
              method, int(table["reached_target"].sum()), len(table), result.target,
              float(table["confidence_after_png"].min()))
     for row in table.to_dict("records"):
-        log.info("  class %s: confidence %.6f (after PNG %.6f), target reached: %s after %d iterations; "
-                 "pixel classifier says %s", row["class"], row["confidence"], row["confidence_after_png"],
-                 row["reached_target"], row["iterations"], row["independent_prediction"])
+        judged = f"; pixel classifier says {row['independent_prediction']}" if independent is not None else ""
+        log.info("  class %s: confidence %.6f (after PNG %.6f), target reached: %s after %d iterations%s",
+                 row["class"], row["confidence"], row["confidence_after_png"], row["reached_target"],
+                 row["iterations"], judged)
     if "nodes" in result.extra:
         log.info("  CPPN sizes: nodes %s, connections %s", result.extra["nodes"], result.extra["connections"])
     write_csv(csv_path, table)
-    save_figure(fooling_figure(result, table, class_names, cfg["independent_classifier"]), png_path)
+    kind = cfg["independent_classifier"] if independent is not None else None
+    save_figure(fooling_figure(result, table, kind), png_path)
     return table

@@ -1,8 +1,21 @@
+# Per-class activation maximization ("can we see digits?"): x* = argmax_x y^i for every class,
+# plain, with the slide's L1 term, and regularized; judged by an independent pixel classifier.
+CLASSES_BACKBONE = config["classes"]["backbone"]
+
+
 rule classes:
     input:
-        model="results/train/model.pt",
-        data="results/data/dataset.pt",
-        code=code("classes", "ascent", "independent"),
+        # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
+        backbone=backbone_inputs(CLASSES_BACKBONE),
+        # the pixel classifier is fitted on the trained CNN's training set
+        data=["results/data/dataset.pt"] if CLASSES_BACKBONE == "trained" else [],
+        code=code(
+            "classes",
+            "classifier",
+            "ascent",
+            "captions",
+            *class_stage_modules(CLASSES_BACKBONE),
+        ),
     output:
         summary="results/classes/summary.csv",
         attainment="results/classes/attainment.json",
@@ -11,22 +24,24 @@ rule classes:
             caption="../report/classes.rst",
             category="4. Classes",
         ),
+        caption="results/captions/classes.rst",
     log:
         "results/logs/classes.log",
     benchmark:
         "results/benchmarks/classes.tsv"
     conda:
         "../envs/cnnpipe.yaml"
-    # One thread: these small batches gain little from more, and one-thread jobs run side by
-    # side (and give the same bytes with any --cores).
-    threads: 1
+    # One thread for the lecture CNN: these small batches gain little from more, and one-thread
+    # jobs run side by side (and give the same bytes with any --cores). ImageNet backbones use more.
+    threads: 1 if CLASSES_BACKBONE == "trained" else 4
     resources:
         gpu=0 if config["device"] == "cpu" else 1,
-        mem_mb=2000,
+        mem_mb=2000 if CLASSES_BACKBONE == "trained" else 6000,
         runtime=20,
     params:
         classes=section("classes"),
         seed=config["seed"],
         device=config["device"],
+        cache=config["cache"],
     script:
         "../scripts/classes.py"

@@ -30,6 +30,14 @@ def backbone_inputs(name):
     return []
 
 
+def class_stage_modules(name):
+    """The extra modules the class stages run: the pixel classifier for the trained CNN, the
+    backbone loader for an ImageNet network."""
+    if name == "trained":
+        return ["independent"]
+    return ["backbones"]
+
+
 CLASSES_OUTPUTS = [
     "results/classes/summary.csv",
     "results/classes/attainment.json",

@@ -27,7 +27,7 @@ rule dream:
     input:
         image=lambda wildcards: DREAM_IMAGES[wildcards.name],
         backbone=backbone_inputs(config["dream"]["backbone"]),
-        code=code("dream", "ascent", "backbones", "images"),
+        code=code("dream", "ascent", "backbones", "images", "captions"),
     output:
         image=report(
             "results/dream/{name}.png",
@@ -36,6 +36,7 @@ rule dream:
             labels={"image": "{name}", "figure": "DeepDream"},
         ),
         csv="results/dream/{name}.csv",
+        caption="results/captions/dream/{name}.rst",
     log:
         "results/logs/dream/{name}.log",
     wildcard_constraints:
@@ -69,7 +70,7 @@ rule dream_summary:
         dreams=lambda wildcards: [
             f"results/dream/{n}.png" for n in sorted(DREAM_IMAGES)
         ],
-        code=code("dream"),
+        code=code("dream", "captions"),
     output:
         csv="results/dream/summary.csv",
         figure=report(
@@ -78,6 +79,7 @@ rule dream_summary:
             category="6. DeepDream",
             labels={"image": "all", "figure": "summary"},
         ),
+        caption="results/captions/dream/summary.rst",
     log:
         "results/logs/dream/summary.log",
     conda:

@@ -19,6 +19,7 @@ rule filters:
         code=code(
             "filters",
             "ascent",
+            "captions",
             *([] if FILTER_BACKBONE == "trained" else ["backbones", "photos"]),
         ),
     output:
@@ -36,6 +37,7 @@ rule filters:
             subcategory="Activation maximization",
             labels={"layer": "{layer}", "output": "table"},
         ),
+        caption="results/captions/filters/{layer}.rst",
     log:
         "results/logs/filters/{layer}.log",
     wildcard_constraints:

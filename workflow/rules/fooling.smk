@@ -1,8 +1,21 @@
+# Fooling images (Nguyen et al. 2015): unrecognizable images the network is sure about, by
+# gradient ascent from noise and by evolving CPPN images.
+FOOLING_BACKBONE = config["fooling"]["backbone"]
+
+
 rule fooling:
     input:
-        model="results/train/model.pt",
-        data="results/data/dataset.pt",
-        code=code("fooling", "ascent", "independent"),
+        # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
+        backbone=backbone_inputs(FOOLING_BACKBONE),
+        # the pixel classifier is fitted on the trained CNN's training set
+        data=["results/data/dataset.pt"] if FOOLING_BACKBONE == "trained" else [],
+        code=code(
+            "fooling",
+            "classifier",
+            "ascent",
+            "captions",
+            *class_stage_modules(FOOLING_BACKBONE),
+        ),
     output:
         csv="results/fooling/{method}.csv",
         grid=report(
@@ -11,6 +24,7 @@ rule fooling:
             category="5. Fooling",
             subcategory="{method}",
         ),
+        caption="results/captions/fooling/{method}.rst",
     log:
         "results/logs/fooling_{method}.log",
     benchmark:
@@ -19,16 +33,17 @@ rule fooling:
         method="gradient|evolution",
     conda:
         "../envs/cnnpipe.yaml"
-    # One thread: these small batches gain little from more, and one-thread jobs run side by
-    # side (and give the same bytes with any --cores).
-    threads: 1
+    # One thread for the lecture CNN: these small batches gain little from more, and one-thread
+    # jobs run side by side (and give the same bytes with any --cores). ImageNet backbones use more.
+    threads: 1 if FOOLING_BACKBONE == "trained" else 4
     resources:
         gpu=0 if config["device"] == "cpu" else 1,
-        mem_mb=2000,
-        runtime=20,
+        mem_mb=2000 if FOOLING_BACKBONE == "trained" else 6000,
+        runtime=20 if FOOLING_BACKBONE == "trained" else 120,
     params:
         fooling=section("fooling"),
         seed=config["seed"],
         device=config["device"],
+        cache=config["cache"],
     script:
         "../scripts/fooling.py"

@@ -1,7 +1,7 @@
 rule lecture:
     input:
         manifest="results/data/manifest.json",
-        code=code("lecture"),
+        code=code("lecture", "captions"),
     output:
         example="results/lecture/conv_example.json",
         example_png=report(
@@ -9,12 +9,14 @@ rule lecture:
             caption="../report/conv_example.rst",
             category="1. Convolution",
         ),
+        example_caption="results/captions/conv_example.rst",
         parameters="results/lecture/parameters.json",
         parameters_png=report(
             "results/lecture/parameters.png",
             caption="../report/parameters.rst",
             category="1. Convolution",
         ),
+        parameters_caption="results/captions/parameters.rst",
     log:
         "results/logs/lecture.log",
     conda:

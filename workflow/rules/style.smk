@@ -28,7 +28,7 @@ rule style:
         content=lambda wildcards: STYLE_PAIRS[wildcards.pair][0],
         style=lambda wildcards: STYLE_PAIRS[wildcards.pair][1],
         backbone=backbone_inputs(config["style"]["backbone"]),
-        code=code("style", "ascent", "backbones", "images"),
+        code=code("style", "ascent", "backbones", "images", "captions"),
     output:
         image=report(
             "results/style/{pair}.png",
@@ -43,6 +43,7 @@ rule style:
             labels={"pair": "{pair}", "figure": "content | style | result"},
         ),
         losses="results/style/losses/{pair}.csv",
+        caption="results/captions/style/{pair}.rst",
     log:
         "results/logs/style/{pair}.log",
     wildcard_constraints:

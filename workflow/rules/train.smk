@@ -2,7 +2,7 @@ rule train:
     input:
         data="results/data/dataset.pt",
         manifest="results/data/manifest.json",
-        code=code("models", "train", "checkpoint"),
+        code=code("models", "train", "checkpoint", "captions"),
     output:
         model="results/train/model.pt",
         metrics="results/train/metrics.csv",
@@ -17,6 +17,7 @@ rule train:
             category="2. Training",
         ),
         eval="results/metrics/eval.json",
+        caption="results/captions/train.rst",
     log:
         "results/logs/train.log",
     benchmark:

@@ -1,20 +1,24 @@
-"""Rule `classes`: per-class activation maximization in three variants, judged by the CNN
-and by an independent pixel classifier."""
+"""Rule `classes`: per-class activation maximization in three variants, judged by the network
+and (for the trained CNN) by an independent pixel classifier."""
 
 import torch
 
+from cnnpipe.captions import classes, write_caption
 from cnnpipe.classes import run_classes
 from cnnpipe.logs import job_logging
 
 with job_logging(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
+    trained = snakemake.params.classes["backbone"] == "trained"
     run_classes(
-        snakemake.input.model,
-        snakemake.input.data,
         snakemake.params.classes,
         seed=snakemake.params.seed,
         device_name=snakemake.params.device,
         summary_csv=snakemake.output.summary,
         attainment_json=snakemake.output.attainment,
         grid_png=snakemake.output.grid,
+        model_path=snakemake.input.backbone[0] if trained else None,
+        data_path=snakemake.input.data[0] if trained else None,
+        cache_dir=snakemake.params.cache,
     )
+    write_caption(snakemake.output.caption, classes(snakemake.output.attainment))

@@ -3,6 +3,7 @@
 import torch
 
 from cnnpipe.backbones import load_backbone
+from cnnpipe.captions import dream, write_caption
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.dream import dream_file
 from cnnpipe.logs import job_logging
@@ -27,3 +28,4 @@ with job_logging(snakemake.log[0]):
         seed=snakemake.params.seed,
         device=select_device(snakemake.params.device),
     )
+    write_caption(snakemake.output.caption, dream(snakemake.output.csv))

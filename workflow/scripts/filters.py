@@ -2,6 +2,7 @@
 
 import torch
 
+from cnnpipe.captions import filters, write_caption
 from cnnpipe.filters import run_filters
 from cnnpipe.logs import job_logging
 
@@ -19,3 +20,4 @@ with job_logging(snakemake.log[0]):
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,
     )
+    write_caption(snakemake.output.caption, filters(snakemake.output.table, snakemake.wildcards.layer))

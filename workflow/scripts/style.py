@@ -2,6 +2,7 @@
 
 import torch
 
+from cnnpipe.captions import style, write_caption
 from cnnpipe.logs import job_logging
 from cnnpipe.style import run_pair
 
@@ -18,3 +19,4 @@ with job_logging(snakemake.log[0]):
         device=snakemake.params.device,
         cache_dir=snakemake.params.cache,
     )
+    write_caption(snakemake.output.caption, style(snakemake.output.losses))

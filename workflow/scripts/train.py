@@ -2,6 +2,7 @@
 
 import torch
 
+from cnnpipe.captions import training, write_caption
 from cnnpipe.logs import job_logging
 from cnnpipe.train import run_training
 
@@ -21,3 +22,4 @@ with job_logging(snakemake.log[0]):
         curve_png=snakemake.output.curve,
         confusion_png=snakemake.output.confusion,
     )
+    write_caption(snakemake.output.caption, training(snakemake.output.eval, snakemake.output.metrics))

@@ -1,0 +1,167 @@
+"""The key numbers of each figure's report caption, read back from the stage's own outputs.
+
+A caption in ``workflow/report/`` explains what the lecture says a figure shows; the numbers
+of *this* run (accuracy, attainment, confidence, losses) come from here. Each stage's script
+writes a short reStructuredText bullet list to ``results/captions/...`` after its results,
+and the caption pulls it in with ``.. include::`` (Snakemake renders captions with docutils
+from the working directory). The numbers are formatted from the CSV and JSON files the stage
+wrote, so the caption can never disagree with them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from cnnpipe.fileio import atomic_write_text
+
+
+def write_caption(path: str | os.PathLike, lines: Iterable[str]) -> Path:
+    """One RST bullet per line."""
+    lines = list(lines)
+    if not lines:
+        raise ValueError(f"no key numbers for caption {path}")
+    return atomic_write_text(path, "".join(f"* {line}\n" for line in lines))
+
+
+def _read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _pct(value: float, digits: int = 1) -> str:
+    return f"{100 * value:.{digits}f}%"
+
+
+def _pct_down(value: float, digits: int = 3) -> str:
+    """A confidence as a percentage rounded down, so that one short of a target never shows as it."""
+    scale = 10**digits
+    return f"{math.floor(100 * value * scale + 1e-6) / scale:.{digits}f}%"
+
+
+def _num(value: float) -> str:
+    """Three significant digits, thousands separated; never scientific for ordinary sizes."""
+    if not math.isfinite(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def training(eval_json, metrics_csv) -> list[str]:
+    """Test and training accuracy, test loss, the best epoch."""
+    result = _read_json(eval_json)
+    metrics = pd.read_csv(metrics_csv)
+    best = metrics.loc[metrics["test_accuracy"].idxmax()]
+    return [
+        f"Test accuracy **{_pct(result['test_accuracy'])}** (test loss {result['test_loss']:.4f}) on "
+        f"{result['dataset']} after {result['epochs']} epochs; training accuracy "
+        f"{_pct(result['train_accuracy'])}.",
+        f"Best test accuracy during training: {_pct(best['test_accuracy'])} at epoch {int(best['epoch'])}.",
+        f"{result['parameters']:,} trainable parameters; {len(result['classes'])} classes.",
+    ]
+
+
+def conv_example(example_json) -> list[str]:
+    """The worked example's feature maps and pooled maps, row by row."""
+    example = _read_json(example_json)
+    lines = []
+    for key, label in (("stride1", "stride 1"), ("stride2", "stride 2"), ("maxpool", "2x2 max pooling of stride 1")):
+        for k, fmap in enumerate(example[key]):
+            rows = " / ".join(" ".join(f"{v:g}" for v in row) for row in fmap)
+            lines.append(f"Filter {k + 1}, {label}: ``{rows}``")
+    return lines
+
+
+def parameters(parameters_json) -> list[str]:
+    """Each convolution's parameters against a dense layer with the same input and output."""
+    return [
+        f"{layer['name']}: {layer['conv_parameters']:,} parameters as a convolution, "
+        f"{layer['fully_connected_parameters']:,} as a fully connected layer (**{_num(layer['ratio'])}x** more)."
+        for layer in _read_json(parameters_json)["layers"]
+    ]
+
+
+def filters(table_csv, layer: str) -> list[str]:
+    """How many filters' x* beat the reference images, and the spread of the ratios."""
+    table = pd.read_csv(table_csv)
+    won = int((table["activation"] > table["dataset_max"]).sum())
+    ratio = table["ratio"].dropna()
+    lines = [f"{layer}: **{won} of {len(table)}** filters' x* activate them more than any reference image does."]
+    if len(ratio):
+        lines.append(f"a^k(x*) / largest a^k of the reference images: min {_num(ratio.min())}, median "
+                     f"{_num(ratio.median())}, max {_num(ratio.max())}.")
+    return lines
+
+
+_VARIANTS = {"plain": "plain", "l1": "L1", "regularized": "regularized"}
+
+
+def classes(attainment_json) -> list[str]:
+    """Per variant: the network's and the pixel classifier's agreement, and r with the class mean."""
+    counts = _read_json(attainment_json)
+    reference = counts["reference"]
+    lines = []
+    for variant, n in counts["variants"].items():
+        text = f"{_VARIANTS.get(variant, variant)}: the network picks the intended class for {n['cnn_correct']} of " \
+               f"{n['classes']} (lowest probability {n['probability_min']:.3f})"
+        if "independent_correct" in n:
+            text += (f"; the pixel classifier for **{n['independent_correct']} of {n['classes']}**; mean r with "
+                     f"the class's mean image **{n['mean_image_correlation_mean']:.2f}**")
+        lines.append(text + ".")
+    if reference:
+        lines.append(
+            f"Real test images, for comparison: the {reference['independent_classifier']} pixel classifier's "
+            f"accuracy {_pct(reference['independent_test_accuracy'])}; median r with their class's mean image "
+            f"{reference['test_images_mean_image_correlation_median']:.2f}."
+        )
+    else:
+        lines.append("No pixel classifier: an ImageNet backbone's training set is not here.")
+    return lines
+
+
+def fooling(table_csv, method: str, target: float) -> list[str]:
+    """How many classes reached the target after PNG, the lowest confidence, and the judge."""
+    table = pd.read_csv(table_csv, dtype={"class": str, "independent_prediction": str})
+    reached = table["reached_target"].astype(bool)
+    unit = "steps" if method == "gradient" else "generations"
+    lines = [
+        f"**{int(reached.sum())} of {len(table)}** classes at a confidence >= {_pct(target, 2)} after saving as "
+        f"PNG; the lowest is {_pct_down(table['confidence_after_png'].min())}.",
+    ]
+    if reached.any():
+        lines.append(f"The last class to reach it needed {int(table.loc[reached, 'iterations'].max())} {unit}.")
+    judged = table["independent_prediction"].notna()
+    if judged.all():
+        agree = int((table["independent_prediction"] == table["class"]).sum())
+        lines.append(f"The pixel classifier names the target class for {agree} of {len(table)} images.")
+    return lines
+
+
+def dream(row_csv) -> list[str]:
+    """Activation energy before and after, per image."""
+    table = pd.read_csv(row_csv)
+    return [
+        f"{row.name}: energy ||a||^2 at {row.layers} **{_num(row.energy_before)} -> {_num(row.energy_after)}** "
+        f"(x{row.energy_ratio:.2f}), {row.octaves} octaves at {row.dream_width}x{row.dream_height} px."
+        for row in table.itertuples(index=False)
+    ]
+
+
+def style(losses_csv) -> list[str]:
+    """Initial and final style, content and total losses."""
+    row = pd.read_csv(losses_csv).iloc[0]
+    return [
+        f"{row['content']} in the style of {row['style']}, {int(row['evaluations'])} {row['optimizer']} "
+        f"evaluations on {row['backbone']}:",
+        f"style loss **{_num(row['style_loss_initial'])} -> {_num(row['style_loss_final'])}**, content loss "
+        f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "
+        f"{_num(row['total_loss_initial'])} -> **{_num(row['total_loss_final'])}**.",
+    ]
