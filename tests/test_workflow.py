@@ -95,6 +95,9 @@ def test_editing_a_stage_module_reruns_that_stage(tiny_run, module, rules):
         ({"filters": {"layers": ["conv7"]}}, ["filters.layers", "conv7"]),
         ({"dream": {"folder": "/no/such/folder"}}, ["dream.folder", "/no/such/folder"]),
         ({"style": {"pairs": []}}, ["style.pairs", "no content/style pairs"]),
+        ({"classes": {"backbone": "resnet"}}, ["classes", "backbone", "trained", "efficientnet_lite0"]),
+        ({"fooling": {"imagenet_classes": [1, 1000]}}, ["fooling", "imagenet_classes", "1000", "999"]),
+        ({"fooling": {"imagenet_classes": []}}, ["fooling", "imagenet_classes"]),
     ],
 )
 def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, override, expected):
