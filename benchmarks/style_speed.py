@@ -20,8 +20,9 @@ Both final images are scored by the same function (the reference's loss modules)
 
 Reported per network: (1) the same budget, 300 steps each as each counts them: the time ratio
 and both final losses; (2) as benchmarks/train_speed.py does, the time cnnpipe needs to first
-reach the reference's final loss: the first evaluation in cnnpipe's loss history at or below
-it, confirmed by timed runs of that many evaluations scored by the referee.
+reach the reference's final loss: the first evaluation in cnnpipe's loss history (of a run of
+up to twice the budget) at or below it, confirmed by timed runs of that many evaluations
+scored by the referee. (2) is the goal's measure: >= 1.5x faster to the same final loss.
 
 Networks: VGG19 with the tutorial's layers (content conv_4 = conv2_2, style conv_1..conv_5 =
 conv1_1, conv1_2, conv2_1, conv2_2, conv3_1; ImageNet weights if they are in the cache, else
@@ -281,14 +282,19 @@ def compare(backbone: str, size: int, repeats: int, steps: int, device: torch.de
           f"{'not higher' if ours['total'] <= ref['total'] else 'HIGHER'}")
 
     # The time cnnpipe needs to first reach the reference's final loss (as in train_speed.py):
-    # from the loss history, the first evaluation at or below it; then real, timed runs of
-    # that many evaluations, scored by the referee, a few more evaluations until they pass.
+    # from the loss history of one run with up to twice the budget, the first evaluation at or
+    # below it; then real, timed runs of that many evaluations, scored by the referee, a few
+    # more evaluations until they pass.
+    if not (history <= ref["total"]).any():
+        fresh = copy.deepcopy(net)
+        _, _, history = cnnpipe_transfer(fresh, content_img, style_img, content_layers, style_layers,
+                                         steps=2 * steps, style_weight=style_weight)
     below = (history <= ref["total"]).nonzero()
     if len(below) == 0:
-        print(f"  cnnpipe does not reach the reference's final loss within {steps} evaluations")
+        print(f"  cnnpipe does not reach the reference's final loss within {2 * steps} evaluations")
         return summary
     budget = int(below[0]) + 1
-    while budget <= steps:
+    while budget <= 2 * steps:
         timings, image = [], None
         for _ in range(repeats):
             fresh = copy.deepcopy(net)
@@ -304,10 +310,11 @@ def compare(backbone: str, size: int, repeats: int, steps: int, device: torch.de
             summary["to_reference_loss"] = {"evals": budget, "wall": wall, "cpu": cpu, **score}
             print(f"  time to the reference's final loss: cnnpipe needs {budget} evaluations, {wall:.2f} s "
                   f"({cpu:.2f} s CPU), loss {score['total']:.6g}: {ref['wall'] / wall:.2f}x faster "
-                  f"({ref['cpu'] / cpu:.2f}x CPU) than the reference's {steps} steps")
+                  f"({ref['cpu'] / cpu:.2f}x CPU) than the reference's {steps} steps ({ref['evals']} evaluations)"
+                  "   (goal: >= 1.5x)")
             return summary
         budget += max(5, budget // 20)
-    print(f"  cnnpipe's timed runs do not reach the reference's final loss within {steps} evaluations")
+    print(f"  cnnpipe's timed runs do not reach the reference's final loss within {2 * steps} evaluations")
     return summary
 
 

@@ -1092,9 +1092,16 @@ def _normalized_step(params: Sequence[Tensor], lr: float) -> None:
         p.sub_(lr * p.grad / mean_abs.view(-1, *([1] * (p.dim() - 1))))
 
 
+# Curvature pairs L-BFGS keeps (torch's default is 100, scipy's 10). Its two-loop recursion
+# reads every pair twice per evaluation: with 100 pairs of a 192 px image that was a third of
+# each evaluation, and 20 pairs reached the same loss in as many evaluations (style transfer on
+# EfficientNet-Lite0: 322 vs 323 evaluations to the tutorial's final loss; 9.3 vs 14.4 ms each).
+LBFGS_HISTORY = 20
+
+
 def _run_lbfgs(param, params, evaluate, steps, lr, blur_every, blur_sigma, bar) -> None:
     """L-BFGS in rounds of at most ``blur_every`` evaluations; projection and blur between rounds."""
-    opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, line_search_fn=None)
+    opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, line_search_fn=None, history_size=LBFGS_HISTORY)
     evals = 0
 
     def closure():
