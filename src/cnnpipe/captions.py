@@ -73,7 +73,8 @@ def conv_example(example_json) -> list[str]:
     """The worked example's feature maps and pooled maps, row by row."""
     example = _read_json(example_json)
     lines = []
-    for key, label in (("stride1", "stride 1"), ("stride2", "stride 2"), ("maxpool", "2x2 max pooling of stride 1")):
+    for key, label in (("stride1", "stride 1"), ("stride2", "stride 2"),
+                       ("maxpool", "2x2 max pooling of its stride-1 map")):
         for k, fmap in enumerate(example[key]):
             rows = " / ".join(" ".join(f"{v:g}" for v in row) for row in fmap)
             lines.append(f"Filter {k + 1}, {label}: ``{rows}``")
@@ -109,7 +110,9 @@ def classes(attainment_json) -> list[str]:
     counts = _read_json(attainment_json)
     reference = counts["reference"]
     lines = []
-    for variant, n in counts["variants"].items():
+    known = list(_VARIANTS)
+    ordered = sorted(counts["variants"].items(), key=lambda item: known.index(item[0]) if item[0] in known else 99)
+    for variant, n in ordered:
         text = f"{_VARIANTS.get(variant, variant)}: the network picks the intended class for {n['cnn_correct']} of " \
                f"{n['classes']} (lowest probability {n['probability_min']:.3f})"
         if "independent_correct" in n:
