@@ -8,6 +8,15 @@ the same seeded noise as in the batch. The model is ``results/train/model.pt`` w
 (the default config's trained CNN), else the default config's architecture with random weights.
 Each side runs ``--repeat`` times; the median is reported, and the speed ratio loop / batched.
 
+Why the ratio stays near 4x on a CPU (goal: 20x). A step costs a fixed ~0.3 ms of Python and
+dispatch (parameterization, hooks, objective, Adam, clipping) plus the real work per image.
+Batching removes the fixed part for all but one image, so the ratio is bounded by
+(fixed + work) / work per image. Profiled on two cores, one thread: the work before conv2
+alone (conv1, ReLU, max pooling, forward and backward) takes 1.9 ms for 32 images, ~60 us per
+image, so even a free conv2 would leave the ratio under ~6.5x. Computing only the maximized
+filter of conv2 per image (a grouped convolution) did not make the step faster. On a GPU,
+where a single image's step is all launch overhead, the bound is much higher.
+
 Run: .venv/bin/python benchmarks/filters_speed.py [--config config.yaml] [--threads 1]
 """
 
