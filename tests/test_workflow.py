@@ -52,6 +52,9 @@ def test_nothing_to_do_after_a_complete_run(tiny_run):
         ({"fooling": {"target_confidence": 0.95}}, {"fooling"}),
         ({"dream": {"octaves": 1}}, {"dream", "dream_summary"}),
         ({"style": {"steps": 4}}, {"style"}),
+        # An ImageNet backbone: no training behind it, the weights download where needed.
+        ({"classes": {"backbone": "vgg19"}}, {"backbone_weights", "classes"}),
+        ({"fooling": {"backbone": "efficientnet_lite0"}}, {"fooling"}),
     ],
     ids=lambda value: "-".join(f"{k}.{next(iter(v))}" for k, v in value.items()) if isinstance(value, dict) else "",
 )
