@@ -73,3 +73,31 @@ def test_an_empty_caption_is_refused_and_nothing_is_written(tmp_path):
     assert not (tmp_path / "x.rst").exists()
     C.write_caption(tmp_path / "y.rst", ["a", "b"])
     assert (tmp_path / "y.rst").read_text() == "* a\n* b\n"
+
+
+@pytest.mark.parametrize("template", ["classes", "fooling"])
+@pytest.mark.parametrize("backbone", ["trained", "efficientnet_lite0"])
+def test_class_stage_captions_render_for_the_trained_cnn_and_a_backbone(tmp_path, monkeypatch, template, backbone):
+    import types
+    from pathlib import Path
+
+    import jinja2
+    import yaml
+    from docutils.core import publish_parts
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config[template]["backbone"] = backbone
+    monkeypatch.chdir(tmp_path)  # Snakemake renders from the working directory
+    C.write_caption("numbers.rst", ["**3 of 10** classes"])
+    snakemake = types.SimpleNamespace(
+        config=config, params=types.SimpleNamespace(**{template: config[template]}),
+        wildcards=types.SimpleNamespace(method="gradient"), output=types.SimpleNamespace(caption="numbers.rst"))
+    text = jinja2.Environment().from_string((root / "workflow" / "report" / f"{template}.rst").read_text())
+    html = publish_parts(text.render(snakemake=snakemake), writer="html", settings_overrides={"report_level": 1})["body"]
+    assert "system-message" not in html and "<strong>3 of 10</strong> classes" in html
+    if backbone == "trained":
+        assert "raw pixels" in html and "ImageNet" not in html
+    else:
+        assert "the ImageNet\nbackbone <strong>efficientnet_lite0</strong>" in html and "raw pixels" not in html
+        assert "1, 130, 207" in html
