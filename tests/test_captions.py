@@ -48,8 +48,9 @@ def test_fooling_numbers_round_down_and_count_the_judge(tmp_path):
                         "99.890%.")
     assert lines[1] == "The last class to reach it needed 35 steps."
     assert lines[2] == "The pixel classifier names the target class for 1 of 2 images."
-    table.assign(independent_prediction=None).to_csv(tmp_path / "n.csv", index=False)
-    assert len(C.fooling(tmp_path / "n.csv", "evolution", 0.99)) == 2
+    table.assign(independent_prediction=None, confidence_after_png=1.0).to_csv(tmp_path / "n.csv", index=False)
+    lines = C.fooling(tmp_path / "n.csv", "evolution", 0.99)
+    assert len(lines) == 2 and lines[0].endswith("the lowest is >= 99.9999%.")
 
 
 def test_dream_and_style_numbers(tmp_path):

@@ -38,7 +38,10 @@ def _pct(value: float, digits: int = 1) -> str:
 
 
 def _pct_down(value: float, digits: int = 3) -> str:
-    """A confidence as a percentage rounded down, so that one short of a target never shows as it."""
+    """A confidence as a percentage rounded down, so that one short of a target never shows as it.
+    Float32 softmax gives exactly 1 once the other classes fall below ~1e-7: that is >= 99.9999%."""
+    if value >= 0.999999:
+        return ">= 99.9999%"
     scale = 10**digits
     return f"{math.floor(100 * value * scale + 1e-6) / scale:.{digits}f}%"
 
