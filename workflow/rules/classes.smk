@@ -8,7 +8,7 @@ rule classes:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(CLASSES_BACKBONE),
         # the pixel classifier is fitted on the trained CNN's training set
-        data=["results/data/dataset.pt"] if CLASSES_BACKBONE == "trained" else [],
+        data=training_data(CLASSES_BACKBONE),
         code=code(
             "classes",
             "classifier",

@@ -30,6 +30,12 @@ def backbone_inputs(name):
     return []
 
 
+def training_data(name):
+    """The prepared dataset for stages that compare with (or fit on) the trained CNN's
+    training images; an ImageNet backbone has none here."""
+    return ["results/data/dataset.pt"] if name == "trained" else []
+
+
 def class_stage_modules(name):
     """The extra modules the class stages run: the pixel classifier for the trained CNN, the
     backbone loader for an ImageNet network."""

@@ -15,7 +15,7 @@ rule filters:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(FILTER_BACKBONE),
         # the trained CNN's x* are compared with every training image
-        data=["results/data/dataset.pt"] if FILTER_BACKBONE == "trained" else [],
+        data=training_data(FILTER_BACKBONE),
         code=code(
             "filters",
             "ascent",

@@ -8,7 +8,7 @@ rule fooling:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(FOOLING_BACKBONE),
         # the pixel classifier is fitted on the trained CNN's training set
-        data=["results/data/dataset.pt"] if FOOLING_BACKBONE == "trained" else [],
+        data=training_data(FOOLING_BACKBONE),
         code=code(
             "fooling",
             "classifier",
