@@ -32,6 +32,14 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's parameters (or, for a parameterless model, its buffers) live; cpu when
+    it has neither."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch, ask for deterministic kernels, and return a
     fresh CPU generator seeded with ``seed`` for code that wants its own stream."""
