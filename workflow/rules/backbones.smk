@@ -3,6 +3,8 @@
 
 
 rule backbone_weights:
+    input:
+        code=code("backbone_weights"),
     output:
         str(Path(config["cache"]) / "{filename}.pth"),
     log:

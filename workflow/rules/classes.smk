@@ -9,13 +9,7 @@ rule classes:
         backbone=backbone_inputs(CLASSES_BACKBONE),
         # the pixel classifier is fitted on the trained CNN's training set
         data=training_data(CLASSES_BACKBONE),
-        code=code(
-            "classes",
-            "classifier",
-            "ascent",
-            "captions",
-            *class_stage_modules(CLASSES_BACKBONE),
-        ),
+        code=code("classes"),
     output:
         summary="results/classes/summary.csv",
         attainment="results/classes/attainment.json",

@@ -1,18 +1,24 @@
 # Shared helpers: config slices for params, code inputs, and the final targets.
+import os
 from pathlib import Path
 
+from cnnpipe.codegraph import package_files_used_by
 from cnnpipe.plan import DOWNLOADABLE, SAMPLE_PHOTOS, weights_file
 from cnnpipe.runlock import clear_stale_lock, record_owner, release_owner
 
 # A run killed with SIGKILL leaves its lock; remove it when its process is gone.
 clear_stale_lock()
 
-SRC = Path(workflow.basedir) / "src" / "cnnpipe"
 
-
-def code(*modules):
-    """The cnnpipe modules a stage runs, as inputs: editing one reruns that stage."""
-    return [str(SRC / f"{module}.py") for module in modules]
+def code(script):
+    """The cnnpipe source files that workflow/scripts/<script>.py imports, directly or not, as
+    inputs: editing one reruns the stage. Paths are relative to the working folder, so a
+    finished run that is moved or copied (with its code) stays complete."""
+    basedir = Path(workflow.basedir)
+    files = package_files_used_by(
+        basedir / "workflow" / "scripts" / f"{script}.py", basedir / "src"
+    )
+    return [os.path.relpath(path) for path in files]
 
 
 def section(name):
@@ -34,14 +40,6 @@ def training_data(name):
     """The prepared dataset for stages that compare with (or fit on) the trained CNN's
     training images; an ImageNet backbone has none here."""
     return ["results/data/dataset.pt"] if name == "trained" else []
-
-
-def class_stage_modules(name):
-    """The extra modules the class stages run: the pixel classifier for the trained CNN, the
-    backbone loader for an ImageNet network."""
-    if name == "trained":
-        return ["independent"]
-    return ["backbones"]
 
 
 CLASSES_OUTPUTS = [

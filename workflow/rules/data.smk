@@ -1,6 +1,6 @@
 rule download:
     input:
-        code=code("data"),
+        code=code("download"),
     output:
         data="results/data/dataset.pt",
         manifest="results/data/manifest.json",

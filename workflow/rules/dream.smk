@@ -27,7 +27,7 @@ rule dream:
     input:
         image=lambda wildcards: DREAM_IMAGES[wildcards.name],
         backbone=backbone_inputs(config["dream"]["backbone"]),
-        code=code("dream", "ascent", "backbones", "images", "captions"),
+        code=code("dream"),
     output:
         image=report(
             "results/dream/{name}.png",
@@ -70,7 +70,7 @@ rule dream_summary:
         dreams=lambda wildcards: [
             f"results/dream/{n}.png" for n in sorted(DREAM_IMAGES)
         ],
-        code=code("dream", "captions"),
+        code=code("dream_summary"),
     output:
         csv="results/dream/summary.csv",
         figure=report(

@@ -16,12 +16,7 @@ rule filters:
         backbone=backbone_inputs(FILTER_BACKBONE),
         # the trained CNN's x* are compared with every training image
         data=training_data(FILTER_BACKBONE),
-        code=code(
-            "filters",
-            "ascent",
-            "captions",
-            *([] if FILTER_BACKBONE == "trained" else ["backbones", "photos"]),
-        ),
+        code=code("filters"),
     output:
         grid=report(
             "results/filters/{layer}.png",

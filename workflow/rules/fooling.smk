@@ -9,13 +9,7 @@ rule fooling:
         backbone=backbone_inputs(FOOLING_BACKBONE),
         # the pixel classifier is fitted on the trained CNN's training set
         data=training_data(FOOLING_BACKBONE),
-        code=code(
-            "fooling",
-            "classifier",
-            "ascent",
-            "captions",
-            *class_stage_modules(FOOLING_BACKBONE),
-        ),
+        code=code("fooling"),
     output:
         csv="results/fooling/{method}.csv",
         grid=report(

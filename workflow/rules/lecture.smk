@@ -1,7 +1,7 @@
 rule lecture:
     input:
         manifest="results/data/manifest.json",
-        code=code("lecture", "captions"),
+        code=code("lecture"),
     output:
         example="results/lecture/conv_example.json",
         example_png=report(
@@ -30,7 +30,7 @@ rule lecture:
 rule first_layer_filters:
     input:
         model="results/train/model.pt",
-        code=code("lecture"),
+        code=code("first_layer_filters"),
     output:
         report(
             "results/lecture/first_layer_filters.png",

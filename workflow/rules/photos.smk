@@ -4,7 +4,7 @@
 
 rule sample_photo:
     input:
-        code=code("photos"),
+        code=code("sample_photo"),
     output:
         "results/photos/{photo}.png",
     log:

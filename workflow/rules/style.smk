@@ -28,7 +28,7 @@ rule style:
         content=lambda wildcards: STYLE_PAIRS[wildcards.pair][0],
         style=lambda wildcards: STYLE_PAIRS[wildcards.pair][1],
         backbone=backbone_inputs(config["style"]["backbone"]),
-        code=code("style", "ascent", "backbones", "images", "captions"),
+        code=code("style"),
     output:
         image=report(
             "results/style/{pair}.png",

@@ -2,7 +2,7 @@ rule train:
     input:
         data="results/data/dataset.pt",
         manifest="results/data/manifest.json",
-        code=code("models", "train", "checkpoint", "captions"),
+        code=code("train"),
     output:
         model="results/train/model.pt",
         metrics="results/train/metrics.csv",
