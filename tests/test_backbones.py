@@ -15,8 +15,8 @@ import torchvision
 from torch import nn
 
 from cnnpipe import backbones
+from cnnpipe.backbone_names import BACKBONES
 from cnnpipe.backbones import (
-    BACKBONES,
     DEFAULT_LAYERS,
     download_weights,
     get_layer,
@@ -169,7 +169,7 @@ def test_unknown_backbone_names_the_allowed_ones():
     allowed = re.escape(str(list(BACKBONES)))
     with pytest.raises(ValueError, match=rf"backbone 'vgg' is not one of {allowed} \(did you mean 'vgg19'\?\)"):
         load_backbone("vgg")
-    assert BACKBONES == ("efficientnet_lite0", "vgg19", "googlenet", "trained")
+    assert BACKBONES == ("trained", "efficientnet_lite0", "vgg19", "googlenet")
 
 
 def test_unknown_layer_names_the_backbone_and_close_matches(vgg19, lite0):

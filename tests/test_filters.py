@@ -14,6 +14,7 @@ import yaml
 from torch import nn
 
 from cnnpipe import filters as FI
+from cnnpipe import plan
 from cnnpipe.fileio import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,26 +43,26 @@ def lecture_net(bias: float | None = None) -> nn.Sequential:
 
 def test_default_layers_are_every_conv_layer_of_the_configured_cnn():
     cfg = {"layers": [], "backbone": "trained"}
-    assert FI.filter_layers(cfg, {"conv_channels": [16, 32, 64]}) == ["conv1", "conv2", "conv3"]
-    assert FI.filter_layers({**cfg, "layers": ["conv2", "conv2"]}, {"conv_channels": [4, 8]}) == ["conv2"]
+    assert plan.filter_layers(cfg, {"conv_channels": [16, 32, 64]}) == ["conv1", "conv2", "conv3"]
+    assert plan.filter_layers({**cfg, "layers": ["conv2", "conv2"]}, {"conv_channels": [4, 8]}) == ["conv2"]
 
 
 @pytest.mark.parametrize("name", ["conv3", "relu1", "fc1", "Conv1"])
 def test_a_name_that_is_not_a_conv_layer_is_refused_naming_the_key(name):
     with pytest.raises(ValueError, match="filters.layers") as error:
-        FI.filter_layers({"layers": ["conv1", name], "backbone": "trained"}, {"conv_channels": [4, 8]})
+        plan.filter_layers({"layers": ["conv1", name], "backbone": "trained"}, {"conv_channels": [4, 8]})
     assert repr(name) in str(error.value) and "['conv1', 'conv2']" in str(error.value)
 
 
 def test_backbone_layers_are_required_and_checked_before_any_weights_load():
     cfg = {"backbone": "vgg19", "image_size": 64}
     with pytest.raises(ValueError, match="filters.layers: required when filters.backbone is 'vgg19'"):
-        FI.filter_layers({**cfg, "layers": []}, {"conv_channels": [4]})
+        plan.filter_layers({**cfg, "layers": []}, {"conv_channels": [4]})
     with pytest.raises(ValueError, match="filters.layers: layer 'conv9_1' is not in backbone"):
-        FI.filter_layers({**cfg, "layers": ["conv9_1"]}, {"conv_channels": [4]})
+        plan.filter_layers({**cfg, "layers": ["conv9_1"]}, {"conv_channels": [4]})
     with pytest.raises(ValueError, match=r"'fc6' .* not a feature map"):
-        FI.filter_layers({**cfg, "layers": ["fc6"]}, {"conv_channels": [4]})
-    assert FI.filter_layers({**cfg, "layers": ["conv1_1", "features.2"]}, {}) == ["conv1_1", "features.2"]
+        plan.filter_layers({**cfg, "layers": ["fc6"]}, {"conv_channels": [4]})
+    assert plan.filter_layers({**cfg, "layers": ["conv1_1", "features.2"]}, {}) == ["conv1_1", "features.2"]
 
 
 def test_conv_layers_of_the_trained_cnn_are_read_after_their_relu():

@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cnnpipe import ascent as A
+from cnnpipe import ascent
 from cnnpipe.classifier import SCORES_LAYER, load_classifier
-from cnnpipe.device import seed_everything, select_device
+from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv, write_json
 from cnnpipe.plots import image_grid
 
@@ -73,23 +73,23 @@ def check_config(cfg: dict) -> None:
         raise ValueError(f"classes.parameterization must be 'pixel' or 'fft', got {cfg['parameterization']!r}")
 
 
-def regularized_transforms(cfg: dict) -> list[A.Transform]:
+def regularized_transforms(cfg: dict) -> list[ascent.Transform]:
     """Jitter, zoom (1 +- scale) and rotation (+- degrees), then a half jitter: the ones switched on."""
-    transforms: list[A.Transform] = []
+    transforms: list[ascent.Transform] = []
     if cfg["jitter"] > 0:
-        transforms.append(A.Jitter(cfg["jitter"]))
+        transforms.append(ascent.Jitter(cfg["jitter"]))
     if cfg["scale"] > 0 or cfg["degrees"] > 0:
-        transforms.append(A.RandomAffine((1 - cfg["scale"], 1 + cfg["scale"]), cfg["degrees"]))
+        transforms.append(ascent.RandomAffine((1 - cfg["scale"], 1 + cfg["scale"]), cfg["degrees"]))
     if cfg["jitter"] > 0:
-        transforms.append(A.Jitter(cfg["jitter"] / 2))
+        transforms.append(ascent.Jitter(cfg["jitter"] / 2))
     return transforms
 
 
 def variant_settings(cfg: dict, shape) -> dict[str, dict]:
     """Variant name -> keyword arguments for ``ascent.ascend`` (param, transforms, penalties)."""
     check_config(cfg)
-    pixels = A.pixel_image(shape)
-    regularized_param = A.fft_image(shape) if cfg["parameterization"] == "fft" else A.pixel_image(shape)
+    pixels = ascent.pixel_image(shape)
+    regularized_param = ascent.fft_image(shape) if cfg["parameterization"] == "fft" else ascent.pixel_image(shape)
     penalties = {"l1": cfg["regularized_l1_weight"], "tv": cfg["tv_weight"]}
     return {
         "plain": {"param": pixels},
@@ -122,15 +122,15 @@ def visualize_classes(
     """
     shape = tuple(int(s) for s in image_shape)
     if targets is None:
-        with torch.no_grad(), A.frozen(model):
-            k = int(model(torch.zeros(1, *shape, device=next(model.parameters()).device)).shape[1])
+        with torch.no_grad(), ascent.frozen(model):
+            k = int(model(torch.zeros(1, *shape, device=model_device(model))).shape[1])
         targets = list(range(k))
-    objectives = [A.class_logit(layer, i) for i in targets]
+    objectives = [ascent.class_logit(layer, i) for i in targets]
     images = {}
     for name, settings in variant_settings(cfg, shape).items():
         settings = dict(settings)
         param = settings.pop("param")
-        result = A.ascend(
+        result = ascent.ascend(
             model, objectives, param, steps=cfg["steps"], lr=cfg["lr"], seed=seed, progress=show_progress,
             desc=f"classes: {name}", **settings,
         )
@@ -146,10 +146,10 @@ def summarize(
     prediction, the pixel classifier's prediction and probability of the class, and the
     correlation with the class's mean training image (these three empty without a pixel
     classifier). Image j of each variant is for class ``targets[j]`` (default: j)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     rows = []
     for variant, batch in images.items():
-        with A.frozen(model):  # eval mode (no dropout), restored afterwards
+        with ascent.frozen(model):  # eval mode (no dropout), restored afterwards
             logits = model(batch.to(device)).float().cpu()
         probs = torch.softmax(logits, dim=1)
         classes = np.arange(len(batch)) if targets is None else np.asarray(targets)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnpipe.plan import BACKBONE_CHOICES
+from cnnpipe.backbone_names import BACKBONES
 
 # The layer whose outputs are the class scores y^i: the trained CNN's module name, and an
 # alias that every ImageNet backbone resolves (classifier, classifier.6, fc).
@@ -60,8 +60,8 @@ def load_classifier(
     """The network the config section ``key`` (``classes`` or ``fooling``) names with its
     ``backbone``, ``imagenet_classes`` and ``image_size`` keys; on the CPU."""
     backbone = settings.get("backbone", "trained")
-    if backbone not in BACKBONE_CHOICES:
-        raise ValueError(f"{key}.backbone: {backbone!r} is not one of {list(BACKBONE_CHOICES)}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"{key}.backbone: {backbone!r} is not one of {list(BACKBONES)}")
     if backbone == "trained":
         from cnnpipe.checkpoint import load_model
         from cnnpipe.data import load_prepared

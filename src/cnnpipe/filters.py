@@ -45,16 +45,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnpipe import ascent as A
+from cnnpipe import ascent
+from cnnpipe.backbone_names import BACKBONES
+from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 
-# pandas and matplotlib are imported where they are used: every snakemake call imports this
-# module (to check layer names) and should not pay a second for them.
+# pandas and matplotlib are imported where they are used, so that importing this module
+# (for the ascent alone, or in tests) does not pay a second for them.
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
-
-from cnnpipe.plan import BACKBONE_CHOICES, filter_layers, trained_conv_layers  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +65,6 @@ _CONV = re.compile(r"conv(\d+)")
 
 
 # --------------------------------------------------------------------------- layer names
-
-
-def check_backbone_layers(backbone: str, layers: Sequence[str], image_size: int) -> None:
-    """Resolve each name and run one forward pass on the meta device (no weights, no memory,
-    milliseconds) to check that the layer gives a feature map [B, C, H, W]."""
-    from cnnpipe.backbones import load_backbone, resolve_layer
-
-    with torch.device("meta"):
-        model = load_backbone(backbone, pretrained=False)
-    for name in layers:
-        try:
-            qualified = resolve_layer(model, name)
-        except ValueError as error:
-            raise ValueError(f"filters.layers: {error}") from None
-        with A.capture(model, [qualified]) as acts:
-            acts.run(torch.zeros(1, 3, image_size, image_size, device="meta"))
-        shape = tuple(acts[qualified].shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"filters.layers: layer {name!r} of backbone {backbone!r} gives an output of shape "
-                f"{shape}, not a feature map [B, C, H, W] with filters to maximize"
-            )
 
 
 def feature_map_layer(model: nn.Module, layer: str) -> str:
@@ -105,9 +83,9 @@ def feature_map_layer(model: nn.Module, layer: str) -> str:
             raise ValueError(f"filters.layers: {layer!r} is not a convolution layer of the CNN "
                              f"(it has {model.conv_layer_names()})")
         activation = f"relu{match.group(1)}"
-        A.get_layer(model, activation)  # a clear error if the block has no ReLU
+        ascent.get_layer(model, activation)  # a clear error if the block has no ReLU
         return activation
-    A.get_layer(model, layer)
+    ascent.get_layer(model, layer)
     return layer
 
 
@@ -122,20 +100,14 @@ def _feature_map(acts: Mapping[str, Tensor], layer: str) -> Tensor:
     return out
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def layer_activations(model: nn.Module, layer: str, images: Tensor, *, batch_size: int = 256) -> Tensor:
     """Degree of activation ``a^k = sum_ij a^k_ij`` of every channel of ``layer`` for every
     image: [N, C] float32 on the CPU. ``images`` [N, C, H, W] in [0, 1] (uint8 is divided by
     255) go through the model in chunks; the forward stops at ``layer``."""
-    device = _device_of(model)
+    device = model_device(model)
     rows = []
-    with A.frozen(model), A.capture(model, [layer]) as acts:
+    with ascent.frozen(model), ascent.capture(model, [layer]) as acts:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size].to(device)
             chunk = chunk.float().div(255.0) if chunk.dtype == torch.uint8 else chunk.float()
@@ -184,9 +156,9 @@ def prepare_model(model: nn.Module, device=None) -> nn.Module:
 def image_spec(shape: Sequence[int], parameterization: str = "pixel"):
     """The engine's start-image recipe: clipped pixels from grey + seeded noise, or Fourier."""
     if parameterization == "pixel":
-        return A.pixel_image(tuple(shape))
+        return ascent.pixel_image(tuple(shape))
     if parameterization == "fft":
-        return A.fft_image(tuple(shape))
+        return ascent.fft_image(tuple(shape))
     raise ValueError(f"filters.parameterization: {parameterization!r} is not one of {list(PARAMETERIZATIONS)}")
 
 
@@ -205,7 +177,7 @@ def maximize_filters(
     seed: int = 0,
     device=None,
     progress: bool = True,
-) -> A.AscentResult:
+) -> ascent.AscentResult:
     """``x*_k = argmax_x a^k(x)`` for every k in ``filters`` of ``layer`` (the module whose
     output is maximized, e.g. ``relu2``), all in one batched ascent.
 
@@ -217,11 +189,11 @@ def maximize_filters(
     filters = [int(k) for k in filters]
     if not filters:
         raise ValueError(f"maximize_filters: no filters given for layer {layer!r}")
-    transforms = (A.Jitter(jitter),) if jitter > 0 else ()
+    transforms = (ascent.Jitter(jitter),) if jitter > 0 else ()
     with leaky_relus(model, leak):
-        return A.render_batched(
+        return ascent.render_batched(
             model,
-            [A.channel(layer, k) for k in filters],
+            [ascent.channel(layer, k) for k in filters],
             image_spec(image_shape, parameterization),
             memory_mb=memory_mb,
             seed=seed,
@@ -345,8 +317,8 @@ def _load(settings: Mapping, model_path, data_path, cache_dir) -> tuple[nn.Modul
         return load_model(model_path), images, f"all {len(images)} training images"
     from cnnpipe.backbones import load_backbone
 
-    if backbone not in BACKBONE_CHOICES:
-        raise ValueError(f"filters.backbone: {backbone!r} is not one of {list(BACKBONE_CHOICES)}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"filters.backbone: {backbone!r} is not one of {list(BACKBONES)}")
     photos = reference_photos(int(settings["image_size"]))
     return load_backbone(backbone, cache_dir=cache_dir), photos, f"the {len(photos)} scikit-image photos"
 
@@ -368,8 +340,6 @@ def run_filters(
 
     ``settings`` is the ``filters`` config section (``layers`` is not read).
     """
-    from cnnpipe.device import seed_everything, select_device
-
     seed_everything(seed)
     device = select_device(device_name)
     model, reference, described = _load(settings, model_path, data_path, cache_dir)
@@ -407,12 +377,10 @@ def run_filters(
 
 
 __all__ = [
-    "BACKBONE_CHOICES",
     "COLUMNS",
     "beats",
     "dataset_max",
     "feature_map_layer",
-    "filter_layers",
     "filter_table",
     "filters_figure",
     "image_spec",
@@ -424,5 +392,4 @@ __all__ = [
     "reference_photos",
     "run_filters",
     "sublabel",
-    "trained_conv_layers",
 ]

@@ -8,6 +8,7 @@ learning (cross-correlation: no flipping; no padding, no bias) at stride 1 and 2
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
+from cnnpipe.device import model_device
 from cnnpipe.fileio import save_figure, write_json
 from cnnpipe.models import build_model
 from cnnpipe.plots import image_grid
@@ -84,6 +86,113 @@ def _number_grid(ax, values: np.ndarray, title: str, cmap: str, norm: Normalize,
     ax.set_title(title, fontsize=10.5)
 
 
+# The slide's geometry in inches: every cell has the same size, so numbers read alike.
+_UNIT, _TITLE_H, _ROW_GAP, _TOP, _BOTTOM, _LEFT = 0.5, 0.62, 0.35, 0.8, 0.25, 0.3
+_COLUMN_GAPS = (0.75, 0.8, 0.9, 1.0)  # input | filter | stride 1 | stride 2 | max pooling
+_PATCH_STYLE = dict(fill=False, edgecolor="#1a9641", linewidth=3, linestyle="--")
+
+
+@dataclass
+class _Slide:
+    """A figure laid out in inches: column lefts ``xs``, one row of panels per filter between
+    ``band_top`` and ``band_bottom``, colour bars from ``bars_x``."""
+
+    fig: Figure
+    width: float
+    height: float
+    xs: list[float]
+    row_h: float
+    band_top: float
+    band_bottom: float
+    bars_x: float
+
+    def place(self, x: float, y_top: float, rows: int, cols: int):
+        """Axes for a rows x cols grid of cells whose top-left corner is (x, y_top) inches."""
+        w, h = self.width, self.height
+        return self.fig.add_axes((x / w, 1 - (y_top + rows * _UNIT) / h, cols * _UNIT / w, rows * _UNIT / h))
+
+    def row_top(self, k: int) -> float:
+        """Where the panels of filter k start, below their titles."""
+        return _TOP + k * (self.row_h + _ROW_GAP) + _TITLE_H
+
+
+def _slide(image: np.ndarray, filters: list[np.ndarray], maps: dict[str, list[np.ndarray]]) -> _Slide:
+    map_rows = max(m.shape[0] for m in maps["stride1"])
+    row_h = _TITLE_H + map_rows * _UNIT
+    n_filters = len(filters)
+    height = _TOP + n_filters * row_h + (n_filters - 1) * _ROW_GAP + _BOTTOM
+    columns = [image.shape[1], filters[0].shape[1], maps["stride1"][0].shape[1], maps["stride2"][0].shape[1],
+               maps["maxpool"][0].shape[1]]
+    xs = [_LEFT]
+    for width, gap in zip(columns[:-1], _COLUMN_GAPS):
+        xs.append(xs[-1] + width * _UNIT + gap)
+    bars_x = xs[-1] + columns[-1] * _UNIT + 0.55
+    width = bars_x + 1.9
+    return _Slide(Figure(figsize=(width, height)), width, height, xs, row_h, _TOP + _TITLE_H, height - _BOTTOM,
+                  bars_x)
+
+
+def _draw_input(slide: _Slide, image: np.ndarray, kernel_shape, norm: Normalize) -> None:
+    """The input image, centred vertically, with the first patch a filter sees dashed."""
+    y_image = (slide.band_top + slide.band_bottom) / 2 - image.shape[0] * _UNIT / 2
+    ax = slide.place(slide.xs[0], y_image, *image.shape)
+    _number_grid(ax, image, f"input image {image.shape[0]}x{image.shape[1]}", PIXEL_CMAP, norm, 12)
+    # The first 3x3 patch, where filter 1 finds its diagonal (top-left output).
+    kh, kw = kernel_shape
+    ax.add_patch(Rectangle((-0.5, -0.5), kw, kh, **_PATCH_STYLE))
+    ax.text(image.shape[1] / 2 - 0.5, image.shape[0] - 0.1, "dashed: first 3x3 patch\n(filter 1 gives 3 there)",
+            ha="center", va="top", fontsize=9, color="#1a9641")
+
+
+def _draw_filter_row(slide: _Slide, k: int, f: np.ndarray, maps: dict[str, list[np.ndarray]],
+                     pixel_norm: Normalize, map_norm: Normalize) -> None:
+    """Filter k, its stride-1 map (pooling windows marked), its stride-2 map and its pooled map."""
+    y = slide.row_top(k)
+    name = f"filter {k + 1}"
+    _number_grid(slide.place(slide.xs[1], y, *f.shape), f, f"{name} ({f.shape[0]}x{f.shape[1]})", PIXEL_CMAP,
+                 pixel_norm, 12)
+    s1 = maps["stride1"][k]
+    ax = slide.place(slide.xs[2], y, *s1.shape)
+    _number_grid(ax, s1, f"{name}, stride 1\n→ {s1.shape[0]}x{s1.shape[1]} feature map", MAP_CMAP, map_norm, 12)
+    if k == 0:
+        ax.add_patch(Rectangle((-0.5, -0.5), 1, 1, **_PATCH_STYLE))
+    # Thick lines mark the 2x2 pooling windows.
+    for pos in np.arange(1.5, s1.shape[1] - 1, 2):
+        ax.axvline(pos, color="black", linewidth=2.2)
+    for pos in np.arange(1.5, s1.shape[0] - 1, 2):
+        ax.axhline(pos, color="black", linewidth=2.2)
+    s2 = maps["stride2"][k]
+    _number_grid(slide.place(slide.xs[3], y, *s2.shape), s2, f"{name}, stride 2\n→ {s2.shape[0]}x{s2.shape[1]}",
+                 MAP_CMAP, map_norm, 12)
+    mp = maps["maxpool"][k]
+    _number_grid(slide.place(slide.xs[4], y, *mp.shape), mp,
+                 f"{name}: 2x2 max pooling\n→ {mp.shape[0]}x{mp.shape[1]}", MAP_CMAP, map_norm, 12)
+
+
+def _draw_titles(slide: _Slide) -> None:
+    slide.fig.text(0.5, 1 - 0.12 / slide.height,
+                   "Convolution worked by hand: each 3x3 filter slides over the image (cross-correlation, "
+                   "no padding, no bias)",
+                   ha="center", va="top", fontsize=13)
+    slide.fig.text(0.5, 1 - 0.45 / slide.height,
+                   "each filter gives one channel of the output; max pooling keeps the largest value "
+                   "of each 2x2 window (thick lines)",
+                   ha="center", va="top", fontsize=10.5, color="0.25")
+
+
+def _draw_colorbars(slide: _Slide, pixel_norm: Normalize, map_norm: Normalize) -> None:
+    """One bar per scale, side by side right of the panels, centred vertically."""
+    bar_h = min(3.2, (slide.band_bottom - slide.band_top) * 0.8)
+    y0 = (slide.band_top + slide.band_bottom) / 2 - bar_h / 2
+    for i, (norm, cmap, label) in enumerate(((pixel_norm, PIXEL_CMAP, "pixel / weight value"),
+                                             (map_norm, MAP_CMAP, "feature map value"))):
+        cax = slide.fig.add_axes(((slide.bars_x + i * 0.95) / slide.width, 1 - (y0 + bar_h) / slide.height,
+                                  0.16 / slide.width, bar_h / slide.height))
+        bar = slide.fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        bar.set_label(label, fontsize=9)
+        bar.ax.tick_params(labelsize=8)
+
+
 def conv_example_figure(example: dict) -> Figure:
     """The worked example as a slide: input, filters, stride-1/stride-2 maps, max-pooled maps.
 
@@ -97,75 +206,13 @@ def conv_example_figure(example: dict) -> Figure:
     pixel_norm = Normalize(-pixel_limit, pixel_limit)
     map_norm = Normalize(-map_limit, map_limit)
 
-    # Manual placement in inches: every cell has the same size, so numbers read alike.
-    unit, title_h, row_gap, top, bottom, left = 0.5, 0.62, 0.35, 0.8, 0.25, 0.3
-    map_rows = max(m.shape[0] for m in maps["stride1"])
-    row_h = title_h + map_rows * unit
-    n_filters = len(filters)
-    height = top + n_filters * row_h + (n_filters - 1) * row_gap + bottom
-    columns = [image.shape[1], filters[0].shape[1], maps["stride1"][0].shape[1], maps["stride2"][0].shape[1],
-               maps["maxpool"][0].shape[1]]
-    gaps = [0.75, 0.8, 0.9, 1.0]
-    xs = [left]
-    for width, gap in zip(columns[:-1], gaps):
-        xs.append(xs[-1] + width * unit + gap)
-    bars_x = xs[-1] + columns[-1] * unit + 0.55
-    width = bars_x + 1.9
-    fig = Figure(figsize=(width, height))
-
-    def place(x: float, y_top: float, rows: int, cols: int):
-        return fig.add_axes((x / width, 1 - (y_top + rows * unit) / height, cols * unit / width, rows * unit / height))
-
-    band_top, band_bottom = top + title_h, height - bottom
-    y_image = (band_top + band_bottom) / 2 - image.shape[0] * unit / 2
-    ax = place(xs[0], y_image, *image.shape)
-    _number_grid(ax, image, f"input image {image.shape[0]}x{image.shape[1]}", PIXEL_CMAP, pixel_norm, 12)
-    # The first 3x3 patch, where filter 1 finds its diagonal (top-left output).
-    kh, kw = filters[0].shape
-    ax.add_patch(Rectangle((-0.5, -0.5), kw, kh, fill=False, edgecolor="#1a9641", linewidth=3, linestyle="--"))
-    ax.text(image.shape[1] / 2 - 0.5, image.shape[0] - 0.1, "dashed: first 3x3 patch\n(filter 1 gives 3 there)",
-            ha="center", va="top", fontsize=9, color="#1a9641")
-
-    for k in range(n_filters):
-        y = top + k * (row_h + row_gap) + title_h
-        name = f"filter {k + 1}"
-        f = filters[k]
-        _number_grid(place(xs[1], y, *f.shape), f, f"{name} ({f.shape[0]}x{f.shape[1]})", PIXEL_CMAP, pixel_norm, 12)
-        s1 = maps["stride1"][k]
-        ax = place(xs[2], y, *s1.shape)
-        _number_grid(ax, s1, f"{name}, stride 1\n→ {s1.shape[0]}x{s1.shape[1]} feature map", MAP_CMAP, map_norm, 12)
-        if k == 0:
-            ax.add_patch(Rectangle((-0.5, -0.5), 1, 1, fill=False, edgecolor="#1a9641", linewidth=3, linestyle="--"))
-        # Thick lines mark the 2x2 pooling windows.
-        for pos in np.arange(1.5, s1.shape[1] - 1, 2):
-            ax.axvline(pos, color="black", linewidth=2.2)
-        for pos in np.arange(1.5, s1.shape[0] - 1, 2):
-            ax.axhline(pos, color="black", linewidth=2.2)
-        s2 = maps["stride2"][k]
-        _number_grid(place(xs[3], y, *s2.shape), s2, f"{name}, stride 2\n→ {s2.shape[0]}x{s2.shape[1]}",
-                     MAP_CMAP, map_norm, 12)
-        mp = maps["maxpool"][k]
-        _number_grid(place(xs[4], y, *mp.shape), mp,
-                     f"{name}: 2x2 max pooling\n→ {mp.shape[0]}x{mp.shape[1]}", MAP_CMAP, map_norm, 12)
-
-    fig.text(0.5, 1 - 0.12 / height,
-             "Convolution worked by hand: each 3x3 filter slides over the image (cross-correlation, "
-             "no padding, no bias)",
-             ha="center", va="top", fontsize=13)
-    fig.text(0.5, 1 - 0.45 / height,
-             "each filter gives one channel of the output; max pooling keeps the largest value "
-             "of each 2x2 window (thick lines)",
-             ha="center", va="top", fontsize=10.5, color="0.25")
-
-    bar_h = min(3.2, (band_bottom - band_top) * 0.8)
-    y0 = (band_top + band_bottom) / 2 - bar_h / 2
-    for i, (norm, cmap, label) in enumerate(((pixel_norm, PIXEL_CMAP, "pixel / weight value"),
-                                             (map_norm, MAP_CMAP, "feature map value"))):
-        cax = fig.add_axes(((bars_x + i * 0.95) / width, 1 - (y0 + bar_h) / height, 0.16 / width, bar_h / height))
-        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
-        bar.set_label(label, fontsize=9)
-        bar.ax.tick_params(labelsize=8)
-    return fig
+    slide = _slide(image, filters, maps)
+    _draw_input(slide, image, filters[0].shape, pixel_norm)
+    for k, f in enumerate(filters):
+        _draw_filter_row(slide, k, f, maps, pixel_norm, map_norm)
+    _draw_titles(slide)
+    _draw_colorbars(slide, pixel_norm, map_norm)
+    return slide.fig
 
 
 def _conv_entry(name: str, input_shape, output_shape, kernel_size, filters: int,
@@ -205,9 +252,7 @@ def conv_layer_shapes(model: nn.Module, input_shape) -> list[tuple[str, nn.Conv2
     was_training = model.training
     try:
         model.eval()
-        parameter = next(model.parameters(), None)
-        dummy = torch.zeros(1, *[int(s) for s in input_shape],
-                            device=parameter.device if parameter is not None else "cpu")
+        dummy = torch.zeros(1, *[int(s) for s in input_shape], device=model_device(model))
         with torch.no_grad():
             model(dummy)
     finally:

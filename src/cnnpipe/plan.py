@@ -1,18 +1,21 @@
 """What the workflow decides while Snakemake parses it: which jobs exist and which files they
-read (layers, images, photos, downloaded weights). Nothing here imports torch, so a dry run
-of the whole pipeline starts in about a second."""
+read (layers, images, photos, downloaded weights), and every check that stops a bad config
+before any job starts, naming the config key at fault.
+
+Importing this module does not import torch, so a dry run of the whole pipeline starts in
+about a second. Only :func:`check_layer_names` needs torch, and imports it when layers are
+named explicitly: it builds the network on the meta device to look them up."""
 
 from __future__ import annotations
 
 import os
-import sys
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from cnnpipe.backbone_names import BACKBONES
 from cnnpipe.images import IMAGE_EXTENSIONS, ImageError, list_images
-
-BACKBONE_CHOICES = ("trained", "efficientnet_lite0", "vgg19", "googlenet")
 
 # name -> scikit-image loader; real photos shipped inside the scikit-image wheel.
 SAMPLE_PHOTOS = {
@@ -50,8 +53,8 @@ def filter_layers(filters_cfg: Mapping, model_cfg: Mapping) -> list[str]:
     is not a convolution layer of the configured CNN, or not a [B, C, H, W] layer of the backbone.
     """
     backbone = filters_cfg.get("backbone", "trained")
-    if backbone not in BACKBONE_CHOICES:
-        raise ValueError(f"filters.backbone: {backbone!r} is not one of {list(BACKBONE_CHOICES)}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"filters.backbone: {backbone!r} is not one of {list(BACKBONES)}")
     layers = list(dict.fromkeys(filters_cfg.get("layers") or []))
     if backbone == "trained":
         known = trained_conv_layers(model_cfg)
@@ -71,12 +74,9 @@ def filter_layers(filters_cfg: Mapping, model_cfg: Mapping) -> list[str]:
             f"filters.layers: required when filters.backbone is {backbone!r} (an ImageNet network "
             f"has too many layers to draw them all); for example {example}"
         )
-    from cnnpipe.filters import check_backbone_layers  # needs torch: only for ImageNet backbones
-
-    check_backbone_layers(backbone, layers, int(filters_cfg.get("image_size", 128)))
+    size = int(filters_cfg.get("image_size", 128))
+    check_layer_names("filters.layers", backbone, layers, model_cfg, input_shape=(3, size, size))
     return layers
-
-
 
 
 def find_images(folder: str | os.PathLike, files: Iterable[str]) -> dict[str, str]:
@@ -188,34 +188,82 @@ def style_pairs(settings: Mapping, photo_dir: str | os.PathLike = "results/photo
     return pairs
 
 
-def check_layer_names(key: str, backbone: str, layers: Iterable[str], model_cfg: Mapping) -> None:
-    """Stop before any job when a layer named under ``key`` is not in ``backbone``.
+def check_layer_names(
+    key: str,
+    backbone: str,
+    layers: Iterable[str],
+    model_cfg: Mapping | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+) -> None:
+    """Stop before any job when a layer named under the config key ``key`` is not in ``backbone``.
 
-    Builds the network on the meta device (no weights, no memory); torch is imported only
-    when layers are named explicitly, so the default dry run stays light."""
+    ``model_cfg`` (the ``model`` section) describes the network when ``backbone`` is
+    ``trained``. With ``input_shape`` [C, H, W] each layer must also give a feature map
+    [B, C, H, W] for such an image (the filters stage maximizes its channels). The message
+    starts with ``key`` and names the backbone and the closest layer names.
+
+    The network is built on the meta device (no weights, no memory, milliseconds); torch is
+    imported only when layers are named explicitly, so the default dry run stays light."""
     layers = list(layers or [])
     if not layers:
         return
+    from cnnpipe import ascent
+
+    model = _meta_network(backbone, model_cfg, input_shape)
+    for name in layers:
+        try:
+            qualified = _qualified_layer(model, backbone, name)
+        except (ascent.LayerNotFoundError, ValueError) as error:
+            raise ValueError(f"{key}: {error}") from None
+        if input_shape is not None:
+            _check_feature_map(model, qualified, input_shape, f"{key}: layer {name!r} of backbone {backbone!r}")
+
+
+def _meta_network(backbone: str, model_cfg: Mapping | None, input_shape: Sequence[int] | None):
+    """``backbone``'s architecture on the meta device; for ``trained``, the CNN that
+    ``model_cfg`` builds for a stand-in dataset (layer names depend on the model section only)."""
     import torch
 
-    from cnnpipe.ascent import LayerNotFoundError, get_layer
-    from cnnpipe.backbones import load_backbone, resolve_layer
+    from cnnpipe.backbones import load_backbone
     from cnnpipe.models import build_model
 
     with torch.device("meta"):
-        if backbone == "trained":
-            # Layer names depend on the model section only; the shapes here are stand-ins.
+        if backbone != "trained":
+            return load_backbone(backbone, pretrained=False)
+        if model_cfg is None:
+            raise ValueError("check_layer_names: backbone 'trained' needs the model section (model_cfg)")
+        if input_shape is None:
             size = 4 * 2 ** len(model_cfg["conv_channels"])
-            manifest = {"image_shape": [1, size, size], "classes": ["a", "b"],
-                        "normalization": {"mean": [0.0], "std": [1.0]}}
-            model = build_model(model_cfg, manifest)
-        else:
-            model = load_backbone(backbone, pretrained=False)
-    for name in layers:
-        try:
-            if backbone == "trained":
-                get_layer(model, name)
-            else:
-                resolve_layer(model, name)
-        except (LayerNotFoundError, ValueError) as error:
-            raise ValueError(f"{key}: {error}") from None
+            input_shape = (1, size, size)
+        manifest = {"image_shape": [int(s) for s in input_shape], "classes": ["a", "b"],
+                    "normalization": {"mean": [0.0], "std": [1.0]}}
+        return build_model(model_cfg, manifest)
+
+
+def _qualified_layer(model, backbone: str, name: str) -> str:
+    """The module name for ``name``: as given for the trained CNN, an alias resolved for an
+    ImageNet backbone. Raises the lookup's own error, which lists the closest names."""
+    if backbone == "trained":
+        from cnnpipe import ascent
+
+        ascent.get_layer(model, name)
+        return name
+    from cnnpipe.backbones import resolve_layer
+
+    return resolve_layer(model, name)
+
+
+def _check_feature_map(model, qualified: str, input_shape: Sequence[int], what: str) -> None:
+    """One forward pass on the meta device, stopped at ``qualified``: its output must be [B, C, H, W]."""
+    import torch
+
+    from cnnpipe import ascent
+
+    with ascent.capture(model, [qualified]) as acts:
+        acts.run(torch.zeros(1, *(int(s) for s in input_shape), device="meta"))
+    out = acts[qualified]
+    if not torch.is_tensor(out) or out.dim() != 4:
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise ValueError(f"{what} gives an output of shape {shape}, not a feature map [B, C, H, W] "
+                         "with filters to maximize")
