@@ -28,6 +28,7 @@ test: install
 	$(VENV)/bin/pytest
 
 lint: install
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check .
 

@@ -30,7 +30,15 @@ def test_class_numbers_in_lecture_order_with_and_without_a_judge(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"reference": reference, "variants": variants}, sort_keys=True))
     lines = C.classes(tmp_path / "a.json")
     assert [line.split(":")[0] for line in lines[:3]] == ["plain", "L1", "regularized"]
-    assert "the pixel classifier for **2 of 10**" in lines[1] and "knn pixel classifier's accuracy 95.0%" in lines[3]
+    assert "the pixel classifier for **2 of 10**" in lines[1] and "knn pixel classifier's accuracy 95.0%" in lines[4]
+    assert lines[3] == ("Mean r grows from the plain (0.10) to the regularized images (0.30); the best variant's "
+                        "mean r is below the median r of real test images (0.90).")
+    # The trend is stated as the numbers go, not as the lecture hopes.
+    flipped = {name: {**n, "mean_image_correlation_mean": 1 - n["mean_image_correlation_mean"]}
+               for name, n in variants.items()}
+    (tmp_path / "f.json").write_text(json.dumps({"reference": reference, "variants": flipped}))
+    assert "Mean r does not grow from the plain (0.90) to the regularized images (0.70); the best variant's " \
+           "mean r is at or above" in C.classes(tmp_path / "f.json")[3]
     bare = {name: {k: v for k, v in n.items() if k in ("classes", "cnn_correct", "probability_min")}
             for name, n in variants.items()}
     (tmp_path / "b.json").write_text(json.dumps({"reference": None, "variants": bare}))
@@ -58,13 +66,14 @@ def test_dream_and_style_numbers(tmp_path):
                   "energy_ratio": [2.2], "octaves": [4], "dream_width": [451], "dream_height": [300]}).to_csv(
         tmp_path / "d.csv", index=False)
     assert C.dream(tmp_path / "d.csv") == [
-        "cat: energy ||a||^2 at blocks.3 **88.3 -> 194** (x2.20), 4 octaves at 451x300 px."]
+        "cat: energy (mean a^2 per layer, summed) at blocks.3 **88.3 -> 194** (x2.20), 4 octaves at 451x300 px."]
     pd.DataFrame({"content": ["cat"], "style": ["ihc"], "backbone": ["vgg19"], "optimizer": ["lbfgs"],
                   "evaluations": [300], "content_loss_initial": [0.0], "content_loss_final": [0.5],
                   "style_loss_initial": [0.56], "style_loss_final": [0.0566], "total_loss_initial": [11.29],
-                  "total_loss_final": [1.88]}).to_csv(tmp_path / "s.csv", index=False)
+                  "total_loss_final": [1.88], "content_layers": ["conv4_2"],
+                  "style_layers": ["conv1_1 conv2_1"]}).to_csv(tmp_path / "s.csv", index=False)
     lines = C.style(tmp_path / "s.csv")
-    assert "300 lbfgs evaluations on vgg19" in lines[0]
+    assert "300 lbfgs evaluations on vgg19; content layer(s) conv4_2, style layers conv1_1 conv2_1" in lines[0]
     assert lines[1] == "style loss **0.56 -> 0.0566**, content loss 0 -> 0.5, total 11.3 -> **1.88**."
 
 

@@ -122,6 +122,7 @@ def classes(attainment_json) -> list[str]:
             text += (f"; the pixel classifier for **{n['independent_correct']} of {n['classes']}**; mean r with "
                      f"the class's mean image **{n['mean_image_correlation_mean']:.2f}**")
         lines.append(text + ".")
+    lines += _correlation_trend(counts["variants"], reference)
     if reference:
         lines.append(
             f"Real test images, for comparison: the {reference['independent_classifier']} pixel classifier's "
@@ -131,6 +132,23 @@ def classes(attainment_json) -> list[str]:
     else:
         lines.append("No pixel classifier: an ImageNet backbone's training set is not here.")
     return lines
+
+
+def _correlation_trend(variants: dict, reference: dict) -> list[str]:
+    """Whether r with the class's mean image grows from the plain to the regularized images,
+    and whether it reaches real test images' r: stated from the numbers, whichever way they go."""
+    r = {name: n["mean_image_correlation_mean"] for name, n in variants.items()
+         if isinstance(n.get("mean_image_correlation_mean"), (int, float))
+         and math.isfinite(n["mean_image_correlation_mean"])}
+    if "plain" not in r or "regularized" not in r:
+        return []
+    trend = "grows" if r["regularized"] > r["plain"] else "does not grow"
+    line = f"Mean r {trend} from the plain ({r['plain']:.2f}) to the regularized images ({r['regularized']:.2f})"
+    real = (reference or {}).get("test_images_mean_image_correlation_median")
+    if real is not None:
+        side = "below" if max(r.values()) < real else "at or above"
+        line += f"; the best variant's mean r is {side} the median r of real test images ({real:.2f})"
+    return [line + "."]
 
 
 def fooling(table_csv, method: str, target: float) -> list[str]:
@@ -155,7 +173,8 @@ def dream(row_csv) -> list[str]:
     """Activation energy before and after, per image."""
     table = pd.read_csv(row_csv)
     return [
-        f"{row.name}: energy ||a||^2 at {row.layers} **{_num(row.energy_before)} -> {_num(row.energy_after)}** "
+        f"{row.name}: energy (mean a^2 per layer, summed) at {row.layers} "
+        f"**{_num(row.energy_before)} -> {_num(row.energy_after)}** "
         f"(x{row.energy_ratio:.2f}), {row.octaves} octaves at {row.dream_width}x{row.dream_height} px."
         for row in table.itertuples(index=False)
     ]
@@ -166,7 +185,8 @@ def style(losses_csv) -> list[str]:
     row = pd.read_csv(losses_csv).iloc[0]
     return [
         f"{row['content']} in the style of {row['style']}, {int(row['evaluations'])} {row['optimizer']} "
-        f"evaluations on {row['backbone']}:",
+        f"evaluations on {row['backbone']}; content layer(s) {row['content_layers']}, style layers "
+        f"{row['style_layers']}:",
         f"style loss **{_num(row['style_loss_initial'])} -> {_num(row['style_loss_final'])}**, content loss "
         f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "
         f"{_num(row['total_loss_initial'])} -> **{_num(row['total_loss_final'])}**.",

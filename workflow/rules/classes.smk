@@ -23,6 +23,7 @@ rule classes:
         "results/logs/classes.log",
     benchmark:
         "results/benchmarks/classes.tsv"
+    priority: 10
     conda:
         "../envs/cnnpipe.yaml"
     # One thread for the lecture CNN: these small batches gain little from more, and one-thread

@@ -6,6 +6,7 @@ rule download:
         manifest="results/data/manifest.json",
     log:
         "results/logs/download.log",
+    priority: 30
     conda:
         "../envs/cnnpipe.yaml"
     params:

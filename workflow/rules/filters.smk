@@ -37,6 +37,7 @@ rule filters:
         "results/logs/filters/{layer}.log",
     wildcard_constraints:
         layer="|".join(re.escape(layer) for layer in FILTER_LAYERS),
+    priority: 10
     conda:
         "../envs/cnnpipe.yaml"
     # The lecture CNN's small convolutions run fastest on one thread per job (two layers

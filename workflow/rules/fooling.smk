@@ -25,6 +25,7 @@ rule fooling:
         "results/benchmarks/fooling_{method}.tsv"
     wildcard_constraints:
         method="gradient|evolution",
+    priority: 10
     conda:
         "../envs/cnnpipe.yaml"
     # One thread for the lecture CNN: these small batches gain little from more, and one-thread

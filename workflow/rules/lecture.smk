@@ -39,6 +39,7 @@ rule first_layer_filters:
         ),
     log:
         "results/logs/first_layer_filters.log",
+    priority: 10
     conda:
         "../envs/cnnpipe.yaml"
     script:

@@ -22,6 +22,8 @@ rule train:
         "results/logs/train.log",
     benchmark:
         "results/benchmarks/train.tsv"
+    # on the critical path: training gates filters, classes and fooling, so it goes first
+    priority: 20
     conda:
         "../envs/cnnpipe.yaml"
     # One thread: the lecture CNN is small, and a fixed count keeps the bytes identical
