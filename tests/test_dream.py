@@ -16,17 +16,19 @@ import torch
 import yaml
 from PIL import Image
 
-from cnnpipe.dream import (
-    COLUMNS,
+from cnnpipe.deepdream import (
     TiledEnergy,
     deep_dream,
     default_layers,
-    dream_file,
-    dream_inputs,
-    find_images,
     octave_sizes,
     resolve_layers,
     split_axis,
+)
+from cnnpipe.dream import (
+    COLUMNS,
+    dream_file,
+    dream_inputs,
+    find_images,
     write_summary,
 )
 from cnnpipe.images import ImageError

@@ -14,7 +14,9 @@ import pytest
 import torch
 import yaml
 
+from cnnpipe import cppn
 from cnnpipe import fooling as F
+from cnnpipe.formatting import format_percent_down
 from cnnpipe.independent import fit_pixel_classifier
 from cnnpipe.models import LectureCNN
 
@@ -57,7 +59,7 @@ def test_png_roundtrip_keeps_8_bit_values_and_quantize_matches_it():
 
 
 def test_coordinates_by_hand():
-    c = F.coordinates(3, 3)
+    c = cppn.coordinates(3, 3)
     assert c.shape == (4, 9)
     x, y, d, bias = c.reshape(4, 3, 3)
     assert x[0].tolist() == [-1.0, 0.0, 1.0] and y[:, 0].tolist() == [-1.0, 0.0, 1.0]
@@ -67,19 +69,19 @@ def test_coordinates_by_hand():
 
 def test_units_by_hand():
     z = np.array([[0.0, 1.0, 10.0]] * 4)
-    out = F._activate(z, np.array([0, 1, 2, 3]))
+    out = cppn._activate(z, np.array([0, 1, 2, 3]))
     assert out[0] == pytest.approx([0.0, math.sin(1.0), math.sin(10.0)])
     assert out[1] == pytest.approx([0.5, 1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-10))])
     assert out[2] == pytest.approx([1.0, math.exp(-0.5), math.exp(-50)])
-    assert out[3] == pytest.approx([0.0, 1.0, F.LINEAR_LIMIT])
+    assert out[3] == pytest.approx([0.0, 1.0, cppn.LINEAR_LIMIT])
 
 
 def test_a_hand_built_cppn_renders_what_it_should():
     # No hidden nodes; the output reads x with weight 2: pixel = sigmoid(2x), constant in y.
-    g = F.random_cppn(np.random.default_rng(0), 2, hidden=3, channels=1, initial_nodes=0)
+    g = cppn.random_cppn(np.random.default_rng(0), 2, hidden=3, channels=1, initial_nodes=0)
     g.weights[:] = 0.0
     g.weights[0, 3, 0] = 2.0  # genome 0: output row 3 <- source 0 (x)
-    images = F.render_cppn(g, 4, 5)
+    images = cppn.render_cppn(g, 4, 5)
     xs = np.linspace(-1, 1, 5)
     assert images.shape == (2, 1, 4, 5)
     assert images[0, 0] == pytest.approx(np.tile(1 / (1 + np.exp(-2 * xs)), (4, 1)))
@@ -89,12 +91,12 @@ def test_a_hand_built_cppn_renders_what_it_should():
     g.active[1, 0], g.units[1, 0] = True, 2
     g.enabled[1, 0, 2] = g.enabled[1, 3, 4] = True
     g.weights[1, 0, 2] = g.weights[1, 3, 4] = 1.0
-    d = F.coordinates(4, 5)[2].reshape(4, 5)
-    assert F.render_cppn(g, 4, 5)[1, 0] == pytest.approx(1 / (1 + np.exp(-np.exp(-0.5 * d**2))))
+    d = cppn.coordinates(4, 5)[2].reshape(4, 5)
+    assert cppn.render_cppn(g, 4, 5)[1, 0] == pytest.approx(1 / (1 + np.exp(-np.exp(-0.5 * d**2))))
 
 
 def test_allowed_connections_form_a_feed_forward_graph():
-    mask = F.allowed_connections(hidden=3, channels=2)
+    mask = cppn.allowed_connections(hidden=3, channels=2)
     assert mask.shape == (5, 7)
     assert mask[0].tolist() == [True] * 4 + [False] * 3  # node 0 reads inputs only
     assert mask[2].tolist() == [True] * 6 + [False]  # node 2 reads inputs, nodes 0 and 1
@@ -103,22 +105,22 @@ def test_allowed_connections_form_a_feed_forward_graph():
 
 def test_mutation_keeps_genomes_valid_and_is_seeded():
     rng = np.random.default_rng(1)
-    parents = F.random_cppn(rng, 50, hidden=5, channels=1)
-    children = F.mutate(parents, np.random.default_rng(7), add_node=0.5, add_connection=0.5,
-                        remove_connection=0.5, change_unit=0.5)
-    allowed = F.allowed_connections(5, 1)[None]
+    parents = cppn.random_cppn(rng, 50, hidden=5, channels=1)
+    children = cppn.mutate(parents, np.random.default_rng(7), add_node=0.5, add_connection=0.5,
+                           remove_connection=0.5, change_unit=0.5)
+    allowed = cppn.allowed_connections(5, 1)[None]
     live = children.live_sources()[:, None, :]
     assert not (children.enabled & ~allowed).any()
     assert (children.weights[~children.enabled] == 0).all()
-    assert np.abs(children.weights).max() <= F.WEIGHT_LIMIT
+    assert np.abs(children.weights).max() <= cppn.WEIGHT_LIMIT
     assert (children.nodes() >= parents.nodes()).all() and (children.nodes() > parents.nodes()).any()
     assert (children.enabled & live)[:, 5:].any(axis=2).all()  # every output keeps an input
     assert (np.abs(children.weights - parents.weights).reshape(50, -1).max(axis=1) > 0).all()
     assert ((children.units != parents.units) & parents.active).any()
-    again = F.mutate(parents, np.random.default_rng(7), add_node=0.5, add_connection=0.5,
-                     remove_connection=0.5, change_unit=0.5)
+    again = cppn.mutate(parents, np.random.default_rng(7), add_node=0.5, add_connection=0.5,
+                        remove_connection=0.5, change_unit=0.5)
     assert np.array_equal(again.weights, children.weights) and np.array_equal(again.units, children.units)
-    images = F.render_cppn(children, 6, 6)
+    images = cppn.render_cppn(children, 6, 6)
     assert images.shape == (50, 1, 6, 6) and np.isfinite(images).all()
     assert images.min() >= 0 and images.max() <= 1
 
@@ -172,9 +174,9 @@ def test_table_and_figure():
     fig = F.fooling_figure(result, table, "knn")
     assert len(fig.axes) == 1
     assert "knn pixel classifier" in " ".join(" ".join(t.get_text().split()) for t in fig.texts)
-    assert [F._percent(p) for p in (0.99996, 0.999471, 0.99896, 0.5, 0.99)] == [
+    assert [format_percent_down(p) for p in (0.99996, 0.999471, 0.99896, 0.5, 0.99)] == [
         "99.996%", "99.94%", "99.8%", "50.0%", "99.0%"]
-    assert F._percent(1.0) == F._percent(0.9999995) == "\u2265 99.9999%"
+    assert format_percent_down(1.0) == format_percent_down(0.9999995) == "\u2265 99.9999%"
 
 
 def test_a_subset_of_classes_keeps_image_and_class_apart():

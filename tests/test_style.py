@@ -16,6 +16,8 @@ from PIL import Image
 from torch import nn
 
 from cnnpipe import style as S
+from cnnpipe import style_transfer as ST
+from cnnpipe.backbones import fold_batchnorm
 from cnnpipe.images import ImageError
 from cnnpipe.models import Normalize
 
@@ -63,13 +65,13 @@ def test_gram_matrix_by_hand():
     # two channels, one row of two pixels: F = [[1, 2], [3, 4]]
     features = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
     # F F^T = [[5, 11], [11, 25]], divided by C*H*W = 4
-    assert S.gram_matrix(features).tolist() == [[[1.25, 2.75], [2.75, 6.25]]]
+    assert ST.gram_matrix(features).tolist() == [[[1.25, 2.75], [2.75, 6.25]]]
 
 
 def test_gram_matrix_does_not_depend_on_the_image_size():
     features = torch.randn(1, 4, 3, 5)
     tiled = features.repeat(1, 1, 2, 3)  # the same statistics on a 6 x 15 map
-    assert torch.allclose(S.gram_matrix(features), S.gram_matrix(tiled), atol=1e-6)
+    assert torch.allclose(ST.gram_matrix(features), ST.gram_matrix(tiled), atol=1e-6)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -82,50 +84,50 @@ def test_fused_gram_loss_matches_autograd(channels_last):
     b = torch.randn(5, 7, generator=gen, dtype=torch.double)
     target = b @ b.T / 7
     weights = torch.tensor([1.0, 3.0], dtype=torch.double)
-    plain = ((S.gram_matrix(a) - target) ** 2).mean((1, 2))
-    fused = S.gram_loss(a, target)
+    plain = ((ST.gram_matrix(a) - target) ** 2).mean((1, 2))
+    fused = ST.gram_loss(a, target)
     assert torch.allclose(plain, fused)
     expected = torch.autograd.grad((plain * weights).sum(), a)[0]
     got = torch.autograd.grad((fused * weights).sum(), a)[0]
     assert torch.allclose(expected, got, atol=1e-12)
     # the gradient keeps the activation's layout, so the convolution backward needs no copy
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
-    assert torch.autograd.gradcheck(lambda x: S.gram_loss(x, target), (a,))
+    assert torch.autograd.gradcheck(lambda x: ST.gram_loss(x, target), (a,))
 
 
 def test_gram_loss_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="channels"):
-        S.gram_loss(torch.zeros(1, 3, 2, 2), torch.zeros(4, 4))
+        ST.gram_loss(torch.zeros(1, 3, 2, 2), torch.zeros(4, 4))
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
-        S.gram_loss(torch.zeros(1, 3), torch.zeros(3, 3))
+        ST.gram_loss(torch.zeros(1, 3), torch.zeros(3, 3))
 
 
 def test_content_and_tv_losses_by_hand():
     features = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
-    assert S.content_loss(features, torch.zeros(1, 1, 2, 2)).tolist() == [7.5]  # (1+4+9+16)/4
+    assert ST.content_loss(features, torch.zeros(1, 1, 2, 2)).tolist() == [7.5]  # (1+4+9+16)/4
     # rows differ by 2, columns by 1: mean 4 + mean 1
-    assert S.tv_loss(features).tolist() == [5.0]
-    assert S.tv_loss(torch.ones(2, 3, 4, 4)).tolist() == [0.0, 0.0]
+    assert ST.tv_loss(features).tolist() == [5.0]
+    assert ST.tv_loss(torch.ones(2, 3, 4, 4)).tolist() == [0.0, 0.0]
 
 
 def test_range_penalty_and_free_pixels():
     x = torch.tensor([[[[-0.5, 0.0], [0.5, 1.25]]]])
-    assert S.range_penalty(x).tolist() == [0.25 + 0.0625]  # 0.5^2 below, 0.25^2 above
-    free = S.FreePixels(x)
+    assert ST.range_penalty(x).tolist() == [0.25 + 0.0625]  # 0.5^2 below, 0.25^2 above
+    free = ST.FreePixels(x)
     assert torch.equal(free(), x) and free.pixels.requires_grad  # nothing clamped on the way
 
 
 def test_border_features_do_not_count():
     net = tiny_net()
     content, style = smooth_image(16, 20, 0), smooth_image(12, 12, 1)
-    targets = S.compute_targets(net, content, style, ["conv2"], ["conv1", "conv3"], pad=4)
+    targets = ST.compute_targets(net, content, style, ["conv2"], ["conv1", "conv3"], pad=4)
     # conv1 at full resolution, conv2 after one 2x2 pooling, conv3 after two
     assert targets.margins == {"conv2": (2, 2), "conv1": (4, 4), "conv3": (1, 1)}
     assert tuple(targets.content["conv2"].shape) == (1, 16, 8, 10)  # the picture's 16 x 20 / 2
     # the content itself, seen with any border, has zero content loss
     weights = {"content_weight": 1.0, "style_weight": 1.0, "tv_weight": 0.0}
-    assert S.evaluate_losses(net, content, targets, weights)["content_loss"] == pytest.approx(0, abs=1e-10)
-    assert torch.equal(S.crop(S.reflect_pad(content[None], 3), 3), content[None])
+    assert ST.evaluate_losses(net, content, targets, weights)["content_loss"] == pytest.approx(0, abs=1e-10)
+    assert torch.equal(ST.crop(ST.reflect_pad(content[None], 3), 3), content[None])
 
 
 # --------------------------------------------------------------------------- the network
@@ -143,7 +145,7 @@ def test_fold_batchnorm_keeps_the_function_and_the_names():
         net.bn.weight.uniform_(0.5, 2)
         net.bn.bias.uniform_(-1, 1)
     x = torch.rand(2, 3, 8, 8)
-    folded = S.fold_batchnorm(net, x)
+    folded = fold_batchnorm(net, x)
     assert folded is not net and isinstance(net.bn, nn.BatchNorm2d)  # the original is untouched
     assert isinstance(folded.bn, nn.Identity) and folded.get_submodule("bn") is folded.bn
     assert torch.allclose(folded(x), net(x), atol=1e-5)
@@ -163,18 +165,18 @@ def test_fold_batchnorm_falls_back_when_definition_order_is_not_run_order():
     with torch.no_grad():
         net.bn.running_mean.fill_(0.5)
         net.bn.running_var.fill_(4.0)
-    assert S.fold_batchnorm(net, torch.rand(1, 4, 5, 5)) is net
+    assert fold_batchnorm(net, torch.rand(1, 4, 5, 5)) is net
     plain = tiny_net()
-    assert S.fold_batchnorm(plain) is plain  # nothing to fold: no copy
+    assert fold_batchnorm(plain) is plain  # nothing to fold: no copy
 
 
 def test_prepare_model_folds_efficientnet_and_keeps_its_features():
     from cnnpipe.backbones import load_backbone
 
     net = load_backbone("efficientnet_lite0")
-    content, style = S.resolve_layers(net)
+    content, style = ST.resolve_layers(net)
     assert content == ["blocks.2"] and style == ["bn1", "blocks.1.0", "blocks.2.0", "blocks.3.0"]
-    fast = S.prepare_model(net, probe_size=32)
+    fast = ST.prepare_model(net, probe_size=32)
     assert fast is not net
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     x = torch.rand(1, 3, 40, 56)
@@ -192,19 +194,19 @@ def test_vgg19_defaults_are_the_papers_layers():
 
     with torch.device("meta"):  # names only: no 548 MB of random weights
         vgg = load_backbone("vgg19", pretrained=False)
-    content, style = S.resolve_layers(vgg)
+    content, style = ST.resolve_layers(vgg)
     # conv4_2; conv1_1, conv2_1, conv3_1, conv4_1, conv5_1
     assert content == ["features.21"]
     assert style == ["features.0", "features.5", "features.10", "features.19", "features.28"]
-    assert S.resolve_layers(vgg, ["relu4_2"], ["conv1_1", "features.5"]) == (
+    assert ST.resolve_layers(vgg, ["relu4_2"], ["conv1_1", "features.5"]) == (
         ["features.22"], ["features.0", "features.5"])
     with pytest.raises(ValueError, match="style.style_layers.*conv9_9"):
-        S.resolve_layers(vgg, [], ["conv9_9"])
+        ST.resolve_layers(vgg, [], ["conv9_9"])
 
 
 def test_a_network_without_defaults_needs_layers():
     with pytest.raises(ValueError, match="no content layers"):
-        S.resolve_layers(tiny_net())
+        ST.resolve_layers(tiny_net())
 
 
 # --------------------------------------------------------------------------- images
@@ -213,8 +215,8 @@ def test_a_network_without_defaults_needs_layers():
 def test_preserve_colors_keeps_the_results_luminance_and_the_contents_chroma():
     content = smooth_image(8, 8, 1)[None]
     result = smooth_image(8, 8, 2)[None]
-    kept = S.preserve_colors(result, content)
-    yiq = torch.tensor(S._RGB_TO_YIQ)
+    kept = ST.preserve_colors(result, content)
+    yiq = torch.tensor(ST._RGB_TO_YIQ)
     to_yiq = lambda x: torch.einsum("dc,bchw->bdhw", yiq, x)  # noqa: E731
     inside = (kept > 0.001) & (kept < 0.999)  # clamping to [0, 1] may move the rest
     inside = inside.all(1, keepdim=True)
@@ -222,7 +224,7 @@ def test_preserve_colors_keeps_the_results_luminance_and_the_contents_chroma():
     assert torch.allclose(to_yiq(kept)[:, :1][inside], to_yiq(result)[:, :1][inside], atol=1e-5)
     assert torch.allclose(to_yiq(kept)[:, 1:][inside.expand(-1, 2, -1, -1)],
                           to_yiq(content)[:, 1:][inside.expand(-1, 2, -1, -1)], atol=1e-5)
-    assert torch.allclose(S.preserve_colors(content, content), content, atol=1e-5)
+    assert torch.allclose(ST.preserve_colors(content, content), content, atol=1e-5)
 
 
 def test_load_pair_sizes_and_odd_file_names(tmp_path):
@@ -263,7 +265,7 @@ TINY_LAYERS = dict(content_layers=["conv2"], style_layers=["conv1", "conv2", "co
 def test_transfer_moves_toward_the_style_and_counts_steps(optimizer):
     net = tiny_net()
     content, style = smooth_image(16, 24, 0), smooth_image(20, 12, 1)  # other sizes and shapes
-    result = S.transfer(net, content, style, **TINY_LAYERS, style_weight=10.0, steps=15,
+    result = ST.transfer(net, content, style, **TINY_LAYERS, style_weight=10.0, steps=15,
                         optimizer=optimizer, progress=False)
     assert result.image.shape == content.shape
     assert 0 <= float(result.image.min()) and float(result.image.max()) <= 1
@@ -277,7 +279,7 @@ def test_transfer_moves_toward_the_style_and_counts_steps(optimizer):
 def test_transfer_is_deterministic_and_the_seed_matters_for_noise():
     net = tiny_net()
     content, style = smooth_image(16, 16, 0), smooth_image(16, 16, 1)
-    run = lambda seed: S.transfer(net, content, style, **TINY_LAYERS, steps=5, init="noise",  # noqa: E731
+    run = lambda seed: ST.transfer(net, content, style, **TINY_LAYERS, steps=5, init="noise",  # noqa: E731
                                   seed=seed, progress=False)
     first, again, other = run(0), run(0), run(1)
     assert torch.equal(first.image, again.image)
@@ -289,29 +291,29 @@ def test_transfer_is_deterministic_and_the_seed_matters_for_noise():
 def test_transfer_options_preserve_color_and_tv():
     net = tiny_net()
     content, style = smooth_image(16, 16, 0), smooth_image(16, 16, 1)
-    plain = S.transfer(net, content, style, **TINY_LAYERS, steps=8, progress=False)
-    kept = S.transfer(net, content, style, **TINY_LAYERS, steps=8, preserve_color=True, progress=False)
-    assert torch.allclose(kept.image, S.preserve_colors(plain.image, content), atol=1e-6)
-    smooth = S.transfer(net, content, style, **TINY_LAYERS, steps=8, tv_weight=50.0, pad=0, progress=False)
+    plain = ST.transfer(net, content, style, **TINY_LAYERS, steps=8, progress=False)
+    kept = ST.transfer(net, content, style, **TINY_LAYERS, steps=8, preserve_color=True, progress=False)
+    assert torch.allclose(kept.image, ST.preserve_colors(plain.image, content), atol=1e-6)
+    smooth = ST.transfer(net, content, style, **TINY_LAYERS, steps=8, tv_weight=50.0, pad=0, progress=False)
     assert smooth.final["tv_loss"] < plain.final["tv_loss"]
     with pytest.raises(ValueError, match="optimizer"):
-        S.transfer(net, content, style, **TINY_LAYERS, optimizer="sgd")
+        ST.transfer(net, content, style, **TINY_LAYERS, optimizer="sgd")
     with pytest.raises(ValueError, match="init"):
-        S.transfer(net, content, style, **TINY_LAYERS, init="zeros")
+        ST.transfer(net, content, style, **TINY_LAYERS, init="zeros")
 
 
 def test_relative_losses_weigh_every_layer_alike():
     net = tiny_net()
     content, style = smooth_image(16, 16, 0), smooth_image(16, 16, 1)
-    targets = S.compute_targets(net, content, style, ["conv2"], ["conv1", "conv3"])
+    targets = ST.compute_targets(net, content, style, ["conv2"], ["conv1", "conv3"])
     for name, gram in targets.style.items():
         assert targets.style_norm[name] == pytest.approx(1 / (2 * float(gram.square().mean())))
-    raw = S.compute_targets(net, content, style, ["conv2"], ["conv1", "conv3"], relative=False)
+    raw = ST.compute_targets(net, content, style, ["conv2"], ["conv1", "conv3"], relative=False)
     assert set(raw.style_norm.values()) == {1.0}
     # an all-zero response is exactly 1 away from the target in relative terms
     zeros = {"conv1": torch.zeros(1, 8, 16, 16), "conv2": torch.zeros(1, 16, 8, 8), "conv3": torch.zeros(1, 16, 4, 4)}
-    assert float(S._style_value(zeros, targets)[0]) == pytest.approx(1.0, rel=1e-5)
-    assert float(S._content_value(zeros, targets)[0]) == pytest.approx(1.0, rel=1e-5)
+    assert float(ST._style_value(zeros, targets)[0]) == pytest.approx(1.0, rel=1e-5)
+    assert float(ST._content_value(zeros, targets)[0]) == pytest.approx(1.0, rel=1e-5)
 
 
 # --------------------------------------------------------------------------- pairs, one job

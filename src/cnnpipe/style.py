@@ -1,79 +1,31 @@
-"""Neural style transfer (Gatys et al. 2015, "A Neural Algorithm of Artistic Style").
+"""Style transfer, the stage: one content/style pair per job.
 
-The picture x* keeps the *content* of one image (its feature maps at a deep layer) and takes
-the *style* of another (the Gram matrices of filter responses at several layers: which
-features occur together, wherever they are). It is one more gradient ascent on the input, run
-by :mod:`cnnpipe.ascent`: the objective is minus the weighted losses
-
-    total = content_weight * content_loss + style_weight * style_loss + tv_weight * tv_loss
-
-with per-layer terms
-
-    content term  mean_ij (F_ij - P_ij)^2                 F, P: [C, H*W] features of x, content
-    style term    mean_cd (G_cd - A_cd)^2,  G = F F^T / (C H W)   A: Gram matrix of the style
-
-The Gram matrix, normalized by the number of feature values, does not depend on the image
-size, so content and style images may differ in size and aspect ratio. With ``relative=True``
-(the default) each layer's term is divided by the mean square of its target, so every layer
-counts alike and the weights mean the same for every backbone; content_loss and style_loss
-are then means over their layers of relative squared errors (0 = identical, 1 = as far as
-from zero). ``relative=False`` gives the PyTorch tutorial's raw sums.
-
-The pixels: the picture plus a mirrored border of ``pad`` pixels is optimized, the border's
-features do not count in the losses and it is cropped at the end (the network's edge
-effects fall on the border). L-BFGS moves free pixels kept near [0, 1] by a smooth penalty
-(see ``FreePixels`` for why not clamped or sigmoid pixels); Adam moves clamped pixels,
-projected after every step. The engine runs the loop; ``steps`` counts L-BFGS evaluations.
-
-Targets are computed once, each image at its own size. Speed: style terms use one custom
-autograd function whose backward is a single matmul (Gram + MSE fused); the forward pass
-stops at the deepest needed layer (``ascent.capture``); the network runs in channels_last
-memory format, with BatchNorm folded into the preceding convolutions (on a copy) where the
-network has them.
+Reads both images at the configured sizes, loads and prepares the backbone, runs
+:func:`cnnpipe.style_transfer.transfer` (the algorithm: Gram matrices, losses, the
+optimization) and writes the stylized PNG, a content | style | result figure and a one-row
+CSV of the losses before and after.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+import pandas as pd
 from PIL import Image
 from torch import Tensor, nn
 
-from cnnpipe import ascent
-from cnnpipe.backbones import DEFAULT_LAYERS, resolve_layer
+from cnnpipe.backbones import load_backbone
+from cnnpipe.device import seed_everything, select_device
+from cnnpipe.fileio import save_figure, write_csv
+from cnnpipe.images import load_image, pil_to_tensor, save_png
 from cnnpipe.plan import pair_name, style_pairs  # noqa: F401 (re-exported)
+from cnnpipe.style_transfer import StyleResult, prepare_model, transfer
 
 __all__ = [
-    "OPTIMIZERS",
-    "INITS",
-    "gram_matrix",
-    "gram_loss",
-    "content_loss",
-    "tv_loss",
-    "resolve_layers",
-    "fold_batchnorm",
-    "prepare_model",
-    "reflect_pad",
-    "crop",
-    "FreePixels",
-    "range_penalty",
-    "StyleTargets",
-    "compute_targets",
-    "style_objective",
-    "evaluate_losses",
-    "preserve_colors",
     "load_pair",
-    "StyleResult",
-    "transfer",
     "side_by_side",
     "run_pair",
     "pair_name",
@@ -82,333 +34,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise")
-# Pixel steps: L-BFGS scales its own steps, Adam moves each pixel by about lr per step.
-DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
-# The optimized canvas has a border of this many pixels, cropped at the end: TF "SAME"
-# padding (EfficientNet) treats the top and left edges differently from the rest, and there
-# the edge rows turn into stripes of noise.
-EDGE_PAD = 8
-# L-BFGS pixels: see FreePixels and _range_weight (5: at most 0.1 outside [0, 1] at the
-# start's strongest gradient; 25 and 100 gave higher final losses on both benchmarks' nets).
-RANGE_STIFFNESS = 5.0
-# Noise start: grey plus Gaussian noise of this std (clamped to [0, 1]).
-NOISE_STD = 0.25
-# ITU-R BT.601 RGB -> YIQ; Y is the luminance that colour preservation takes from the result.
-_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-
-
-# --------------------------------------------------------------------------- losses
-
-
-def gram_matrix(features: Tensor) -> Tensor:
-    """[B, C, H, W] -> [B, C, C]: F F^T / (C H W), which does not depend on the image size."""
-    if features.dim() != 4:
-        raise ValueError(f"gram_matrix needs [B, C, H, W] features, got shape {tuple(features.shape)}")
-    flat = features.flatten(2)  # a view in NCHW and in channels_last
-    return torch.bmm(flat, flat.transpose(1, 2)) / flat[0].numel()
-
-
-class _GramMSE(torch.autograd.Function):
-    """mean_cd (gram(a) - target)^2 per sample, with a one-matmul backward.
-
-    d/dF mean((F F^T / n - A)^2) = 4 D F / (C^2 n) with D = G - A symmetric, where autograd
-    would spend two matmuls on the Gram and a few elementwise passes on the MSE.
-    """
-
-    @staticmethod
-    def forward(ctx, a: Tensor, target: Tensor) -> Tensor:
-        diff = gram_matrix(a) - target
-        ctx.save_for_backward(a, diff)
-        return diff.square().mean((1, 2))
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        a, diff = ctx.saved_tensors
-        batch, channels, height, width = a.shape
-        scale = grad.view(-1, 1, 1) * (2.0 / (channels * channels * a[0].numel()))
-        sym = (diff + diff.transpose(1, 2)) * scale  # = 4 D / (C^2 n) up to rounding
-        if a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous():
-            # Keep the gradient in the activation's layout, so the conv backward needs no copy.
-            rows = a.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-            grad_a = torch.bmm(rows, sym).view(batch, height, width, channels).permute(0, 3, 1, 2)
-        else:
-            grad_a = torch.bmm(sym, a.flatten(2)).view_as(a)
-        return grad_a, None
-
-
-def gram_loss(features: Tensor, target: Tensor) -> Tensor:
-    """Per-sample mean squared difference between the Gram matrix of ``features`` and
-    ``target`` ([C, C] or [B, C, C]): the style term of one layer, shape [B]."""
-    if features.dim() != 4:
-        raise ValueError(f"style layer output must be [B, C, H, W], got shape {tuple(features.shape)}")
-    channels = features.shape[1]
-    if target.shape[-2:] != (channels, channels):
-        raise ValueError(f"Gram target has shape {tuple(target.shape)} for {channels} channels")
-    target = target.to(features.dtype).expand(features.shape[0], channels, channels)
-    return _GramMSE.apply(features, target)
-
-
-def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """Per-sample mean squared difference of feature maps: the content term of one layer, [B]."""
-    if features.shape[1:] != target.shape[-(features.dim() - 1):]:
-        raise ValueError(f"content features {tuple(features.shape)} do not match target {tuple(target.shape)}")
-    return (features - target).square().flatten(1).mean(1)
-
-
-def tv_loss(x: Tensor) -> Tensor:
-    """Per-sample mean squared difference between vertical and horizontal neighbours (smooth,
-    so L-BFGS can use it; independent of the image size), [B]."""
-    rows = (x[..., 1:, :] - x[..., :-1, :]).square().flatten(1).mean(1)
-    cols = (x[..., :, 1:] - x[..., :, :-1]).square().flatten(1).mean(1)
-    return rows + cols
-
-
-# --------------------------------------------------------------------------- the network
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in [*model.parameters(), *model.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
-
-
-def resolve_layers(model: nn.Module, content_layers=(), style_layers=()) -> tuple[list[str], list[str]]:
-    """Qualified module names of the content and style layers. Names may be friendly aliases
-    (``conv4_2``); an empty list means the backbone's default (``backbones.DEFAULT_LAYERS``)."""
-    backbone = getattr(model, "backbone_name", None)
-    defaults = DEFAULT_LAYERS.get(backbone, {}) if backbone else {}
-    chosen = []
-    for kind, names in (("content", content_layers), ("style", style_layers)):
-        names = [names] if isinstance(names, str) else list(names or ())
-        if not names:
-            if kind not in defaults:
-                raise ValueError(
-                    f"style transfer: no {kind} layers given and {backbone or type(model).__name__!r} "
-                    f"has no default {kind} layers; name them (style.{kind}_layers)"
-                )
-            default = defaults[kind]
-            names = [default] if isinstance(default, str) else list(default)
-        try:
-            qualified = [resolve_layer(model, name) for name in names]
-        except ValueError as error:
-            raise ValueError(f"style.{kind}_layers: {error}") from None
-        chosen.append(list(dict.fromkeys(qualified)))
-    return chosen[0], chosen[1]
-
-
-class _ActOnly(nn.Module):
-    """What is left of a BatchNorm + activation module once its affine map is folded away."""
-
-    def __init__(self, drop: nn.Module, act: nn.Module):
-        super().__init__()
-        self.drop, self.act = drop, act
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.drop(x))
-
-
-def _fold_pairs(model: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]]:
-    pairs = []
-    for parent in model.modules():
-        children = list(parent.named_children())
-        for (_, first), (name, second) in zip(children, children[1:]):
-            if (
-                isinstance(first, nn.Conv2d)
-                and isinstance(second, nn.BatchNorm2d)
-                and second.track_running_stats
-                and second.running_mean is not None
-                and first.out_channels == second.num_features
-            ):
-                pairs.append((parent, name, first, second))
-    return pairs
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module, probe: Tensor | None = None) -> nn.Module:
-    """A copy of ``model`` with each eval-mode BatchNorm that directly follows a convolution
-    (children in definition order, as in timm's EfficientNet) folded into that convolution.
-
-    The BatchNorm module becomes its activation alone (or Identity), under the same name, so
-    hooks and layer names still work. Definition order is not always run order: the copy is
-    checked against the original on ``probe`` and the original is returned if they differ.
-    Without anything to fold the model itself is returned.
-    """
-    if not _fold_pairs(model):
-        return model
-    folded = copy.deepcopy(model)
-    for parent, name, conv, bn in _fold_pairs(folded):
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
-        shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
-        conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = shift if conv.bias is None else conv.bias * scale + shift
-        conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
-        act, drop = getattr(bn, "act", None), getattr(bn, "drop", None)
-        replacement = _ActOnly(drop or nn.Identity(), act) if isinstance(act, nn.Module) else nn.Identity()
-        setattr(parent, name, replacement)
-    if probe is not None:
-        with ascent.frozen(model), ascent.frozen(folded):
-            expected, got = model(probe), folded(probe)
-        if not torch.allclose(expected, got, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
-            log.warning("BatchNorm folding changed the output of %s; using the network unchanged",
-                        type(model).__name__)
-            return model
-    return folded
-
-
-def prepare_model(model: nn.Module, *, fold: bool = True, channels_last: bool = True,
-                  probe_size: int = 64) -> nn.Module:
-    """The network as style transfer runs it: BatchNorm folded (on a copy, checked on a
-    random probe image), weights in channels_last layout (same values; in place when nothing
-    was folded). The result computes the same function as ``model`` up to float rounding."""
-    if fold:
-        generator = torch.Generator().manual_seed(0)
-        device = _device_of(model)
-        probe = torch.rand(1, 3, probe_size, probe_size, generator=generator).to(device)
-        model = fold_batchnorm(model, probe)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-# --------------------------------------------------------------------------- targets, objective
-
-
-@dataclass
-class StyleTargets:
-    """Feature maps of the content image and Gram matrices of the style image, by qualified
-    layer name, each layer's weight inside content_loss / style_loss, and the border: the
-    optimized image is seen with ``pad`` extra pixels on every side, and ``margins[layer]``
-    (rows, columns) feature pixels on every side of a layer belong to that border."""
-
-    content: dict[str, Tensor]
-    style: dict[str, Tensor]
-    content_norm: dict[str, float]
-    style_norm: dict[str, float]
-    pad: int = 0
-    margins: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    @property
-    def layers(self) -> list[str]:
-        return sorted(set(self.content) | set(self.style))
-
-    def features(self, acts: Mapping[str, Tensor], name: str) -> Tensor:
-        """Layer ``name``'s output without its border part."""
-        a = acts[name]
-        rows, cols = self.margins.get(name, (0, 0))
-        if rows == 0 and cols == 0:
-            return a
-        inner = a[..., rows : a.shape[-2] - rows, cols : a.shape[-1] - cols]
-        # keep channels_last dense: the fused Gram backward then needs no layout change
-        return inner.contiguous(memory_format=torch.channels_last) if a.is_contiguous(
-            memory_format=torch.channels_last) else inner
-
-
-def _as_batch(image: Tensor, what: str) -> Tensor:
-    image = torch.as_tensor(image).detach().float()
-    if image.dim() == 3:
-        image = image[None]
-    if image.dim() != 4 or image.shape[:2] != (1, 3):
-        raise ValueError(f"{what} image must be [3, H, W] or [1, 3, H, W] in [0, 1], got {tuple(image.shape)}")
-    return image
-
-
-def reflect_pad(x: Tensor, pad: int) -> Tensor:
-    """``x`` [B, C, H, W] mirrored outwards by ``pad`` pixels on every side."""
-    if pad <= 0:
-        return x
-    # reflect needs pad < side; replicate covers tiny images
-    return F.pad(x, (pad,) * 4, mode="reflect" if pad < min(x.shape[-2:]) else "replicate")
-
-
-def crop(x: Tensor, pad: int) -> Tensor:
-    """Undo ``reflect_pad``: ``x`` without its outer ``pad`` pixels."""
-    return x[..., pad : x.shape[-2] - pad, pad : x.shape[-1] - pad] if pad > 0 else x
-
-
-@torch.no_grad()
-def compute_targets(model: nn.Module, content: Tensor, style: Tensor, content_layers: Sequence[str],
-                    style_layers: Sequence[str], *, relative: bool = True, pad: int = 0) -> StyleTargets:
-    """One early-stopped forward pass per image, each at its own size. The content image is
-    seen with a mirrored border of ``pad`` pixels, like the optimized canvas, and only the
-    features inside the picture count; the style image is seen as it is. ``relative``: layer
-    l counts 1 / (L * mean(target_l^2)) (relative squared errors averaged over L layers);
-    otherwise 1 (the tutorial's sums)."""
-    device = _device_of(model)
-    content = _as_batch(content, "content").to(device)
-    style = _as_batch(style, "style").to(device)
-    canvas = reflect_pad(content, pad)
-    layers = list(dict.fromkeys([*content_layers, *style_layers]))
-    with ascent.frozen(model):
-        with ascent.capture(model, layers) as acts:
-            acts.run(canvas)
-            margins = {}
-            for name in layers:
-                height, width = acts[name].shape[-2:]
-                # border pixels per feature pixel, rounded down: edge features that mix picture
-                # and border still count
-                margins[name] = (pad * height // canvas.shape[-2], pad * width // canvas.shape[-1])
-            targets = StyleTargets({}, {}, {}, {}, int(pad), margins)
-            targets.content = {name: targets.features(acts, name).detach().clone() for name in content_layers}
-        with ascent.capture(model, style_layers) as acts:
-            acts.run(style)
-            targets.style = {name: gram_matrix(acts[name])[0].detach() for name in style_layers}
-
-    def norms(maps: Mapping[str, Tensor]) -> dict[str, float]:
-        if not relative:
-            return {name: 1.0 for name in maps}
-        return {name: 1.0 / (len(maps) * max(float(t.square().mean()), 1e-12)) for name, t in maps.items()}
-
-    targets.content_norm, targets.style_norm = norms(targets.content), norms(targets.style)
-    return targets
-
-
-def _content_value(acts, targets: StyleTargets) -> Tensor:
-    return sum(w * content_loss(targets.features(acts, name), targets.content[name])
-               for name, w in targets.content_norm.items())
-
-
-def _style_value(acts, targets: StyleTargets) -> Tensor:
-    return sum(w * gram_loss(targets.features(acts, name), targets.style[name])
-               for name, w in targets.style_norm.items())
-
-
-def style_objective(targets: StyleTargets, content_weight: float, style_weight: float) -> ascent.Objective:
-    """-(content_weight * content_loss + style_weight * style_loss), per sample, to maximize."""
-    content = ascent.Objective(lambda acts: _content_value(acts, targets), targets.content, "content_loss")
-    style = ascent.Objective(lambda acts: _style_value(acts, targets), targets.style, "style_loss")
-    return -(float(content_weight) * content + float(style_weight) * style)
-
-
-@torch.no_grad()
-def evaluate_losses(model: nn.Module, image: Tensor, targets: StyleTargets, weights: Mapping[str, float]) -> dict:
-    """content_loss, style_loss, tv_loss and their weighted total for one image (seen with a
-    mirrored border of ``targets.pad`` pixels, whose features do not count)."""
-    device = _device_of(model)
-    image = _as_batch(image, "result").to(device)
-    with ascent.frozen(model), ascent.capture(model, targets.layers) as acts:
-        acts.run(reflect_pad(image, targets.pad))
-        values = {"content_loss": float(_content_value(acts, targets)[0]),
-                  "style_loss": float(_style_value(acts, targets)[0]),
-                  "tv_loss": float(tv_loss(image)[0])}
-    values["total_loss"] = sum(weights[name.removesuffix("_loss") + "_weight"] * values[name]
-                               for name in ("content_loss", "style_loss", "tv_loss"))
-    return values
-
 
 # --------------------------------------------------------------------------- images
-
-
-def preserve_colors(result: Tensor, content: Tensor) -> Tensor:
-    """The result's luminance with the content's chroma (YIQ), so only the style's patterns
-    transfer, not its palette (Gatys et al. 2016, "Preserving color ...", the simple variant)."""
-    matrix = torch.tensor(_RGB_TO_YIQ, dtype=result.dtype, device=result.device)
-    if result.shape != content.shape:
-        raise ValueError(f"result {tuple(result.shape)} and content {tuple(content.shape)} differ in shape")
-    to_yiq = lambda x: torch.einsum("dc,...chw->...dhw", matrix, x)  # noqa: E731
-    yiq = torch.cat([to_yiq(result)[..., :1, :, :], to_yiq(content.to(result))[..., 1:, :, :]], dim=-3)
-    return torch.einsum("dc,...chw->...dhw", torch.linalg.inv(matrix), yiq).clamp(0, 1)
 
 
 def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -419,8 +46,6 @@ def load_pair(content_path, style_path, image_size: int, style_scale: float = 1.
     """Content resized so its longer side is ``image_size`` (aspect kept, up or down); style
     resized to the content's pixel area times ``style_scale``^2 (its own aspect kept), so both
     show features at a comparable scale. Tensors [3, H, W] in [0, 1]."""
-    from cnnpipe.images import load_image, pil_to_tensor
-
     if image_size < 8:
         raise ValueError(f"style.image_size must be at least 8 pixels, got {image_size}")
     content = load_image(content_path, "RGB")
@@ -435,143 +60,7 @@ def load_pair(content_path, style_path, image_size: int, style_scale: float = 1.
     return pil_to_tensor(content), pil_to_tensor(style)
 
 
-# --------------------------------------------------------------------------- transfer
-
-
-@dataclass
-class StyleResult:
-    """The stylized image [3, H, W] in [0, 1], losses of the start image and of the result,
-    the per-evaluation history of the minimized loss, and the layers used (qualified names)."""
-
-    image: Tensor
-    initial: dict
-    final: dict
-    history: Tensor
-    content_layers: list[str] = field(default_factory=list)
-    style_layers: list[str] = field(default_factory=list)
-
-
-class FreePixels(ascent.ImageParam):
-    """One unconstrained value per pixel, the image itself; ``range_penalty`` keeps it near
-    [0, 1] and the engine clamps the returned image.
-
-    For L-BFGS. The engine's clamped pixels pass a straight-through gradient at the bounds,
-    which L-BFGS takes for curvature: the loss tripled after ~120 evaluations, with or
-    without projecting every 20 (EfficientNet-Lite0, 256 px). Sigmoid pixels add sigma''
-    curvature that swamps weak curvature: on VGG19 the loss fell 4% in 300 evaluations.
-    A smooth penalty outside [0, 1] has neither problem (measured below, benchmarks/).
-    """
-
-    def __init__(self, images: Tensor):
-        super().__init__()
-        self.pixels = nn.Parameter(images.detach().float().clone())
-
-    def forward(self) -> Tensor:
-        return self.pixels
-
-    @torch.no_grad()
-    def blur_(self, sigma: float) -> None:
-        self.pixels.copy_(ascent.gaussian_blur(self.pixels, sigma))
-
-
-def range_penalty(x: Tensor) -> Tensor:
-    """Per-sample sum of squared excursions below 0 and above 1, [B]."""
-    return (F.relu(x - 1).square() + F.relu(-x).square()).flatten(1).sum(1)
-
-
-def _range_weight(model: nn.Module, objective: ascent.Objective, param: ascent.ImageParam) -> float:
-    """RANGE_STIFFNESS x the largest pixel gradient of the objective at the start: a pixel the
-    loss pushes out of range with today's strongest force settles 1 / (2 RANGE_STIFFNESS)
-    outside, whatever the scale of the loss."""
-    with ascent.frozen(model), ascent.capture(model, sorted(objective.layers)) as acts, torch.enable_grad():
-        score = objective(acts.run(param())).sum()
-        (grad,) = torch.autograd.grad(score, [param.pixels])
-    return RANGE_STIFFNESS * max(float(grad.abs().max()), 1e-12)
-
-
-def transfer(
-    model: nn.Module,
-    content: Tensor,
-    style: Tensor,
-    *,
-    content_layers=(),
-    style_layers=(),
-    content_weight: float = 1.0,
-    style_weight: float = 1.0,
-    tv_weight: float = 0.0,
-    steps: int = 300,
-    optimizer: str = "lbfgs",
-    lr: float | None = None,
-    init: str = "content",
-    preserve_color: bool = False,
-    relative: bool = True,
-    pad: int = EDGE_PAD,
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-) -> StyleResult:
-    """Gatys et al. style transfer of ``style`` onto ``content`` (tensors [3, H, W] in [0, 1],
-    sizes may differ) through ``model`` (a backbone taking [0, 1] images; prepare it with
-    ``prepare_model`` for speed). ``steps`` counts L-BFGS function evaluations or Adam steps.
-    ``init``: start from the content image or from seeded noise. ``pad``: a border of that
-    many pixels around the optimized image, cropped at the end. L-BFGS optimizes free pixels with ``range_penalty``; Adam
-    clamped pixels, projected after every step. See the module docstring for the losses; the
-    final losses are those of the returned image."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"style.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    if init not in INITS:
-        raise ValueError(f"style.init must be one of {list(INITS)}, got {init!r}")
-    if device is not None:
-        model.to(device)
-    device = _device_of(model)
-    content = _as_batch(content, "content")
-    style = _as_batch(style, "style")
-    content_q, style_q = resolve_layers(model, content_layers, style_layers)
-    targets = compute_targets(model, content, style, content_q, style_q, relative=relative, pad=pad)
-    weights = {"content_weight": float(content_weight), "style_weight": float(style_weight),
-               "tv_weight": float(tv_weight)}
-    objective = style_objective(targets, content_weight, style_weight)
-    # The canvas is the image plus a border of ``pad`` pixels (the content mirrored outwards),
-    # cropped at the end: the network's edge effects fall on the border, not on the picture.
-    canvas = reflect_pad(content, pad)
-    if init == "content":
-        spec = ascent.pixel_image(images=canvas)
-    else:
-        spec = ascent.pixel_image(tuple(canvas.shape[1:]), noise_std=NOISE_STD)
-    param = spec([0], seed, device)  # the engine's seeded start, clamped pixels
-    if optimizer == "lbfgs":
-        param = FreePixels(param())
-    start = crop(param().detach().clamp(0, 1), pad)
-    regularizers = [(tv_weight, tv_loss)] if tv_weight else []
-    if optimizer == "lbfgs":
-        regularizers.append((_range_weight(model, objective, param), range_penalty))
-    result = ascent.ascend(
-        model,
-        objective,
-        param,
-        steps=steps,
-        lr=DEFAULT_LR[optimizer] if lr is None else lr,
-        optimizer=optimizer,
-        regularizers=regularizers,
-        seed=seed,
-        progress=progress,
-        desc=f"style ({optimizer})",
-    )
-    image = crop(result.images, pad)
-    if preserve_color:
-        image = preserve_colors(image, content.to(image.device))
-    history = -(result.history["objective"] - result.history["penalty"])[:, 0]
-    return StyleResult(
-        image=image[0],
-        initial=evaluate_losses(model, start, targets, weights),
-        final=evaluate_losses(model, image, targets, weights),
-        history=history,
-        content_layers=content_q,
-        style_layers=style_q,
-    )
-
-
-# --------------------------------------------------------------------------- figure, job
+# --------------------------------------------------------------------------- figure, table, job
 
 
 def _display_layers(model: nn.Module, names: Sequence[str]) -> str:
@@ -608,6 +97,30 @@ def side_by_side(content: Tensor, style: Tensor, result: Tensor, *, titles=("con
     return fig
 
 
+def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapping) -> str:
+    return (
+        f"{backbone}; content layer(s) {_display_layers(model, result.content_layers)}; style (Gram) layers "
+        f"{_display_layers(model, result.style_layers)}\n"
+        f"relative errors (0 = identical): style {result.initial['style_loss']:.3g} -> "
+        f"{result.final['style_loss']:.3g}, content {result.initial['content_loss']:.3g} -> "
+        f"{result.final['content_loss']:.3g}; {len(result.history)} "
+        f"{'L-BFGS evaluations' if settings['optimizer'] == 'lbfgs' else 'Adam steps'} from the "
+        f"{settings['init']} image{', colours of the content kept' if settings.get('preserve_color') else ''}"
+    )
+
+
+def _losses_row(content_name: str, style_name: str, backbone: str, model: nn.Module, result: StyleResult,
+                settings: Mapping) -> dict:
+    row = {"content": content_name, "style": style_name, "backbone": backbone,
+           "content_layers": " ".join(_display_layers(model, result.content_layers).split(", ")),
+           "style_layers": " ".join(_display_layers(model, result.style_layers).split(", ")),
+           "optimizer": settings["optimizer"], "evaluations": len(result.history)}
+    for key in ("content_loss", "style_loss", "tv_loss", "total_loss"):
+        row[f"{key}_initial"] = result.initial[key]
+        row[f"{key}_final"] = result.final[key]
+    return row
+
+
 def run_pair(
     content_path,
     style_path,
@@ -624,13 +137,6 @@ def run_pair(
     """One pipeline job: load the backbone and both images, transfer, write the stylized PNG,
     the side-by-side figure and the one-row losses CSV. ``settings`` is the config's ``style``
     section (pairs and folders are ignored)."""
-    import pandas as pd
-
-    from cnnpipe.backbones import load_backbone
-    from cnnpipe.device import seed_everything, select_device
-    from cnnpipe.fileio import save_figure, write_csv
-    from cnnpipe.images import save_png
-
     # Images first: a bad file fails the job at once, naming the file.
     content, style = load_pair(content_path, style_path, int(settings["image_size"]),
                                float(settings.get("style_scale", 1.0)))
@@ -662,25 +168,7 @@ def run_pair(
 
     content_name, style_name = Path(str(content_path)).stem, Path(str(style_path)).stem
     title = f"Style transfer (Gatys et al.): content of {content_name!r}, style of {style_name!r}"
-    footer = (
-        f"{name}; content layer(s) {_display_layers(model, result.content_layers)}; style (Gram) layers "
-        f"{_display_layers(model, result.style_layers)}\n"
-        f"relative errors (0 = identical): style {result.initial['style_loss']:.3g} -> "
-        f"{result.final['style_loss']:.3g}, content {result.initial['content_loss']:.3g} -> "
-        f"{result.final['content_loss']:.3g}; {len(result.history)} "
-        f"{'L-BFGS evaluations' if settings['optimizer'] == 'lbfgs' else 'Adam steps'} from the "
-        f"{settings['init']} image{', colours of the content kept' if settings.get('preserve_color') else ''}"
-    )
+    footer = _footer(name, model, result, settings)
     save_figure(side_by_side(content, style, result.image, title=title, footer=footer), output_figure)
-
-    row = {"content": content_name, "style": style_name, "backbone": name,
-           "content_layers": " ".join(_display_layers(model, result.content_layers).split(", ")),
-           "style_layers": " ".join(_display_layers(model, result.style_layers).split(", ")),
-           "optimizer": settings["optimizer"], "evaluations": len(result.history)}
-    for key in ("content_loss", "style_loss", "tv_loss", "total_loss"):
-        row[f"{key}_initial"] = result.initial[key]
-        row[f"{key}_final"] = result.final[key]
-    write_csv(output_csv, pd.DataFrame([row]))
+    write_csv(output_csv, pd.DataFrame([_losses_row(content_name, style_name, name, model, result, settings)]))
     return result
-
-

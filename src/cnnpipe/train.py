@@ -119,6 +119,49 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
     return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes).numpy()
 
 
+def _resume(last: Path | None, stamp: str, model, optimizer, scheduler, generator, epochs: int):
+    """Restore the run from ``last`` when it is this run's checkpoint: (metrics, epochs done);
+    otherwise nothing changes and the run starts at epoch 0."""
+    if last is None or not last.exists():
+        return [], 0
+    try:
+        state = ckpt.load_checkpoint(last)
+    except ValueError as error:
+        log.warning("ignoring unreadable checkpoint: %s", error)
+        return [], 0
+    if state["fingerprint"] != stamp:
+        log.info("checkpoint %s belongs to other settings; starting afresh", last)
+        return [], 0
+    model.load_state_dict(state["model_state"])
+    optimizer.load_state_dict(state["optimizer_state"])
+    scheduler.load_state_dict(state["scheduler_state"])
+    ckpt.restore_rng_state(state["rng_state"], generator)
+    metrics, start_epoch = list(state["metrics"]), int(state["epoch"])
+    log.info("resuming from %s after epoch %d of %d", last, start_epoch, epochs)
+    return metrics, start_epoch
+
+
+def _train_epoch(model, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor, generator,
+                 device: torch.device, batch_size: int, amp: bool, label_smoothing: float) -> tuple[float, int]:
+    """One pass over the training set in a seeded random order; (summed loss, correct)."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    loss_sum, correct = 0.0, 0
+    for step in range(-(-len(images) // batch_size)):
+        index = order[step * batch_size:(step + 1) * batch_size]
+        x, y = to_float(images[index].to(device)), labels[index].to(device)
+        with autocast(device, amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.item() * len(index)
+        correct += (logits.argmax(1) == y).sum().item()
+    return loss_sum, correct
+
+
 def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, device_name: str = "auto",
         checkpoint_dir=None, show_progress: bool = True, on_epoch=None) -> TrainResult:
     """Train the lecture CNN; resume from ``checkpoint_dir/last.pt`` when it matches this run.
@@ -139,25 +182,8 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
     optimizer = make_optimizer(model.parameters(), train_cfg)
     scheduler = make_scheduler(optimizer, train_cfg, steps_per_epoch)
     stamp = fingerprint(model_cfg, train_cfg, seed, device, file_sha256(data_path))
-    metrics: list[dict[str, float]] = []
-    start_epoch = 0
-
     last = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
-    if last is not None and last.exists():
-        try:
-            state = ckpt.load_checkpoint(last)
-        except ValueError as error:
-            log.warning("ignoring unreadable checkpoint: %s", error)
-            state = None
-        if state is not None and state["fingerprint"] == stamp:
-            model.load_state_dict(state["model_state"])
-            optimizer.load_state_dict(state["optimizer_state"])
-            scheduler.load_state_dict(state["scheduler_state"])
-            ckpt.restore_rng_state(state["rng_state"], generator)
-            metrics, start_epoch = list(state["metrics"]), int(state["epoch"])
-            log.info("resuming from %s after epoch %d of %d", last, start_epoch, epochs)
-        elif state is not None:
-            log.info("checkpoint %s belongs to other settings; starting afresh", last)
+    metrics, start_epoch = _resume(last, stamp, model, optimizer, scheduler, generator, epochs)
 
     log.info("training on %s (mixed precision: %s), %d parameters, %d train / %d test images",
              device, amp, sum(p.numel() for p in model.parameters()), len(train_x), len(test_x))
@@ -166,21 +192,8 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
                    disable=not show_progress)
     for epoch in bar:
         began = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        loss_sum, correct = 0.0, 0
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size:(step + 1) * batch_size]
-            x, y = to_float(train_x[index].to(device)), train_y[index].to(device)
-            with autocast(device, amp):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=float(train_cfg.get("label_smoothing", 0.0)))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(index)
-            correct += (logits.argmax(1) == y).sum().item()
+        loss_sum, correct = _train_epoch(model, optimizer, scheduler, train_x, train_y, generator, device,
+                                         batch_size, amp, float(train_cfg.get("label_smoothing", 0.0)))
         test_loss, test_acc, _ = evaluate(model, test_x, test_y, device, amp=amp)
         row = {
             "epoch": epoch + 1,
