@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from cnnpipe import captions as C
+from cnnpipe import captions
 
 
 def test_training_numbers_come_from_eval_json_and_metrics(tmp_path):
@@ -15,7 +15,7 @@ def test_training_numbers_come_from_eval_json_and_metrics(tmp_path):
         "dataset": "digits", "epochs": 3, "parameters": 105866, "test_accuracy": 0.98611,
         "test_loss": 0.0459, "train_accuracy": 0.9993, "classes": list("0123456789")}))
     pd.DataFrame({"epoch": [1, 2, 3], "test_accuracy": [0.5, 0.99, 0.98611]}).to_csv(tmp_path / "m.csv", index=False)
-    lines = C.training(tmp_path / "eval.json", tmp_path / "m.csv")
+    lines = captions.training_key_numbers(tmp_path / "eval.json", tmp_path / "m.csv")
     assert lines[0].startswith("Test accuracy **98.6%** (test loss 0.0459) on digits after 3 epochs")
     assert "99.0% at epoch 2" in lines[1] and "105,866 trainable parameters" in lines[2]
 
@@ -28,7 +28,7 @@ def test_class_numbers_in_lecture_order_with_and_without_a_judge(tmp_path):
                  "test_images_mean_image_correlation_median": 0.9}
     # Keys sorted as write_json sorts them; the caption keeps the lecture's order.
     (tmp_path / "a.json").write_text(json.dumps({"reference": reference, "variants": variants}, sort_keys=True))
-    lines = C.classes(tmp_path / "a.json")
+    lines = captions.classes_key_numbers(tmp_path / "a.json")
     assert [line.split(":")[0] for line in lines[:3]] == ["plain", "L1", "regularized"]
     assert "the pixel classifier for **2 of 10**" in lines[1] and "knn pixel classifier's accuracy 95.0%" in lines[4]
     assert lines[3] == ("Mean r grows from the plain (0.10) to the regularized images (0.30); the best variant's "
@@ -38,11 +38,11 @@ def test_class_numbers_in_lecture_order_with_and_without_a_judge(tmp_path):
                for name, n in variants.items()}
     (tmp_path / "f.json").write_text(json.dumps({"reference": reference, "variants": flipped}))
     assert "Mean r does not grow from the plain (0.90) to the regularized images (0.70); the best variant's " \
-           "mean r is at or above" in C.classes(tmp_path / "f.json")[3]
+           "mean r is at or above" in captions.classes_key_numbers(tmp_path / "f.json")[3]
     bare = {name: {k: v for k, v in n.items() if k in ("classes", "cnn_correct", "probability_min")}
             for name, n in variants.items()}
     (tmp_path / "b.json").write_text(json.dumps({"reference": None, "variants": bare}))
-    lines = C.classes(tmp_path / "b.json")
+    lines = captions.classes_key_numbers(tmp_path / "b.json")
     assert "pixel classifier" not in " ".join(lines[:3]) and "training set is not here" in lines[-1]
 
 
@@ -51,13 +51,13 @@ def test_fooling_numbers_round_down_and_count_the_judge(tmp_path):
                           "reached_target": [True, False], "iterations": [35, 500],
                           "independent_prediction": ["0", "7"]})
     table.to_csv(tmp_path / "g.csv", index=False)
-    lines = C.fooling(tmp_path / "g.csv", "gradient", 0.999)
+    lines = captions.fooling_key_numbers(tmp_path / "g.csv", "gradient", 0.999)
     assert lines[0] == ("**1 of 2** classes at a confidence >= 99.90% after saving as PNG; the lowest is "
                         "99.890%.")
     assert lines[1] == "The last class to reach it needed 35 steps."
     assert lines[2] == "The pixel classifier names the target class for 1 of 2 images."
     table.assign(independent_prediction=None, confidence_after_png=1.0).to_csv(tmp_path / "n.csv", index=False)
-    lines = C.fooling(tmp_path / "n.csv", "evolution", 0.99)
+    lines = captions.fooling_key_numbers(tmp_path / "n.csv", "evolution", 0.99)
     assert len(lines) == 2 and lines[0].endswith("the lowest is >= 99.9999%.")
 
 
@@ -65,23 +65,23 @@ def test_dream_and_style_numbers(tmp_path):
     pd.DataFrame({"name": ["cat"], "layers": ["blocks.3"], "energy_before": [88.31], "energy_after": [194.3],
                   "energy_ratio": [2.2], "octaves": [4], "dream_width": [451], "dream_height": [300]}).to_csv(
         tmp_path / "d.csv", index=False)
-    assert C.dream(tmp_path / "d.csv") == [
+    assert captions.dream_key_numbers(tmp_path / "d.csv") == [
         "cat: energy (mean a^2 per layer, summed) at blocks.3 **88.3 -> 194** (x2.20), 4 octaves at 451x300 px."]
     pd.DataFrame({"content": ["cat"], "style": ["ihc"], "backbone": ["vgg19"], "optimizer": ["lbfgs"],
                   "evaluations": [300], "content_loss_initial": [0.0], "content_loss_final": [0.5],
                   "style_loss_initial": [0.56], "style_loss_final": [0.0566], "total_loss_initial": [11.29],
                   "total_loss_final": [1.88], "content_layers": ["conv4_2"],
                   "style_layers": ["conv1_1 conv2_1"]}).to_csv(tmp_path / "s.csv", index=False)
-    lines = C.style(tmp_path / "s.csv")
+    lines = captions.style_key_numbers(tmp_path / "s.csv")
     assert "300 lbfgs evaluations on vgg19; content layer(s) conv4_2, style layers conv1_1 conv2_1" in lines[0]
     assert lines[1] == "style loss **0.56 -> 0.0566**, content loss 0 -> 0.5, total 11.3 -> **1.88**."
 
 
 def test_an_empty_caption_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(ValueError, match="no key numbers"):
-        C.write_caption(tmp_path / "x.rst", [])
+        captions.write_caption(tmp_path / "x.rst", [])
     assert not (tmp_path / "x.rst").exists()
-    C.write_caption(tmp_path / "y.rst", ["a", "b"])
+    captions.write_caption(tmp_path / "y.rst", ["a", "b"])
     assert (tmp_path / "y.rst").read_text() == "* a\n* b\n"
 
 
@@ -99,7 +99,7 @@ def test_class_stage_captions_render_for_the_trained_cnn_and_a_backbone(tmp_path
     config = yaml.safe_load((root / "config.yaml").read_text())
     config[template]["backbone"] = backbone
     monkeypatch.chdir(tmp_path)  # Snakemake renders from the working directory
-    C.write_caption("numbers.rst", ["**3 of 10** classes"])
+    captions.write_caption("numbers.rst", ["**3 of 10** classes"])
     snakemake = types.SimpleNamespace(
         config=config, params=types.SimpleNamespace(**{template: config[template]}),
         wildcards=types.SimpleNamespace(method="gradient"), output=types.SimpleNamespace(caption="numbers.rst"))

@@ -27,12 +27,11 @@ from cnnpipe.deepdream import (
 from cnnpipe.dream import (
     COLUMNS,
     dream_file,
-    dream_inputs,
-    find_images,
     write_summary,
 )
 from cnnpipe.images import ImageError
 from cnnpipe.models import LectureCNN
+from cnnpipe.plan import dream_inputs, find_images
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"

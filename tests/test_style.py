@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
+from cnnpipe import plan
 from cnnpipe import style as S
 from cnnpipe import style_transfer as ST
 from cnnpipe.backbones import fold_batchnorm
@@ -328,7 +329,7 @@ def test_style_pairs_from_the_list_and_from_folders(tmp_path):
     own = write_png(tmp_path / "mine.png")
     settings = {"pairs": [{"content": "chelsea", "style": "ihc"}, {"content": str(own), "style": "ihc"}],
                 "content_folder": str(contents), "style_folder": str(styles)}
-    pairs = S.style_pairs(settings, photo_dir="results/photos", sample_photos=PHOTOS)
+    pairs = plan.style_pairs(settings, photo_dir="results/photos", sample_photos=PHOTOS)
     assert list(pairs) == ["chelsea__ihc", "mine__ihc", "Katze mit Hut ü__wellen", "b__wellen"]
     assert pairs["chelsea__ihc"] == ("results/photos/chelsea.png", "results/photos/ihc.png")
     assert pairs["Katze mit Hut ü__wellen"] == (str(contents / "Katze mit Hut ü.png"), str(styles / "wellen.png"))
@@ -347,7 +348,7 @@ def test_style_pairs_from_the_list_and_from_folders(tmp_path):
 )
 def test_style_pairs_errors_name_the_key(settings, message):
     with pytest.raises(ValueError, match=message):
-        S.style_pairs(settings, sample_photos=PHOTOS)
+        plan.style_pairs(settings, sample_photos=PHOTOS)
 
 
 def test_style_pairs_refuse_two_pairs_with_one_name(tmp_path):
@@ -356,7 +357,7 @@ def test_style_pairs_refuse_two_pairs_with_one_name(tmp_path):
     settings = {"pairs": [{"content": str(tmp_path / "a" / "x.png"), "style": "ihc"},
                           {"content": str(tmp_path / "b" / "x.png"), "style": "ihc"}]}
     with pytest.raises(ValueError, match="x__ihc"):
-        S.style_pairs(settings, sample_photos=PHOTOS)
+        plan.style_pairs(settings, sample_photos=PHOTOS)
 
 
 def test_run_pair_writes_image_figure_and_losses_deterministically(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from cnnpipe.fileio import atomic_write_text
+from cnnpipe.formatting import format_percent, format_percent_down
 
 
 def write_caption(path: str | os.PathLike, lines: Iterable[str]) -> Path:
@@ -33,19 +34,6 @@ def _read_json(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def _pct(value: float, digits: int = 1) -> str:
-    return f"{100 * value:.{digits}f}%"
-
-
-def _pct_down(value: float, digits: int = 3) -> str:
-    """A confidence as a percentage rounded down, so that one short of a target never shows as it.
-    Float32 softmax gives exactly 1 once the other classes fall below ~1e-7: that is >= 99.9999%."""
-    if value >= 0.999999:
-        return ">= 99.9999%"
-    scale = 10**digits
-    return f"{math.floor(100 * value * scale + 1e-6) / scale:.{digits}f}%"
-
-
 def _num(value: float) -> str:
     """Three significant digits, thousands separated; never scientific for ordinary sizes."""
     if not math.isfinite(value):
@@ -58,21 +46,21 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- stages
 
 
-def training(eval_json, metrics_csv) -> list[str]:
+def training_key_numbers(eval_json, metrics_csv) -> list[str]:
     """Test and training accuracy, test loss, the best epoch."""
     result = _read_json(eval_json)
     metrics = pd.read_csv(metrics_csv)
     best = metrics.loc[metrics["test_accuracy"].idxmax()]
     return [
-        f"Test accuracy **{_pct(result['test_accuracy'])}** (test loss {result['test_loss']:.4f}) on "
+        f"Test accuracy **{format_percent(result['test_accuracy'])}** (test loss {result['test_loss']:.4f}) on "
         f"{result['dataset']} after {result['epochs']} epochs; training accuracy "
-        f"{_pct(result['train_accuracy'])}.",
-        f"Best test accuracy during training: {_pct(best['test_accuracy'])} at epoch {int(best['epoch'])}.",
+        f"{format_percent(result['train_accuracy'])}.",
+        f"Best test accuracy during training: {format_percent(best['test_accuracy'])} at epoch {int(best['epoch'])}.",
         f"{result['parameters']:,} trainable parameters; {len(result['classes'])} classes.",
     ]
 
 
-def conv_example(example_json) -> list[str]:
+def conv_example_key_numbers(example_json) -> list[str]:
     """The worked example's feature maps and pooled maps, row by row."""
     example = _read_json(example_json)
     lines = []
@@ -84,7 +72,7 @@ def conv_example(example_json) -> list[str]:
     return lines
 
 
-def parameters(parameters_json) -> list[str]:
+def parameters_key_numbers(parameters_json) -> list[str]:
     """Each convolution's parameters against a dense layer with the same input and output."""
     return [
         f"{layer['name']}: {layer['conv_parameters']:,} parameters as a convolution, "
@@ -93,7 +81,7 @@ def parameters(parameters_json) -> list[str]:
     ]
 
 
-def filters(table_csv, layer: str) -> list[str]:
+def filters_key_numbers(table_csv, layer: str) -> list[str]:
     """How many filters' x* beat the reference images, and the spread of the ratios."""
     table = pd.read_csv(table_csv)
     won = int((table["activation"] > table["dataset_max"]).sum())
@@ -108,7 +96,7 @@ def filters(table_csv, layer: str) -> list[str]:
 _VARIANTS = {"plain": "plain", "l1": "L1", "regularized": "regularized"}
 
 
-def classes(attainment_json) -> list[str]:
+def classes_key_numbers(attainment_json) -> list[str]:
     """Per variant: the network's and the pixel classifier's agreement, and r with the class mean."""
     counts = _read_json(attainment_json)
     reference = counts["reference"]
@@ -126,7 +114,7 @@ def classes(attainment_json) -> list[str]:
     if reference:
         lines.append(
             f"Real test images, for comparison: the {reference['independent_classifier']} pixel classifier's "
-            f"accuracy {_pct(reference['independent_test_accuracy'])}; median r with their class's mean image "
+            f"accuracy {format_percent(reference['independent_test_accuracy'])}; median r with their class's mean image "
             f"{reference['test_images_mean_image_correlation_median']:.2f}."
         )
     else:
@@ -151,14 +139,14 @@ def _correlation_trend(variants: dict, reference: dict) -> list[str]:
     return [line + "."]
 
 
-def fooling(table_csv, method: str, target: float) -> list[str]:
+def fooling_key_numbers(table_csv, method: str, target: float) -> list[str]:
     """How many classes reached the target after PNG, the lowest confidence, and the judge."""
     table = pd.read_csv(table_csv, dtype={"class": str, "independent_prediction": str})
     reached = table["reached_target"].astype(bool)
     unit = "steps" if method == "gradient" else "generations"
     lines = [
-        f"**{int(reached.sum())} of {len(table)}** classes at a confidence >= {_pct(target, 2)} after saving as "
-        f"PNG; the lowest is {_pct_down(table['confidence_after_png'].min())}.",
+        f"**{int(reached.sum())} of {len(table)}** classes at a confidence >= {format_percent(target, 2)} after saving as "
+        f"PNG; the lowest is {format_percent_down(table['confidence_after_png'].min(), 3, geq='>=')}.",
     ]
     if reached.any():
         lines.append(f"The last class to reach it needed {int(table.loc[reached, 'iterations'].max())} {unit}.")
@@ -169,7 +157,7 @@ def fooling(table_csv, method: str, target: float) -> list[str]:
     return lines
 
 
-def dream(row_csv) -> list[str]:
+def dream_key_numbers(row_csv) -> list[str]:
     """Activation energy before and after, per image."""
     table = pd.read_csv(row_csv)
     return [
@@ -180,7 +168,7 @@ def dream(row_csv) -> list[str]:
     ]
 
 
-def style(losses_csv) -> list[str]:
+def style_key_numbers(losses_csv) -> list[str]:
     """Initial and final style, content and total losses."""
     row = pd.read_csv(losses_csv).iloc[0]
     return [

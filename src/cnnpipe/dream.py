@@ -23,7 +23,6 @@ from cnnpipe.deepdream import DreamResult, deep_dream, resize
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.plan import dream_inputs, find_images  # noqa: F401 (re-exported)
 from cnnpipe.plots import image_grid
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,6 @@ __all__ = [
     "dream_file",
     "run_dream",
     "write_summary",
-    "find_images",
-    "dream_inputs",
 ]
 
 # CSV columns, in order.

@@ -12,7 +12,6 @@ import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -8,7 +8,16 @@ import numpy as np
 from PIL import Image
 
 from cnnpipe.images import save_png
-from cnnpipe.plan import SAMPLE_PHOTOS
+
+# name -> scikit-image loader; real photos shipped inside the scikit-image wheel.
+SAMPLE_PHOTOS = {
+    "astronaut": "astronaut",
+    "chelsea": "chelsea",
+    "coffee": "coffee",
+    "hubble_deep_field": "hubble_deep_field",
+    "ihc": "immunohistochemistry",
+    "rocket": "rocket",
+}
 
 
 def sample_photo(name: str) -> Image.Image:

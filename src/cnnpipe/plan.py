@@ -16,16 +16,7 @@ from pathlib import Path
 
 from cnnpipe.backbone_names import BACKBONES
 from cnnpipe.images import IMAGE_EXTENSIONS, ImageError, list_images
-
-# name -> scikit-image loader; real photos shipped inside the scikit-image wheel.
-SAMPLE_PHOTOS = {
-    "astronaut": "astronaut",
-    "chelsea": "chelsea",
-    "coffee": "coffee",
-    "hubble_deep_field": "hubble_deep_field",
-    "ihc": "immunohistochemistry",
-    "rocket": "rocket",
-}
+from cnnpipe.photos import SAMPLE_PHOTOS
 
 # torchvision's ImageNet weight files (the name carries a SHA-256 prefix that the download
 # checks); tests/test_plan.py checks them against torchvision's own URLs.

@@ -21,15 +21,12 @@ from cnnpipe.backbones import load_backbone
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.plan import pair_name, style_pairs  # noqa: F401 (re-exported)
 from cnnpipe.style_transfer import StyleResult, prepare_model, transfer
 
 __all__ = [
     "load_pair",
     "side_by_side",
     "run_pair",
-    "pair_name",
-    "style_pairs",
 ]
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ and (for the trained CNN) by an independent pixel classifier."""
 
 import torch
 
-from cnnpipe.captions import classes, write_caption
+from cnnpipe.captions import classes_key_numbers, write_caption
 from cnnpipe.classes import run_classes
 from cnnpipe.logs import job_logging
 
@@ -21,4 +21,4 @@ with job_logging(snakemake.log[0]):
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,
     )
-    write_caption(snakemake.output.caption, classes(snakemake.output.attainment))
+    write_caption(snakemake.output.caption, classes_key_numbers(snakemake.output.attainment))

@@ -2,7 +2,7 @@
 
 import torch
 
-from cnnpipe.captions import dream, write_caption
+from cnnpipe.captions import dream_key_numbers, write_caption
 from cnnpipe.dream import run_dream
 from cnnpipe.logs import job_logging
 
@@ -21,4 +21,4 @@ with job_logging(snakemake.log[0]):
         cache_dir=snakemake.params.cache,
         checkpoint=snakemake.input.backbone[0] if trained else None,
     )
-    write_caption(snakemake.output.caption, dream(snakemake.output.csv))
+    write_caption(snakemake.output.caption, dream_key_numbers(snakemake.output.csv))

@@ -1,6 +1,6 @@
 """Rule `dream_summary`: every image's DeepDream row in one CSV, and a before/after figure."""
 
-from cnnpipe.captions import dream, write_caption
+from cnnpipe.captions import dream_key_numbers, write_caption
 from cnnpipe.dream import write_summary
 from cnnpipe.logs import job_logging
 
@@ -12,4 +12,4 @@ with job_logging(snakemake.log[0]):
         snakemake.output.csv,
         snakemake.output.figure,
     )
-    write_caption(snakemake.output.caption, dream(snakemake.output.csv))
+    write_caption(snakemake.output.caption, dream_key_numbers(snakemake.output.csv))

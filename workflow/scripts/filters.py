@@ -2,7 +2,7 @@
 
 import torch
 
-from cnnpipe.captions import filters, write_caption
+from cnnpipe.captions import filters_key_numbers, write_caption
 from cnnpipe.filters import run_filters
 from cnnpipe.logs import job_logging
 
@@ -20,4 +20,4 @@ with job_logging(snakemake.log[0]):
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,
     )
-    write_caption(snakemake.output.caption, filters(snakemake.output.table, snakemake.wildcards.layer))
+    write_caption(snakemake.output.caption, filters_key_numbers(snakemake.output.table, snakemake.wildcards.layer))

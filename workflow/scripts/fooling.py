@@ -2,7 +2,7 @@
 
 import torch
 
-from cnnpipe.captions import fooling, write_caption
+from cnnpipe.captions import fooling_key_numbers, write_caption
 from cnnpipe.fooling import run_fooling, target_confidence
 from cnnpipe.logs import job_logging
 
@@ -21,4 +21,4 @@ with job_logging(snakemake.log[0]):
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,
     )
-    write_caption(snakemake.output.caption, fooling(snakemake.output.csv, method, target_confidence(method, cfg)))
+    write_caption(snakemake.output.caption, fooling_key_numbers(snakemake.output.csv, method, target_confidence(method, cfg)))

@@ -1,6 +1,6 @@
 """Rule `lecture`: the convolution worked example and the parameter counts."""
 
-from cnnpipe.captions import conv_example, parameters, write_caption
+from cnnpipe.captions import conv_example_key_numbers, parameters_key_numbers, write_caption
 from cnnpipe.data import load_manifest
 from cnnpipe.lecture import write_conv_example, write_parameter_counts
 from cnnpipe.logs import job_logging
@@ -13,5 +13,5 @@ with job_logging(snakemake.log[0]):
         snakemake.output.parameters,
         snakemake.output.parameters_png,
     )
-    write_caption(snakemake.output.example_caption, conv_example(snakemake.output.example))
-    write_caption(snakemake.output.parameters_caption, parameters(snakemake.output.parameters))
+    write_caption(snakemake.output.example_caption, conv_example_key_numbers(snakemake.output.example))
+    write_caption(snakemake.output.parameters_caption, parameters_key_numbers(snakemake.output.parameters))

@@ -2,7 +2,7 @@
 
 import torch
 
-from cnnpipe.captions import style, write_caption
+from cnnpipe.captions import style_key_numbers, write_caption
 from cnnpipe.logs import job_logging
 from cnnpipe.style import run_pair
 
@@ -19,4 +19,4 @@ with job_logging(snakemake.log[0]):
         device=snakemake.params.device,
         cache_dir=snakemake.params.cache,
     )
-    write_caption(snakemake.output.caption, style(snakemake.output.losses))
+    write_caption(snakemake.output.caption, style_key_numbers(snakemake.output.losses))

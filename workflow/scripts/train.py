@@ -2,7 +2,7 @@
 
 import torch
 
-from cnnpipe.captions import training, write_caption
+from cnnpipe.captions import training_key_numbers, write_caption
 from cnnpipe.logs import job_logging
 from cnnpipe.train import run_training
 
@@ -22,4 +22,4 @@ with job_logging(snakemake.log[0]):
         curve_png=snakemake.output.curve,
         confusion_png=snakemake.output.confusion,
     )
-    write_caption(snakemake.output.caption, training(snakemake.output.eval, snakemake.output.metrics))
+    write_caption(snakemake.output.caption, training_key_numbers(snakemake.output.eval, snakemake.output.metrics))
