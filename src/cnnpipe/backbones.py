@@ -48,11 +48,10 @@ import torchvision
 from torch import nn
 from torchvision.models.googlenet import Inception
 
-from cnnpipe.backbone_names import BACKBONES
+from cnnpipe.backbone_names import BACKBONES, DOWNLOADABLE
 from cnnpipe.models import Normalize
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-DOWNLOADABLE = ("vgg19", "googlenet")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -14,17 +14,9 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cnnpipe.backbone_names import BACKBONES
+from cnnpipe.backbone_names import BACKBONES, WEIGHT_FILES
 from cnnpipe.images import IMAGE_EXTENSIONS, ImageError, list_images
 from cnnpipe.photos import SAMPLE_PHOTOS
-
-# torchvision's ImageNet weight files (the name carries a SHA-256 prefix that the download
-# checks); tests/test_plan.py checks them against torchvision's own URLs.
-WEIGHT_FILES = {
-    "vgg19": "vgg19-dcbb9e9d.pth",
-    "googlenet": "googlenet-1378be20.pth",
-}
-DOWNLOADABLE = tuple(WEIGHT_FILES)
 
 
 def weights_file(name: str, cache_dir: str | os.PathLike) -> Path:

@@ -3,7 +3,9 @@ import os
 from pathlib import Path
 
 from cnnpipe.codegraph import package_files_used_by
-from cnnpipe.plan import DOWNLOADABLE, SAMPLE_PHOTOS, weights_file
+from cnnpipe.backbone_names import DOWNLOADABLE
+from cnnpipe.photos import SAMPLE_PHOTOS
+from cnnpipe.plan import weights_file
 from cnnpipe.runlock import clear_stale_lock, record_owner, release_owner
 
 # A run killed with SIGKILL leaves its lock; remove it when its process is gone.
