@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.cm import ScalarMappable
@@ -86,62 +87,96 @@ def image_grid(
     labels = _text_list(labels, n, "labels")
     sublabels = _text_list(sublabels, n, "sublabels")
     ncols = default_ncols(n) if ncols is None else max(1, min(int(ncols), n))
-    nrows = math.ceil(n / ncols)
-
-    # Layout in inches; the axes' data coordinates are inches too, so placement is exact.
-    panel_w = _clamp(12.0 / ncols, 0.45, 2.0)
-    panel_h = panel_w * height / width
-    longest = max([len(s) for s in (labels or []) + (sublabels or [])] + [6])
-    font = _clamp(min(panel_w * 72 / (0.62 * longest), panel_w * 72 * 0.2), 4.0, LABEL_SIZE)
-    line = font * 1.35 / 72
-    top = (line + 0.04) if labels else 0.04
-    bottom = (line + 0.03) if sublabels else 0.0
-    gap_x = max(0.06, 0.08 * panel_w)
-    cell_w, cell_h = panel_w + gap_x, top + panel_h + bottom + 0.08
-    grid_w, grid_h = ncols * cell_w, nrows * cell_h
-    show_colorbar = bool(colorbar) and channels == 1
-    bar_w = 1.0 if show_colorbar else 0.0
-    title_size = TITLE_SIZE if panel_w >= 0.8 or grid_w >= 6 else 10
-    title = _wrap_title(title, max(grid_w, 3.0), title_size) if title else None
-    title_h = (title.count("\n") + 1) * title_size * 1.4 / 72 + 0.12 if title else 0.0
-    fig_w, fig_h = grid_w + bar_w, grid_h + title_h
-    fig = Figure(figsize=(fig_w, fig_h))
-
-    ax = fig.add_axes((0.0, 0.0, grid_w / fig_w, grid_h / fig_h))
+    layout = _GridLayout.of(n, ncols, height, width, labels, sublabels, bool(colorbar) and channels == 1, title)
+    fig = Figure(figsize=(layout.fig_w, layout.fig_h))
+    ax = fig.add_axes((0.0, 0.0, layout.grid_w / layout.fig_w, layout.grid_h / layout.fig_h))
     norm = Normalize(vmin=vmin, vmax=vmax)
+    _draw_panels(ax, array, layout, labels, sublabels, cmap, norm)
+    if layout.title:
+        fig.text(0.5 * layout.grid_w / layout.fig_w, 1.0 - 0.06 / layout.fig_h, layout.title, ha="center", va="top",
+                 fontsize=layout.title_size)
+    if layout.colorbar:
+        _add_colorbar(fig, layout, norm, cmap, colorbar)
+    return fig
+
+
+@dataclass(frozen=True)
+class _GridLayout:
+    """Sizes in inches of a panel grid: the axes' data coordinates are inches too, so
+    placement is exact."""
+
+    ncols: int
+    panel_w: float
+    panel_h: float
+    font: float
+    top: float
+    gap_x: float
+    cell_w: float
+    cell_h: float
+    grid_w: float
+    grid_h: float
+    colorbar: bool
+    title: str | None
+    title_size: float
+    fig_w: float
+    fig_h: float
+
+    @classmethod
+    def of(cls, n, ncols, height, width, labels, sublabels, colorbar: bool, title) -> _GridLayout:
+        nrows = math.ceil(n / ncols)
+        panel_w = _clamp(12.0 / ncols, 0.45, 2.0)
+        panel_h = panel_w * height / width
+        longest = max([len(s) for s in (labels or []) + (sublabels or [])] + [6])
+        font = _clamp(min(panel_w * 72 / (0.62 * longest), panel_w * 72 * 0.2), 4.0, LABEL_SIZE)
+        line = font * 1.35 / 72
+        top = (line + 0.04) if labels else 0.04
+        bottom = (line + 0.03) if sublabels else 0.0
+        gap_x = max(0.06, 0.08 * panel_w)
+        cell_w, cell_h = panel_w + gap_x, top + panel_h + bottom + 0.08
+        grid_w, grid_h = ncols * cell_w, nrows * cell_h
+        bar_w = 1.0 if colorbar else 0.0
+        title_size = TITLE_SIZE if panel_w >= 0.8 or grid_w >= 6 else 10
+        title = _wrap_title(title, max(grid_w, 3.0), title_size) if title else None
+        title_h = (title.count("\n") + 1) * title_size * 1.4 / 72 + 0.12 if title else 0.0
+        return cls(ncols, panel_w, panel_h, font, top, gap_x, cell_w, cell_h, grid_w, grid_h, colorbar, title,
+                   title_size, grid_w + bar_w, grid_h + title_h)
+
+
+def _draw_panels(ax, array, layout: _GridLayout, labels, sublabels, cmap, norm) -> None:
+    """Every image at its place, its label above and sublabel below, in one axes."""
+    vmin, vmax = norm.vmin, norm.vmax
     frames = []
-    for index in range(n):
-        row, col = divmod(index, ncols)
-        x0, y0 = col * cell_w + gap_x / 2, row * cell_h + top
-        extent = (x0, x0 + panel_w, y0 + panel_h, y0)
-        if channels == 1:
+    for index in range(array.shape[0]):
+        row, col = divmod(index, layout.ncols)
+        x0, y0 = col * layout.cell_w + layout.gap_x / 2, row * layout.cell_h + layout.top
+        extent = (x0, x0 + layout.panel_w, y0 + layout.panel_h, y0)
+        if array.shape[1] == 1:
             ax.imshow(np.clip(array[index, 0], vmin, vmax), cmap=cmap, norm=norm, extent=extent,
                       interpolation="nearest", aspect="auto")
         else:
             rgb = np.clip((array[index].transpose(1, 2, 0) - vmin) / (vmax - vmin), 0.0, 1.0)
             ax.imshow(rgb, extent=extent, interpolation="nearest", aspect="auto")
-        frames.append(Rectangle((x0, y0), panel_w, panel_h))
+        frames.append(Rectangle((x0, y0), layout.panel_w, layout.panel_h))
         if labels:
-            ax.text(x0 + panel_w / 2, y0 - 0.03, labels[index], ha="center", va="bottom", fontsize=font)
+            ax.text(x0 + layout.panel_w / 2, y0 - 0.03, labels[index], ha="center", va="bottom", fontsize=layout.font)
         if sublabels:
-            ax.text(x0 + panel_w / 2, y0 + panel_h + 0.03, sublabels[index], ha="center", va="top",
-                    fontsize=font, color="0.25")
+            ax.text(x0 + layout.panel_w / 2, y0 + layout.panel_h + 0.03, sublabels[index], ha="center", va="top",
+                    fontsize=layout.font, color="0.25")
     # A thin frame keeps panels apart even where their edge pixels match the background.
     ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="0.6", linewidth=0.5))
-    ax.set_xlim(0, grid_w)
-    ax.set_ylim(grid_h, 0)
+    ax.set_xlim(0, layout.grid_w)
+    ax.set_ylim(layout.grid_h, 0)
     ax.set_axis_off()
 
-    if title:
-        fig.text(0.5 * grid_w / fig_w, 1.0 - 0.06 / fig_h, title, ha="center", va="top", fontsize=title_size)
-    if show_colorbar:
-        bar_h = _clamp(grid_h * 0.8, min(grid_h, 1.2), 5.0)
-        cax = fig.add_axes(((grid_w + 0.15) / fig_w, (grid_h - bar_h) / 2 / fig_h, 0.15 / fig_w, bar_h / fig_h))
-        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
-        if isinstance(colorbar, str):
-            bar.set_label(colorbar, fontsize=9)
-        bar.ax.tick_params(labelsize=8)
-    return fig
+
+def _add_colorbar(fig, layout: _GridLayout, norm, cmap, colorbar) -> None:
+    grid_w, grid_h, fig_w, fig_h = layout.grid_w, layout.grid_h, layout.fig_w, layout.fig_h
+    bar_h = _clamp(grid_h * 0.8, min(grid_h, 1.2), 5.0)
+    cax = fig.add_axes(((grid_w + 0.15) / fig_w, (grid_h - bar_h) / 2 / fig_h, 0.15 / fig_w, bar_h / fig_h))
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+    if isinstance(colorbar, str):
+        bar.set_label(colorbar, fontsize=9)
+    bar.ax.tick_params(labelsize=8)
 
 
 def learning_curve(metrics) -> Figure:
