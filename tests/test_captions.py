@@ -111,3 +111,31 @@ def test_class_stage_captions_render_for_the_trained_cnn_and_a_backbone(tmp_path
     else:
         assert "the ImageNet\nbackbone <strong>efficientnet_lite0</strong>" in html and "raw pixels" not in html
         assert "1, 130, 207" in html
+
+
+@pytest.mark.parametrize("template", ["filters", "dream", "style"])
+def test_captions_name_no_layer_of_a_backbone_other_than_the_configured_one(tmp_path, monkeypatch, template):
+    """With vgg19 and its default layers, no EfficientNet layer name (blocks.N, stem) or name of
+    another network appears: the layers used come from the run's CSV, not from the template."""
+    import types
+    from pathlib import Path
+
+    import jinja2
+    import yaml
+    from docutils.core import publish_parts
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config[template]["backbone"] = "vgg19"
+    if template != "filters":
+        config[template].update({key: [] for key in ("layers", "content_layers", "style_layers") if key in config[template]})
+    monkeypatch.chdir(tmp_path)
+    captions.write_caption("numbers.rst", ["the run's numbers"])
+    snakemake = types.SimpleNamespace(
+        config=config, params=types.SimpleNamespace(**{template: config[template]}),
+        wildcards=types.SimpleNamespace(layer="conv3_1"), output=types.SimpleNamespace(caption="numbers.rst"))
+    text = jinja2.Environment().from_string((root / "workflow" / "report" / f"{template}.rst").read_text())
+    html = publish_parts(text.render(snakemake=snakemake), writer="html", settings_overrides={"report_level": 1})["body"]
+    assert "system-message" not in html and "the run's numbers" in html
+    for foreign in ("blocks.", "stem", "efficientnet", "Lite0", "inception"):
+        assert foreign not in html, foreign
