@@ -42,6 +42,74 @@ def tiny_config() -> dict:
     return config
 
 
+def make_tiny_cnn(*, channels: int = 1, classes: int = 4, size: int = 8, hidden=(16,), seed: int = 0,
+                  fit_steps: int = 0):
+    """The lecture CNN at toy size (4 then 8 filters), in eval mode, its weights drawn from
+    ``seed`` without touching the global RNG.
+
+    ``fit_steps`` > 0 first trains it that many Adam steps on synthetic classes (class 0 a bright
+    left half, 1 a right half, 2 a top half, 3 a bottom half, plus noise), so that every class
+    can be reached with high confidence."""
+    import torch
+
+    from cnnpipe.models import LectureCNN
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LectureCNN(channels, classes, size, conv_channels=(4, 8), hidden=tuple(hidden))
+    if fit_steps:
+        if classes > 4 or channels != 1:
+            raise ValueError("make_tiny_cnn: the synthetic task has 4 gray classes at most")
+        half = size // 2
+        images = torch.zeros(classes, 1, size, size)
+        for c, region in enumerate([(..., slice(None, half)), (..., slice(half, None)),
+                                    (..., slice(None, half), slice(None)), (..., slice(half, None), slice(None))]
+                                   [:classes]):
+            images[c][region] = 1.0
+        gen = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+        for _ in range(fit_steps):
+            noise = 0.2 * torch.randn(8 * classes, 1, size, size, generator=gen)
+            x = (images.repeat(8, 1, 1, 1) + noise).clamp(0, 1)
+            loss = torch.nn.functional.cross_entropy(model(x), torch.arange(classes).repeat(8))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_cnn():
+    """The factory ``make_tiny_cnn``: ``tiny_cnn(classes=3, fit_steps=15)`` builds a fresh model
+    on every call, so a test may change the one it gets."""
+    return make_tiny_cnn
+
+
+def png_read_back(images, folder: Path):
+    """Gray images [N, 1, H, W] in [0, 1], each written by Pillow as an 8-bit PNG file in
+    ``folder`` and read back, as [N, 1, H, W] float32: what someone opening the saved file
+    gets, without cnnpipe's image code."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    back = []
+    for i, image in enumerate(images.detach().cpu()):
+        path = folder / f"{i}.png"
+        Image.fromarray(np.round(image[0].numpy() * 255).astype(np.uint8)).save(path)
+        with Image.open(path) as png:
+            assert png.mode == "L"
+            back.append(torch.from_numpy(np.asarray(png, dtype=np.float32) / 255))
+    return torch.stack(back)[:, None]
+
+
+@pytest.fixture
+def read_back_png():
+    """``png_read_back``: images through real PNG files and back."""
+    return png_read_back
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory, tiny_config) -> dict:
     """The digits dataset prepared at the tiny config's image size, once per session."""

@@ -64,3 +64,18 @@ def result_files(workdir: Path, skip=("logs", "benchmarks")) -> dict[str, Path]:
         for path in sorted(results.rglob("*"))
         if path.is_file() and path.relative_to(results).parts[0] not in skip and path.suffix != ".html"
     }
+
+
+def planned_resources(result: subprocess.CompletedProcess) -> dict[str, list[dict[str, str]]]:
+    """Rule -> the resources of each of its planned jobs, as a dry run lists them
+    (``resources: tmpdir=/tmp, gpu=1, ...``)."""
+    jobs: dict[str, list[dict[str, str]]] = {}
+    rule = None
+    for line in (result.stdout + result.stderr).splitlines():
+        if match := re.match(r"^\s*(?:local)?rule (\w+):\s*$", line):
+            rule = match.group(1)
+        elif (match := re.match(r"^\s*resources: (.*)$", line)) and rule is not None:
+            pairs = (item.split("=", 1) for item in match.group(1).split(", ") if "=" in item)
+            jobs.setdefault(rule, []).append({key.strip(): value.strip() for key, value in pairs})
+            rule = None
+    return jobs

@@ -6,18 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from cnnpipe import ascent as A
-from cnnpipe.models import LectureCNN
-
-
-def tiny_cnn(channels: int = 1, size: int = 16, classes: int = 5, seed: int = 0) -> LectureCNN:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LectureCNN(channels, classes, size, conv_channels=(4, 8), hidden=(16,))
+from cnnpipe import ascent
 
 
 def fresh_gens(indices, seed=0):
-    return [A.sample_generator(seed, i, stream=1) for i in indices]
+    return [ascent.sample_generator(seed, i, stream=1) for i in indices]
 
 
 # --------------------------------------------------------------------------- regularizers
@@ -25,32 +18,32 @@ def fresh_gens(indices, seed=0):
 
 def test_l1_gradient_is_sign_of_x():
     x = torch.tensor([[[[0.5, -0.25], [0.0, 2.0]]]], requires_grad=True)
-    value = A.l1(x)
+    value = ascent.l1(x)
     assert value.tolist() == [2.75]
     value.sum().backward()
     assert x.grad.tolist() == [[[[1.0, -1.0], [0.0, 1.0]]]]
     y = torch.tensor([[[[0.25, 0.75]]]], requires_grad=True)
-    A.l1(y, center=0.5).sum().backward()
+    ascent.l1(y, center=0.5).sum().backward()
     assert y.grad.tolist() == [[[[-1.0, 1.0]]]]
 
 
 def test_l2_and_tv_match_hand_values():
     x = torch.tensor([[[[1.0, 2.0], [4.0, 8.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
-    assert A.l2(x).tolist() == [85.0, 0.0]  # 1 + 4 + 16 + 64
+    assert ascent.l2(x).tolist() == [85.0, 0.0]  # 1 + 4 + 16 + 64
     # rows |4-1| + |8-2| = 9, columns |2-1| + |8-4| = 5
-    assert A.tv(x).tolist() == [14.0, 0.0]
+    assert ascent.tv(x).tolist() == [14.0, 0.0]
     two_channels = torch.cat([x[:1], 2 * x[:1]], dim=1)
-    assert A.tv(two_channels).tolist() == [42.0]
-    assert A.l2(x, center=1.0).tolist() == [0 + 1 + 9 + 49, 4.0]
+    assert ascent.tv(two_channels).tolist() == [42.0]
+    assert ascent.l2(x, center=1.0).tolist() == [0 + 1 + 9 + 49, 4.0]
 
 
 # --------------------------------------------------------------------------- transforms
 
 
 def test_jitter_is_symmetric_and_bounded():
-    jitter = A.Jitter(frac=0.25)
+    jitter = ascent.Jitter(frac=0.25)
     assert jitter.max_shift(16, 16) == (4, 4)
-    assert A.Jitter(frac=0.05).max_shift(8, 12) == (1, 1)  # at least one pixel on tiny images
+    assert ascent.Jitter(frac=0.05).max_shift(8, 12) == (1, 1)  # at least one pixel on tiny images
     shifts = jitter.draw_batch(fresh_gens(range(3000)), 16, 16).float()
     assert shifts.abs().max() == 4
     assert (shifts == 4).any() and (shifts == -4).any()
@@ -63,7 +56,7 @@ def test_jitter_moves_each_sample_by_its_own_shift():
     batch, size = 6, 16
     x = torch.zeros(batch, 2, size, size)
     x[:, :, 8, 8] = 1.0
-    jitter = A.Jitter(frac=0.25)
+    jitter = ascent.Jitter(frac=0.25)
     shifts = jitter.draw_batch(fresh_gens(range(batch)), size, size)
     out = jitter(x, fresh_gens(range(batch)))
     for b in range(batch):
@@ -74,7 +67,7 @@ def test_jitter_moves_each_sample_by_its_own_shift():
     assert torch.equal(out[3:4], jitter(x[3:4], fresh_gens([3])))  # independent of the batch
 
 
-@pytest.mark.parametrize("transform", [A.random_scale(0.8, 1.2), A.random_rotate(20.0)])
+@pytest.mark.parametrize("transform", [ascent.random_scale(0.8, 1.2), ascent.random_rotate(20.0)])
 def test_scale_and_rotation_are_per_sample_and_seeded(transform):
     image = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     x = image.expand(4, -1, -1, -1).contiguous()
@@ -87,30 +80,30 @@ def test_scale_and_rotation_are_per_sample_and_seeded(transform):
 
 def test_identity_affine_keeps_the_image():
     x = torch.rand(2, 1, 9, 13, generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(A.RandomAffine()(x, fresh_gens([0, 1])), x, atol=1e-5)
+    assert torch.allclose(ascent.RandomAffine()(x, fresh_gens([0, 1])), x, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- layers and hooks
 
 
-def test_hooks_are_removed_after_an_exception():
-    model = tiny_cnn()
+def test_hooks_are_removed_after_an_exception(tiny_cnn):
+    model = tiny_cnn(size=16, classes=5)
     with pytest.raises(RuntimeError, match="boom"):
-        with A.capture(model, ["conv1", "relu2", "logits"]) as acts:
+        with ascent.capture(model, ["conv1", "relu2", "logits"]) as acts:
             acts.run(torch.rand(1, 1, 16, 16))
             assert set(acts) == {"conv1", "relu2", "logits"}
             raise RuntimeError("boom")
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_forward_stops_at_the_deepest_needed_layer():
+def test_forward_stops_at_the_deepest_needed_layer(tiny_cnn):
     class Boom(nn.Module):
         def forward(self, x):
             raise AssertionError("a layer after the needed ones ran")
 
-    model = tiny_cnn()
+    model = tiny_cnn(size=16, classes=5)
     model.fc1 = Boom()
-    with A.capture(model, ["conv2", "relu1"]) as acts:
+    with ascent.capture(model, ["conv2", "relu1"]) as acts:
         acts.run(torch.rand(2, 1, 16, 16))
         assert acts["conv2"].shape == (2, 8, 8, 8) and acts["relu1"].shape == (2, 4, 16, 16)
         with pytest.raises(AssertionError, match="needed ones"):
@@ -118,16 +111,16 @@ def test_forward_stops_at_the_deepest_needed_layer():
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_unknown_layer_names_the_layer_and_suggests_close_ones():
-    model = tiny_cnn()
-    with pytest.raises(A.LayerNotFoundError, match="'conv3'.*did you mean.*'conv1'"):
-        A.get_layer(model, "conv3")
-    with pytest.raises(A.LayerNotFoundError, match="fc_rleu1.*fc_relu1"):
-        with A.capture(model, ["conv1", "fc_rleu1"]):
+def test_unknown_layer_names_the_layer_and_suggests_close_ones(tiny_cnn):
+    model = tiny_cnn(size=16, classes=5)
+    with pytest.raises(ascent.LayerNotFoundError, match="'conv3'.*did you mean.*'conv1'"):
+        ascent.get_layer(model, "conv3")
+    with pytest.raises(ascent.LayerNotFoundError, match="fc_rleu1.*fc_relu1"):
+        with ascent.capture(model, ["conv1", "fc_rleu1"]):
             pass
     assert all(not m._forward_hooks for m in model.modules())
     nested = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
-    assert isinstance(A.get_layer(nested, "0.1"), nn.ReLU)
+    assert isinstance(ascent.get_layer(nested, "0.1"), nn.ReLU)
 
 
 # --------------------------------------------------------------------------- objectives
@@ -137,37 +130,40 @@ def test_objectives_compute_hand_values_and_compose():
     a = torch.arange(24, dtype=torch.float32).view(2, 3, 2, 2)
     logits = torch.tensor([[0.0, 1.0, 2.0], [3.0, 3.0, 3.0]])
     acts = {"conv": a, "out": logits}
-    assert A.channel("conv", 1)(acts).tolist() == [4 + 5 + 6 + 7, 16 + 17 + 18 + 19]
-    assert A.channel("conv", 1, reduce="mean")(acts).tolist() == [5.5, 17.5]
-    assert A.channels("conv", [2, 0])(acts).tolist() == [8 + 9 + 10 + 11, 12 + 13 + 14 + 15]
-    assert A.class_logit("out", 2)(acts).tolist() == [2.0, 3.0]
-    assert A.neuron("conv", 0, 1, 0)(acts).tolist() == [2.0, 14.0]
-    assert torch.allclose(A.class_probability("out", 1)(acts).exp().log(), torch.tensor([0.2447, 1 / 3]), atol=1e-4)
-    assert torch.allclose(A.class_log_softmax("out", 0)(acts)[1], torch.tensor(-1.0986), atol=1e-4)
-    energy = A.layer_energy("out", reduce="sum")(acts)
+    assert ascent.channel("conv", 1)(acts).tolist() == [4 + 5 + 6 + 7, 16 + 17 + 18 + 19]
+    assert ascent.channel("conv", 1, reduce="mean")(acts).tolist() == [5.5, 17.5]
+    assert ascent.channels("conv", [2, 0])(acts).tolist() == [8 + 9 + 10 + 11, 12 + 13 + 14 + 15]
+    assert ascent.class_logit("out", 2)(acts).tolist() == [2.0, 3.0]
+    assert ascent.neuron("conv", 0, 1, 0)(acts).tolist() == [2.0, 14.0]
+    assert torch.allclose(ascent.class_probability("out", 1)(acts).exp().log(), torch.tensor([0.2447, 1 / 3]),
+                          atol=1e-4)
+    assert torch.allclose(ascent.class_log_softmax("out", 0)(acts)[1], torch.tensor(-1.0986), atol=1e-4)
+    energy = ascent.layer_energy("out", reduce="sum")(acts)
     assert energy.tolist() == [5.0, 27.0]
-    combined = A.channel("conv", 1) - 0.5 * A.class_logit("out", 2) + 1
+    combined = ascent.channel("conv", 1) - 0.5 * ascent.class_logit("out", 2) + 1
     assert combined.layers == {"conv", "out"}
     assert combined(acts).tolist() == [22 - 1 + 1, 70 - 1.5 + 1]
-    assert (sum([A.channel("conv", 0), A.channel("conv", 1)]) / 2)(acts).tolist() == [(6 + 22) / 2, (54 + 70) / 2]
+    mean = sum([ascent.channel("conv", 0), ascent.channel("conv", 1)]) / 2
+    assert mean(acts).tolist() == [(6 + 22) / 2, (54 + 70) / 2]
     with pytest.raises(IndexError, match="out of range"):
-        A.channel("conv", 3)(acts)
+        ascent.channel("conv", 3)(acts)
     with pytest.raises(ValueError, match="per-sample"):
-        A.channels("conv", [0, 1, 2])(acts)
+        ascent.channels("conv", [0, 1, 2])(acts)
 
 
 def test_per_sample_fuses_families_and_matches_each_objective():
     a = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(0), requires_grad=True)
     logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
     acts = {"conv": a, "out": logits}
-    objs = [A.channel("conv", 2), A.class_log_softmax("out", 4), A.channel("conv", 0), A.layer_energy("conv")]
-    fused = A.per_sample(objs)
+    objs = [ascent.channel("conv", 2), ascent.class_log_softmax("out", 4), ascent.channel("conv", 0),
+            ascent.layer_energy("conv")]
+    fused = ascent.per_sample(objs)
     expected = [obj({k: v[b : b + 1] for k, v in acts.items()})[0] for b, obj in enumerate(objs)]
     assert torch.allclose(fused(acts), torch.stack(expected))
     fused(acts).sum().backward()  # gradients flow through the grouped evaluation
     assert a.grad[0, 2].abs().sum() > 0 and a.grad[0, 0].abs().sum() == 0
-    same_family = A.per_sample([A.channel("conv", k) for k in (1, 2, 0, 1)])
-    assert torch.equal(same_family(acts), A.channels("conv", [1, 2, 0, 1])(acts))
+    same_family = ascent.per_sample([ascent.channel("conv", k) for k in (1, 2, 0, 1)])
+    assert torch.equal(same_family(acts), ascent.channels("conv", [1, 2, 0, 1])(acts))
 
 
 # --------------------------------------------------------------------------- parameterizations
@@ -175,41 +171,42 @@ def test_per_sample_fuses_families_and_matches_each_objective():
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 12, 16), (3, 32, 32)])
 def test_fft_image_range_and_exact_encoding(shape):
-    param = A.fft_image(shape)([0, 1], seed=0)
+    param = ascent.fft_image(shape)([0, 1], seed=0)
     images = param()
     assert images.shape == (2, *shape)
     assert images.min() > 0 and images.max() < 1
     assert (images - 0.5).abs().max() < 0.1  # starts near grey
     target = 0.1 + 0.8 * torch.rand(2, *shape, generator=torch.Generator().manual_seed(3))
-    assert torch.allclose(A.fft_image(images=target)([0, 1], seed=0)(), target, atol=1e-4)
+    assert torch.allclose(ascent.fft_image(images=target)([0, 1], seed=0)(), target, atol=1e-4)
 
 
 def test_pixel_image_starts_from_photos_or_seeded_noise():
     photos = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
-    param = A.pixel_image(images=photos)([2, 0], seed=0)
+    param = ascent.pixel_image(images=photos)([2, 0], seed=0)
     assert torch.equal(param(), photos[[2, 0]])
-    noise = A.pixel_image((1, 8, 8))
+    noise = ascent.pixel_image((1, 8, 8))
     assert torch.equal(noise([5, 6], seed=1)()[1], noise([6], seed=1)()[0])
     assert not torch.equal(noise([5], seed=1)(), noise([5], seed=2)())
 
 
 def test_blur_smooths_both_parameterizations():
     image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5)).clamp(0.05, 0.95)
-    for param in (A.PixelImage(image), A.FFTImage.encode(image)):
-        before = A.tv(param()).detach()
+    for param in (ascent.PixelImage(image), ascent.FFTImage.encode(image)):
+        before = ascent.tv(param()).detach()
         param.blur_(1.0)
         after = param()
-        assert (A.tv(after) < 0.6 * before).all()
+        assert (ascent.tv(after) < 0.6 * before).all()
         assert after.min() >= 0 and after.max() <= 1
 
 
 # --------------------------------------------------------------------------- the loop
 
 
-def test_activation_maximization_increases_the_objective_and_stays_valid():
-    model = tiny_cnn()
-    objs = A.channels("conv2", [0, 3, 5])
-    result = A.ascend(model, objs, A.pixel_image((1, 16, 16)), steps=15, lr=0.1, indices=[0, 1, 2], progress=False)
+def test_activation_maximization_increases_the_objective_and_stays_valid(tiny_cnn):
+    model = tiny_cnn(size=16, classes=5)
+    objs = ascent.channels("conv2", [0, 3, 5])
+    result = ascent.ascend(model, objs, ascent.pixel_image((1, 16, 16)), steps=15, lr=0.1, indices=[0, 1, 2],
+                           progress=False)
     assert (result.objective > result.initial_objective + 1).all()
     assert result.images.shape == (3, 1, 16, 16) and result.images.device.type == "cpu"
     assert result.images.min() >= 0 and result.images.max() <= 1
@@ -217,12 +214,12 @@ def test_activation_maximization_increases_the_objective_and_stays_valid():
     assert result.history["objective"].shape == (15, 3)
 
 
-def test_the_model_is_frozen_and_restored():
-    model = tiny_cnn()
+def test_the_model_is_frozen_and_restored(tiny_cnn):
+    model = tiny_cnn(size=16, classes=5)
     model.train()
     model.fc1.weight.requires_grad_(False)
     before = [p.detach().clone() for p in model.parameters()]
-    A.ascend(model, A.class_logit("logits", 1), A.pixel_image((1, 16, 16)), steps=3, progress=True)
+    ascent.ascend(model, ascent.class_logit("logits", 1), ascent.pixel_image((1, 16, 16)), steps=3, progress=True)
     assert model.training and all(m.training for m in model.modules())
     assert [p.requires_grad for p in model.parameters()] == [p is not model.fc1.weight for p in model.parameters()]
     assert all(p.grad is None for p in model.parameters())
@@ -230,13 +227,13 @@ def test_the_model_is_frozen_and_restored():
 
 
 def run_mixed(model, objs, indices, **kwargs):
-    return A.ascend(
+    return ascent.ascend(
         model,
         objs,
-        A.pixel_image((1, 16, 16)),
+        ascent.pixel_image((1, 16, 16)),
         steps=8,
         lr=0.05,
-        transforms=A.standard_transforms(0.1),
+        transforms=ascent.standard_transforms(0.1),
         regularizers={"tv": 0.01, "l1": 0.001},
         blur_every=3,
         seed=7,
@@ -247,9 +244,10 @@ def run_mixed(model, objs, indices, **kwargs):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "normalized"])
-def test_a_batch_equals_its_samples_run_one_at_a_time(optimizer):
-    model = tiny_cnn()
-    objs = [A.channel("conv2", 1), A.channel("conv2", 6), A.class_logit("logits", 3), A.channel("conv2", 1)]
+def test_a_batch_equals_its_samples_run_one_at_a_time(tiny_cnn, optimizer):
+    model = tiny_cnn(size=16, classes=5)
+    objs = [ascent.channel("conv2", 1), ascent.channel("conv2", 6), ascent.class_logit("logits", 3),
+            ascent.channel("conv2", 1)]
     batched = run_mixed(model, objs, range(4), optimizer=optimizer)
     for b, obj in enumerate(objs):
         alone = run_mixed(model, [obj], [b], optimizer=optimizer)
@@ -259,63 +257,65 @@ def test_a_batch_equals_its_samples_run_one_at_a_time(optimizer):
     assert not torch.allclose(batched.images[0], batched.images[3])
 
 
-def test_chunk_size_does_not_change_results():
-    model = tiny_cnn()
-    objs = [A.channel("conv2", k) for k in range(7)]
-    kwargs = dict(steps=6, transforms=(A.Jitter(0.1), A.random_rotate(10)), seed=3, progress=False)
-    spec = A.fft_image((1, 16, 16))
-    whole = A.render_batched(model, objs, spec, **kwargs)
+def test_chunk_size_does_not_change_results(tiny_cnn):
+    model = tiny_cnn(size=16, classes=5)
+    objs = [ascent.channel("conv2", k) for k in range(7)]
+    kwargs = dict(steps=6, transforms=(ascent.Jitter(0.1), ascent.random_rotate(10)), seed=3, progress=False)
+    spec = ascent.fft_image((1, 16, 16))
+    whole = ascent.render_batched(model, objs, spec, **kwargs)
     assert whole.indices == list(range(7))
     for chunked in (
-        A.render_batched(model, objs, spec, max_batch=3, **kwargs),
-        A.render_batched(model, objs, spec, max_batch=1, **kwargs),
-        A.render_batched(model, objs, spec, memory_mb=0.1, **kwargs),
+        ascent.render_batched(model, objs, spec, max_batch=3, **kwargs),
+        ascent.render_batched(model, objs, spec, max_batch=1, **kwargs),
+        ascent.render_batched(model, objs, spec, memory_mb=0.1, **kwargs),
     ):
         assert chunked.indices == list(range(7))
         assert torch.allclose(chunked.images, whole.images, atol=1e-5)
         assert chunked.history["objective"].shape == (6, 7)
-    assert 1 <= A.estimate_max_batch(model, ["conv2"], spec, memory_mb=0.1) < 7
+    assert 1 <= ascent.estimate_max_batch(model, ["conv2"], spec, memory_mb=0.1) < 7
 
 
-def test_same_seed_gives_bit_identical_images():
-    model = tiny_cnn(channels=3, size=12)
-    kwargs = dict(steps=5, transforms=A.standard_transforms(), regularizers=[(0.01, A.tv)], progress=False)
-    first = A.ascend(model, A.channels("conv1", [0, 2]), A.fft_image((3, 12, 12)), seed=11, **kwargs)
-    again = A.ascend(model, A.channels("conv1", [0, 2]), A.fft_image((3, 12, 12)), seed=11, **kwargs)
-    other = A.ascend(model, A.channels("conv1", [0, 2]), A.fft_image((3, 12, 12)), seed=12, **kwargs)
+def test_same_seed_gives_bit_identical_images(tiny_cnn):
+    model = tiny_cnn(channels=3, size=12, classes=5)
+    kwargs = dict(steps=5, transforms=ascent.standard_transforms(), regularizers=[(0.01, ascent.tv)], progress=False)
+    first = ascent.ascend(model, ascent.channels("conv1", [0, 2]), ascent.fft_image((3, 12, 12)), seed=11, **kwargs)
+    again = ascent.ascend(model, ascent.channels("conv1", [0, 2]), ascent.fft_image((3, 12, 12)), seed=11, **kwargs)
+    other = ascent.ascend(model, ascent.channels("conv1", [0, 2]), ascent.fft_image((3, 12, 12)), seed=12, **kwargs)
     assert torch.equal(first.images, again.images)
     assert torch.equal(first.history["objective"], again.history["objective"])
     assert not torch.equal(first.images, other.images)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_fft_parameterization_increases_the_objective(channels):
-    model = tiny_cnn(channels=channels, size=12)
-    result = A.ascend(
-        model, A.channels("conv2", [0, 1]), A.fft_image((channels, 12, 12)), steps=10, indices=[0, 1], progress=False
+def test_fft_parameterization_increases_the_objective(tiny_cnn, channels):
+    model = tiny_cnn(channels=channels, size=12, classes=5)
+    result = ascent.ascend(
+        model, ascent.channels("conv2", [0, 1]), ascent.fft_image((channels, 12, 12)), steps=10, indices=[0, 1],
+        progress=False,
     )
     assert (result.objective > result.initial_objective).all()
 
 
 @pytest.mark.parametrize("optimizer", ["normalized", "lbfgs"])
-def test_normalized_and_lbfgs_optimizers_increase_the_objective(optimizer):
-    model = tiny_cnn()
-    objective = A.class_log_softmax("logits", 2)
-    result = A.ascend(
-        model, objective, A.pixel_image((1, 16, 16), mapping="sigmoid"), steps=12, optimizer=optimizer, progress=False
+def test_normalized_and_lbfgs_optimizers_increase_the_objective(tiny_cnn, optimizer):
+    model = tiny_cnn(size=16, classes=5)
+    objective = ascent.class_log_softmax("logits", 2)
+    result = ascent.ascend(
+        model, objective, ascent.pixel_image((1, 16, 16), mapping="sigmoid"), steps=12, optimizer=optimizer,
+        progress=False,
     )
     assert (result.objective > result.initial_objective).all()
     assert len(result.history["objective"]) == 12  # L-BFGS: steps count function evaluations
 
 
-def test_lbfgs_counts_evaluations_across_blur_rounds():
-    model = tiny_cnn()
+def test_lbfgs_counts_evaluations_across_blur_rounds(tiny_cnn):
+    model = tiny_cnn(size=16, classes=5)
     calls = []
     model.conv1.register_forward_hook(lambda *args: calls.append(1))
-    A.ascend(
+    ascent.ascend(
         model,
-        A.channel("conv2", 0),
-        A.pixel_image((1, 16, 16)),
+        ascent.channel("conv2", 0),
+        ascent.pixel_image((1, 16, 16)),
         steps=7,
         optimizer="lbfgs",
         lr=0.1,
@@ -337,14 +337,14 @@ def test_works_on_timm_and_torchvision_models_by_layer_name():
         if isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
     for model, layer in ((effnet, "blocks.2.0"), (googlenet, "inception3a.branch1.conv")):
-        result = A.ascend(
+        result = ascent.ascend(
             model,
-            A.channels(layer, [0, 5]),
-            A.fft_image((3, 64, 64)),
+            ascent.channels(layer, [0, 5]),
+            ascent.fft_image((3, 64, 64)),
             steps=4,
             progress=False,
         )
         assert result.images.shape == (2, 3, 64, 64)
         assert (result.objective > result.initial_objective).all()
-    with pytest.raises(A.LayerNotFoundError, match="blocks.2.0"):
-        A.get_layer(effnet, "blocks.2.O")
+    with pytest.raises(ascent.LayerNotFoundError, match="blocks.2.0"):
+        ascent.get_layer(effnet, "blocks.2.O")

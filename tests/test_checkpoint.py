@@ -1,6 +1,5 @@
-import torch
-
 import pytest
+import torch
 
 from cnnpipe import checkpoint as ckpt
 from cnnpipe.models import build_model

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +10,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from pipeline import snakemake
 
-from cnnpipe import ascent as A
-from cnnpipe import classes as C
+from cnnpipe import ascent, classes
 from cnnpipe.independent import fit_pixel_classifier
-from cnnpipe.models import LectureCNN
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"
-
-
-def tiny_cnn(classes: int = 4, size: int = 8, seed: int = 0) -> LectureCNN:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LectureCNN(1, classes, size, conv_channels=(4, 8), hidden=(16,)).eval()
 
 
 def config(**overrides) -> dict:
@@ -96,16 +87,16 @@ def test_pixel_classifier_rejects_bad_input():
 
 
 def test_variants_follow_the_slides():
-    settings = C.variant_settings(config(l1_weight=0.3, tv_weight=0.0, regularized_l1_weight=0.05), (1, 8, 8))
+    settings = classes.variant_settings(config(l1_weight=0.3, tv_weight=0.0, regularized_l1_weight=0.05), (1, 8, 8))
     assert list(settings) == ["plain", "l1"] + ["regularized"]
     assert set(settings["plain"]) == {"param"}  # no transforms, no penalty: the slide
     assert settings["l1"]["regularizers"] == {"l1": 0.3}
     assert settings["plain"]["param"] is settings["l1"]["param"]  # same start noise
     reg = settings["regularized"]
     assert reg["regularizers"] == {"l1": 0.05}  # a zero TV weight is left out
-    assert isinstance(reg["param"], A.FFTSpec)
+    assert isinstance(reg["param"], ascent.FFTSpec)
     assert [type(t).__name__ for t in reg["transforms"]] == ["Jitter", "RandomAffine", "Jitter"]
-    none = C.regularized_transforms(config(jitter=0.0, scale=0.0, degrees=0))
+    none = classes.regularized_transforms(config(jitter=0.0, scale=0.0, degrees=0))
     assert none == []
 
 
@@ -113,85 +104,181 @@ def test_config_errors_name_the_key():
     cfg = config()
     del cfg["l1_weight"]
     with pytest.raises(KeyError, match="l1_weight"):
-        C.check_config(cfg)
+        classes.check_config(cfg)
     with pytest.raises(ValueError, match="parameterization"):
-        C.check_config(config(parameterization="wavelet"))
+        classes.check_config(config(parameterization="wavelet"))
 
 
-def test_l1_darkens_and_each_variant_raises_its_objective():
+def test_l1_darkens_and_each_variant_raises_its_objective(tiny_cnn):
     model = tiny_cnn()
     cfg = config(steps=25, l1_weight=0.02, blur_every=0)
-    images = C.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
-    assert list(images) == list(C.VARIANTS)
-    start = A.pixel_image((1, 8, 8))(range(4), 3)().detach()
+    images = classes.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
+    assert list(images) == list(classes.VARIANTS)
+    start = ascent.pixel_image((1, 8, 8))(range(4), 3)().detach()
     with torch.no_grad():
         before = model(start).diagonal()
         for batch in images.values():
             assert batch.shape == (4, 1, 8, 8) and 0 <= batch.min() and batch.max() <= 1
         assert (model(images["plain"]).diagonal() > before).all()
         # The L1 variant maximizes y^i - lambda * sum|x|: that, not the logit alone, rises.
-        l1_objective = model(images["l1"]).diagonal() - 0.02 * A.l1(images["l1"])
-        assert (l1_objective > before - 0.02 * A.l1(start)).all()
+        l1_objective = model(images["l1"]).diagonal() - 0.02 * ascent.l1(images["l1"])
+        assert (l1_objective > before - 0.02 * ascent.l1(start)).all()
     # The L1 term pulls pixels in [0, 1] towards black.
     assert images["l1"].mean() < images["plain"].mean() - 0.05
-    again = C.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
+    again = classes.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
     assert all(torch.equal(images[k], again[k]) for k in images)
 
 
-def test_summary_attainment_and_figure():
+def test_summary_numbers_come_from_the_network_and_the_judge(tiny_cnn):
     model = tiny_cnn()
-    images = C.visualize_classes(model, (1, 8, 8), config(steps=5), seed=0, show_progress=False)
+    images = classes.visualize_classes(model, (1, 8, 8), config(steps=5), seed=0, show_progress=False)
     rng = np.random.default_rng(0)
     train = rng.random((40, 1, 8, 8))
     clf = fit_pixel_classifier(train, np.arange(40) % 4, "knn")
     names = ["a", "b", "c", "d"]
-    summary = C.summarize(model, images, clf, names)
-    assert list(summary.columns[:5]) == ["class", "variant", "logit", "probability", "independent_prediction"]
-    assert len(summary) == 12 and set(summary["class"]) == set(names)
-    assert summary["probability"].between(0, 1).all()
-    counts = C.attainment(summary, {"independent_classifier": "knn"})
-    for variant, numbers in counts["variants"].items():
-        group = summary[summary["variant"] == variant]
-        assert numbers["independent_correct"] == int((group["independent_prediction"] == group["class"]).sum())
-        assert numbers["classes"] == 4
+    summary = classes.summarize(model, images, clf, names)
+    assert summary["variant"].tolist() == [v for v in classes.VARIANTS for _ in names]
+    assert summary["class"].tolist() == names * 3
+    # Row j of each variant is image j: its logit and probability of class j by a plain forward.
+    with torch.no_grad():
+        logits = torch.cat([model(images[variant]) for variant in classes.VARIANTS])
+    rows, wanted = torch.arange(12), torch.arange(12) % 4
+    assert summary["logit"].to_numpy() == pytest.approx(logits[rows, wanted].numpy(), abs=1e-4)
+    probability = torch.softmax(logits, dim=1)[rows, wanted]
+    assert summary["probability"].to_numpy() == pytest.approx(probability.numpy(), abs=1e-6)
+    assert summary["cnn_prediction"].tolist() == [names[i] for i in logits.argmax(dim=1)]
+    judged = np.concatenate([clf.predict(images[variant]) for variant in classes.VARIANTS])
+    assert summary["independent_prediction"].tolist() == [names[i] for i in judged]
     reference = {"independent_classifier": "knn", "test_images_mean_image_correlation_median": 0.5}
-    fig = C.classes_figure(images, summary, clf.class_means, names, config(steps=5), reference)
+    fig = classes.classes_figure(images, summary, clf.class_means, names, config(steps=5), reference)
     assert len(fig.axes) == 1
+
+
+def test_attainment_counts_by_hand():
+    summary = pd.DataFrame({
+        "class": ["a", "b", "a", "b"], "variant": ["plain", "plain", "l1", "l1"],
+        "logit": [3.0, 1.0, 2.0, 2.0], "probability": [0.9, 0.2, 0.6, 0.7],
+        "independent_prediction": ["a", "b", "b", "b"], "independent_probability": [0.5, 0.7, 0.0, 1.0],
+        "cnn_prediction": ["a", "a", "a", "b"], "mean_image_correlation": [0.1, 0.3, -0.2, 0.4],
+        "class_index": [0, 1, 0, 1]})
+    assert classes.attainment(summary, {"independent_classifier": "knn"}) == {
+        "reference": {"independent_classifier": "knn"},
+        "variants": {
+            "plain": {"classes": 2, "cnn_correct": 1, "probability_min": 0.2, "independent_correct": 2,
+                      "independent_probability_mean": 0.6, "mean_image_correlation_mean": 0.2,
+                      "mean_image_correlation_min": 0.1},
+            "l1": {"classes": 2, "cnn_correct": 2, "probability_min": 0.6, "independent_correct": 1,
+                   "independent_probability_mean": 0.5, "mean_image_correlation_mean": 0.1,
+                   "mean_image_correlation_min": -0.2},
+        },
+    }
+    bare = summary.assign(independent_prediction=None)
+    assert classes.attainment(bare, None)["variants"]["l1"] == {"classes": 2, "cnn_correct": 2, "probability_min": 0.6}
 
 
 # --------------------------------------------------------------------------- the rule
 
 
-def snakemake(workdir: Path, *args: str) -> None:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-               str(workdir), "--configfile", str(TINY), "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 OUTPUTS = ["results/classes/summary.csv", "results/classes/attainment.json", "results/classes/classes.png"]
 
 
+def tiny_run_classes(tiny_run, tiny_config):
+    """The tiny run's trained CNN, its prepared data, and x* of every variant rendered again
+    with the run's settings and seed (the rule's images are only in its figure)."""
+    from cnnpipe.checkpoint import load_model
+    from cnnpipe.data import load_prepared
+
+    results = tiny_run / "results"
+    model = load_model(results / "train" / "model.pt")
+    data = load_prepared(results / "data" / "dataset.pt")
+    images = classes.visualize_classes(model, tuple(data["train_images"].shape[1:]), tiny_config["classes"],
+                                       seed=tiny_config["seed"], show_progress=False)
+    return model, data, images
+
+
+def pixel_judge_accuracy(kind: str, data: dict) -> float:
+    """The pixel classifier's test accuracy from scikit-learn directly: fitted here on the raw
+    training pixels, scored on the test pixels (one BLAS thread: a fraction of a second)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from threadpoolctl import threadpool_limits
+
+    def pixels(images):
+        return images.reshape(len(images), -1).double().numpy() / 255
+
+    estimator = LogisticRegression(max_iter=1000) if kind == "logistic" else KNeighborsClassifier(5)
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(pixels(data["train_images"]), data["train_labels"].numpy())
+        return float(estimator.score(pixels(data["test_images"]), data["test_labels"].numpy()))
+
+
 @pytest.mark.e2e
-def test_rule_end_to_end_and_byte_identical_rerun(tmp_path, tiny_config):
-    snakemake(tmp_path, *OUTPUTS)
-    summary = pd.read_csv(tmp_path / OUTPUTS[0], dtype={"class": str, "independent_prediction": str})
-    assert list(summary.columns[:5]) == ["class", "variant", "logit", "probability", "independent_prediction"]
-    assert len(summary) == 30 and set(summary["variant"]) == set(C.VARIANTS)
-    counts = json.loads((tmp_path / OUTPUTS[1]).read_text())
-    assert set(counts["variants"]) == set(C.VARIANTS)
-    assert 0 <= counts["reference"]["independent_test_accuracy"] <= 1
-    assert (tmp_path / OUTPUTS[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "pixel classifier" in (tmp_path / "results/logs/classes.log").read_text()
+def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
+    results = tiny_run / "results"
+    summary = pd.read_csv(tiny_run / OUTPUTS[0], dtype={"class": str, "independent_prediction": str,
+                                                        "cnn_prediction": str})
+    counts = json.loads((tiny_run / OUTPUTS[1]).read_text())
+    model, data, images = tiny_run_classes(tiny_run, tiny_config)
+    names = [str(i) for i in range(10)]
+    assert summary["variant"].tolist() == [v for v in classes.VARIANTS for _ in names]
+    assert summary["class"].tolist() == names * 3
+
+    train = data["train_images"].float() / 255
+    with torch.no_grad():
+        train_logits = model(train)
+        logits = {variant: model(batch) for variant, batch in images.items()}
+    best_real = torch.stack([train_logits[data["train_labels"] == c, c].max() for c in range(10)])
+    for variant, batch in images.items():
+        rows = summary[summary["variant"] == variant]
+        own = logits[variant].diagonal()
+        # The table's logit and verdict are those of a plain forward pass on x*.
+        assert rows["logit"].to_numpy() == pytest.approx(own.numpy(), abs=1e-3)
+        predicted = [names[i] for i in logits[variant].argmax(dim=1)]
+        assert rows["cnn_prediction"].tolist() == predicted
+        assert counts["variants"][variant]["cnn_correct"] == sum(p == n for p, n in zip(predicted, names))
+        if variant != "regularized":
+            # The objective: y^i of x*_i above y^i of every training image of class i (reached:
+            # by 0.6 or more of a logit; the regularized variant trades this for smoothness).
+            assert (own > best_real).all(), (variant, (own - best_real).tolist())
+
+    # The judge's test accuracy, from scikit-learn directly (reached: 0.964, logistic regression).
+    reference = counts["reference"]
+    kind = tiny_config["classes"]["independent_classifier"]
+    assert reference["independent_classifier"] == kind
+    assert reference["independent_test_accuracy"] == pytest.approx(pixel_judge_accuracy(kind, data), abs=0.005)
+    assert reference["independent_test_accuracy"] >= 0.85
+
     # The rule's function again (one thread, as the rule runs it): the same bytes.
-    again = tmp_path / "again"
-    C.run_classes(
-        tiny_config["classes"], seed=tiny_config["seed"], device_name="cpu", summary_csv=again / "summary.csv",
-        attainment_json=again / "attainment.json", grid_png=again / "classes.png",
-        model_path=tmp_path / "results/train/model.pt", data_path=tmp_path / "results/data/dataset.pt",
+    classes.run_classes(
+        tiny_config["classes"], seed=tiny_config["seed"], device_name="cpu", summary_csv=tmp_path / "summary.csv",
+        attainment_json=tmp_path / "attainment.json", grid_png=tmp_path / "classes.png",
+        model_path=results / "train" / "model.pt", data_path=results / "data" / "dataset.pt",
     )
     for name in OUTPUTS:
-        assert (again / Path(name).name).read_bytes() == (tmp_path / name).read_bytes(), name
+        assert (tmp_path / Path(name).name).read_bytes() == (tiny_run / name).read_bytes(), name
+
+
+# What the tiny run reaches (seed 0, 6 epochs, 30 steps): plain and L1 make 9 of 10 classes
+# the network's top class, the regularized variant 7 of 10. x* for class 1 raises the class-1
+# logit to 7.7 (above any training "1") but another class's logit rises further, leaving
+# p(1) = 0.0002. Maximizing the logit y^i, the lecture's objective, does not make i the top
+# class; no steps, epochs or L1 weight tried changed that (see the report).
+NOT_TOP1 = ("maximizing the logit y^i does not make class i the top class on the tiny config "
+            "(plain and L1 miss class 1 at p 0.0002 and 0.001; regularized misses 1, 3 and 6)")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=NOT_TOP1))
+                                     for v in ("plain", "l1", "regularized")])
+def test_each_class_image_is_the_networks_top1_after_png(tiny_run, tiny_config, tmp_path, variant, read_back_png):
+    """What the stage is for: x*_i, read back from an 8-bit PNG file, is the network's class i."""
+    model, _, images = tiny_run_classes(tiny_run, tiny_config)
+    with torch.no_grad():
+        top = model(read_back_png(images[variant], tmp_path)).argmax(dim=1)
+    assert top.tolist() == list(range(10))
 
 
 @pytest.mark.e2e
@@ -201,10 +288,7 @@ def test_rule_on_an_imagenet_backbone_needs_no_training(tmp_path):
     override = tmp_path / "backbone.yaml"
     override.write_text(yaml.safe_dump({"classes": {
         "backbone": "efficientnet_lite0", "imagenet_classes": [1, 130], "image_size": 32, "steps": 3}}))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-               str(tmp_path), "--cores", "2", OUTPUTS[0], "--configfile", str(TINY), str(override)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    snakemake(tmp_path, "--cores", "2", OUTPUTS[0], configfiles=(TINY, override))
     assert not (tmp_path / "results/train").exists() and not (tmp_path / "results/data").exists()
     summary = pd.read_csv(tmp_path / OUTPUTS[0])
     assert summary["class"].unique().tolist() == ["goldfish", "flamingo"]

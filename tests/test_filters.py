@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import types
 from collections import OrderedDict
 from pathlib import Path
@@ -13,8 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from cnnpipe import filters as FI
-from cnnpipe import plan
+from cnnpipe import filters, plan
 from cnnpipe.fileio import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +67,9 @@ def test_conv_layers_of_the_trained_cnn_are_read_after_their_relu():
     from cnnpipe.models import LectureCNN
 
     model = LectureCNN(1, 3, 8, conv_channels=(2, 4), hidden=(4,), batch_norm=True)
-    assert FI.feature_map_layer(model, "conv2") == "relu2"
+    assert filters.feature_map_layer(model, "conv2") == "relu2"
     with pytest.raises(ValueError, match="not a convolution layer"):
-        FI.feature_map_layer(model, "conv3")
+        filters.feature_map_layer(model, "conv3")
 
 
 # --------------------------------------------------------------------------- a^k
@@ -80,17 +78,18 @@ def test_conv_layers_of_the_trained_cnn_are_read_after_their_relu():
 def test_degree_of_activation_sums_the_lecture_feature_maps():
     net = lecture_net()
     # The lecture's 4x4 maps of filter 1 and 2 sum to -14 and -12; after the ReLU 3+1+1+3 and 1+1+3.
-    assert FI.layer_activations(net, "conv1", LECTURE_IMAGE).tolist() == [[-14.0, -12.0]]
-    assert FI.layer_activations(net, "relu1", LECTURE_IMAGE).tolist() == [[8.0, 5.0]]
+    assert filters.layer_activations(net, "conv1", LECTURE_IMAGE).tolist() == [[-14.0, -12.0]]
+    assert filters.layer_activations(net, "relu1", LECTURE_IMAGE).tolist() == [[8.0, 5.0]]
     as_bytes = (LECTURE_IMAGE * 255).to(torch.uint8).repeat(3, 1, 1, 1)
-    assert FI.layer_activations(net, "relu1", as_bytes, batch_size=2).tolist() == [[8.0, 5.0]] * 3
-    assert FI.dataset_max(net, "conv1", torch.cat([LECTURE_IMAGE, torch.zeros_like(LECTURE_IMAGE)])).tolist() == [0, 0]
+    assert filters.layer_activations(net, "relu1", as_bytes, batch_size=2).tolist() == [[8.0, 5.0]] * 3
+    with_black = torch.cat([LECTURE_IMAGE, torch.zeros_like(LECTURE_IMAGE)])
+    assert filters.dataset_max(net, "conv1", with_black).tolist() == [0, 0]
 
 
 def test_a_layer_without_a_feature_map_is_refused():
     net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 2, 3), flatten=nn.Flatten()))
     with pytest.raises(ValueError, match="'flatten' gives .* not a feature map"):
-        FI.layer_activations(net, "flatten", LECTURE_IMAGE)
+        filters.layer_activations(net, "flatten", LECTURE_IMAGE)
 
 
 # --------------------------------------------------------------------------- the ascent
@@ -100,15 +99,15 @@ def test_linear_filters_reach_their_closed_form_optimum():
     """Before the ReLU, a^k(x) = <c_k, x> with c_k = conv_transpose(ones, w_k): over [0, 1]
     pixels the maximum is x = 1 where c_k > 0 and 0 where c_k < 0."""
     net = lecture_net(bias=0.25)
-    result = FI.maximize_filters(net, "conv1", [0, 1], (1, 6, 6), steps=60, lr=0.1, leak=0.0, memory_mb=None,
-                                 progress=False)
+    result = filters.maximize_filters(net, "conv1", [0, 1], (1, 6, 6), steps=60, lr=0.1, leak=0.0, memory_mb=None,
+                                      progress=False)
     for k in range(2):
         c = torch.nn.functional.conv_transpose2d(torch.ones(1, 1, 4, 4), LECTURE_FILTERS[k:k + 1])[0, 0]
         x = result.images[k, 0]
         assert torch.equal(x[c > 0], torch.ones_like(x[c > 0]))
         assert torch.equal(x[c < 0], torch.zeros_like(x[c < 0]))
         best = float(c.clamp_min(0).sum()) + 16 * 0.25
-        assert FI.layer_activations(net, "conv1", x[None, None])[0, k].item() == pytest.approx(best)
+        assert filters.layer_activations(net, "conv1", x[None, None])[0, k].item() == pytest.approx(best)
 
 
 def test_after_the_relu_the_vertical_line_filter_draws_vertical_lines():
@@ -117,11 +116,12 @@ def test_after_the_relu_the_vertical_line_filter_draws_vertical_lines():
     (the lecture image: 5). The diagonal filter's sum has several local maxima (diagonal
     stripes: 18); plain ascent reaches one of them, here at least the lecture image's 8."""
     net = lecture_net()
-    result = FI.maximize_filters(net, "relu1", [0, 1], (1, 6, 6), steps=100, lr=0.1, memory_mb=None, progress=False)
+    result = filters.maximize_filters(net, "relu1", [0, 1], (1, 6, 6), steps=100, lr=0.1, memory_mb=None,
+                                      progress=False)
     lines = torch.zeros(6, 6)
     lines[:, [1, 4]] = 1.0
     assert torch.equal(result.images[1, 0], lines)
-    found = FI.layer_activations(net, "relu1", result.images).diagonal()
+    found = filters.layer_activations(net, "relu1", result.images).diagonal()
     assert found[1].item() == 24.0 and found[0].item() >= 8.0
 
 
@@ -135,19 +135,19 @@ def test_the_leak_revives_a_filter_that_is_silent_on_the_start_image():
         conv.bias.fill_(-6.0)
     net = nn.Sequential(OrderedDict(conv1=conv, relu1=nn.ReLU()))
     kwargs = dict(steps=40, lr=0.1, memory_mb=None, progress=False)
-    stuck = FI.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.0, **kwargs)
-    revived = FI.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.01, **kwargs)
-    assert FI.layer_activations(net, "relu1", stuck.images).item() == 0.0
+    stuck = filters.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.0, **kwargs)
+    revived = filters.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.01, **kwargs)
+    assert filters.layer_activations(net, "relu1", stuck.images).item() == 0.0
     assert torch.equal(revived.images, torch.ones(1, 1, 6, 6))
-    assert FI.layer_activations(net, "relu1", revived.images).item() == 48.0
+    assert filters.layer_activations(net, "relu1", revived.images).item() == 48.0
 
 
 def test_leaky_relus_are_seen_by_capture_and_removed_afterwards():
-    from cnnpipe import ascent as A
+    from cnnpipe import ascent
 
     net = nn.Sequential(OrderedDict(relu=nn.ReLU()))
     x = torch.tensor([[[[-2.0, 3.0]]]])
-    with FI.leaky_relus(net, 0.5), A.capture(net, ["relu"]) as acts:
+    with filters.leaky_relus(net, 0.5), ascent.capture(net, ["relu"]) as acts:
         assert acts.run(x)["relu"].flatten().tolist() == [-1.0, 3.0]
     assert net(x).flatten().tolist() == [0.0, 3.0]
     assert "forward" not in vars(net.relu) and not net.relu._forward_hooks
@@ -156,8 +156,8 @@ def test_leaky_relus_are_seen_by_capture_and_removed_afterwards():
 def test_memory_budget_chunks_do_not_change_the_images():
     net = lecture_net(bias=0.1)
     kwargs = dict(steps=20, lr=0.05, progress=False, seed=3)
-    whole = FI.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=None, **kwargs)
-    chunked = FI.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=1e-4, **kwargs)
+    whole = filters.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=None, **kwargs)
+    chunked = filters.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=1e-4, **kwargs)
     assert torch.allclose(whole.images, chunked.images, atol=1e-6)
     # Samples 0 and 2 maximize the same filter from different seeded starts.
     assert not torch.equal(whole.images[0], whole.images[2])
@@ -167,22 +167,22 @@ def test_memory_budget_chunks_do_not_change_the_images():
 
 
 def test_table_ratio_is_empty_where_the_dataset_max_is_not_positive(tmp_path):
-    table = FI.filter_table([0, 1, 2], [10.0, 5.0, -1.0], [4.0, 0.0, -2.0])
+    table = filters.filter_table([0, 1, 2], [10.0, 5.0, -1.0], [4.0, 0.0, -2.0])
     assert list(table.columns) == ["filter", "activation", "dataset_max", "ratio"]
-    assert FI.beats(table).tolist() == [True, True, True]
+    assert filters.beats(table).tolist() == [True, True, True]
     write_csv(tmp_path / "t.csv", table)
     assert (tmp_path / "t.csv").read_text() == (
         "filter,activation,dataset_max,ratio\n0,10.0,4.0,2.5\n1,5.0,0.0,\n2,-1.0,-2.0,\n"
     )
     rows = list(table.itertuples(index=False))
-    assert [FI.sublabel(row) for row in rows] == ["2.5× max", "5 vs 0", "−1 vs −2"]
-    assert not FI.beats(FI.filter_table([0], [1.0], [1.0]))[0]
+    assert [filters.sublabel(row) for row in rows] == ["2.5× max", "5 vs 0", "−1 vs −2"]
+    assert not filters.beats(filters.filter_table([0], [1.0], [1.0]))[0]
 
 
 def test_figure_title_counts_the_filters_that_beat_the_data():
-    table = FI.filter_table([0, 1, 2], [3.0, 1.0, 2.0], [1.0, 2.0, 1.0])
-    fig = FI.filters_figure(torch.rand(3, 1, 6, 6), table, "conv1", reference="all 9 training images",
-                            method=FI.method_lines(200, 0.05, "pixel", 0.0, 0.01))
+    table = filters.filter_table([0, 1, 2], [3.0, 1.0, 2.0], [1.0, 2.0, 1.0])
+    fig = filters.filters_figure(torch.rand(3, 1, 6, 6), table, "conv1", reference="all 9 training images",
+                                 method=filters.method_lines(200, 0.05, "pixel", 0.0, 0.01))
     texts = [t.get_text() for t in fig.texts + fig.axes[0].texts]
     title = next(t for t in texts if t.startswith("conv1:"))
     assert "2 of 3 filters beat all 9 training images" in title and "leak 0.01" in title
@@ -193,13 +193,12 @@ def test_caption_renders_with_this_runs_numbers_for_the_trained_cnn_and_a_backbo
     import jinja2
     from docutils.core import publish_parts
 
-    from cnnpipe.captions import filters as filter_numbers
-    from cnnpipe.captions import write_caption
+    from cnnpipe.captions import filters_key_numbers, write_caption
 
     # As Snakemake renders it: from the working directory, output paths relative to it.
     monkeypatch.chdir(tmp_path)
-    FI.filter_table([0, 1, 2], [3.0, 1.0, 2.0], [1.0, 2.0, 1.0]).to_csv("conv2.csv", index=False)
-    write_caption("results/captions/filters/conv2.rst", filter_numbers("conv2.csv", "conv2"))
+    filters.filter_table([0, 1, 2], [3.0, 1.0, 2.0], [1.0, 2.0, 1.0]).to_csv("conv2.csv", index=False)
+    write_caption("results/captions/filters/conv2.rst", filters_key_numbers("conv2.csv", "conv2"))
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     template = jinja2.Environment().from_string((ROOT / "workflow" / "report" / "filters.rst").read_text())
     for backbone, expected in [("trained", "training image"), ("vgg19", "scikit-image")]:
@@ -216,60 +215,117 @@ def test_caption_renders_with_this_runs_numbers_for_the_trained_cnn_and_a_backbo
 
 
 def test_run_filters_on_an_imagenet_backbone(tmp_path):
-    """EfficientNet-Lite0 (weights from the bundled package) against the bundled photos."""
+    """EfficientNet-Lite0 (weights from the bundled package) against the bundled photos: the
+    table's dataset_max is what a plain forward hook on blocks.1 sees on those photos."""
+    from cnnpipe.backbones import load_backbone
+
     settings = {"backbone": "efficientnet_lite0", "image_size": 32, "max_filters": 3, "steps": 3, "lr": 0.05,
                 "parameterization": "fft", "jitter": 0.1, "leak": 0.01, "memory_mb": 256}
     png, csv = tmp_path / "b.png", tmp_path / "b.csv"
-    table = FI.run_filters("blocks.1", settings, seed=0, png_path=png, csv_path=csv, progress=False)
+    filters.run_filters("blocks.1", settings, seed=0, png_path=png, csv_path=csv, progress=False)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     written = pd.read_csv(csv)
-    assert list(written.columns) == list(FI.COLUMNS) and written["filter"].tolist() == [0, 1, 2]
-    assert all(math.isfinite(v) for v in table["dataset_max"])
+    assert written["filter"].tolist() == [0, 1, 2]
+
+    net = load_backbone("efficientnet_lite0")
+    sums = []
+    handle = net.get_submodule("blocks.1").register_forward_hook(lambda m, i, out: sums.append(out.sum(dim=(2, 3))))
+    try:
+        with torch.no_grad():
+            net(filters.reference_photos(32))
+    finally:
+        handle.remove()
+    expected = sums[0][:, :3].max(dim=0).values.numpy()
+    assert written["dataset_max"].to_numpy() == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    positive = expected > 0
+    assert written["ratio"].to_numpy()[positive] == pytest.approx(
+        written["activation"].to_numpy()[positive] / expected[positive], rel=1e-3)
+    assert written["ratio"][~positive].isna().all()
 
 
 # --------------------------------------------------------------------------- the rule, end to end
 
+TINY_FILTERS = {"conv1": 4, "conv2": 8}  # the tiny config's conv_channels
+
+
+def degree_of_activation(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """a^k of every image [N, K], without cnnpipe's hooks: the CNN's own layers called one after
+    another up to the ReLU after ``layer``, that feature map summed over its positions."""
+    relu = "relu" + layer.removeprefix("conv")
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    with torch.no_grad():
+        for name, module in model.named_children():
+            x = module(x)
+            if name == relu:
+                return x.sum(dim=(2, 3))
+    raise AssertionError(f"the model has no {relu}")
+
 
 @pytest.mark.e2e
-def test_rule_on_the_tiny_config(tmp_path, tiny_config):
-    from pipeline import planned_jobs, snakemake
+def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
+    """The tables of the tiny run, each column derived again here: dataset_max by a plain
+    forward pass over every training image, activation by the same pass over x* (the ascent
+    repeated with the run's settings and seed)."""
+    from cnnpipe.checkpoint import load_model
+    from cnnpipe.data import load_prepared
 
-    layers = ["conv1", "conv2"]
-    targets = [f"results/filters/{layer}.{ext}" for layer in layers for ext in ("png", "csv")]
-    snakemake(tmp_path, "--cores", "2", *targets)
-    results = tmp_path / "results"
-    first = {target: (tmp_path / target).read_bytes() for target in targets}
-    for layer, filters in zip(layers, (4, 8)):  # the tiny model's conv_channels
+    results = tiny_run / "results"
+    model = load_model(results / "train" / "model.pt")
+    train_images = load_prepared(results / "data" / "dataset.pt")["train_images"]
+    settings = {key: value for key, value in tiny_config["filters"].items() if key != "layers"}
+    for layer, count in TINY_FILTERS.items():
         table = pd.read_csv(results / "filters" / f"{layer}.csv")
-        assert list(table.columns) == ["filter", "activation", "dataset_max", "ratio"]
-        assert table["filter"].tolist() == list(range(filters))
-        # The tiny, barely trained model with a few dozen steps need not beat the data everywhere
-        # (the default config does, see the caption); the log must count what the table says.
-        won = int((table["activation"] > table["dataset_max"]).sum())
+        assert table["filter"].tolist() == list(range(count))
+        data_max = degree_of_activation(model, layer, train_images).max(dim=0).values
+        assert table["dataset_max"].to_numpy() == pytest.approx(data_max.numpy(), rel=1e-5, abs=1e-3)
+        x_star = filters.maximize_filters(
+            model, "relu" + layer.removeprefix("conv"), list(range(count)), tuple(train_images.shape[1:]),
+            steps=settings["steps"], lr=settings["lr"], parameterization=settings["parameterization"],
+            jitter=settings["jitter"], leak=settings["leak"], memory_mb=None, seed=tiny_config["seed"],
+            progress=False).images
+        activation = degree_of_activation(model, layer, x_star).diagonal()
+        assert table["activation"].to_numpy() == pytest.approx(activation.numpy(), rel=1e-4, abs=1e-3)
+        assert table["ratio"].to_numpy() == pytest.approx((activation / data_max).numpy(), rel=1e-3)
+        won = int((activation > data_max).sum())
         log = (results / "logs" / "filters" / f"{layer}.log").read_text()
-        assert f"{layer}: {won} of {filters} filters beat all " in log
-        assert first[f"results/filters/{layer}.png"][:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"{layer}: {won} of {count} filters beat all {len(train_images)} training images" in log
 
     # Same seed, same bytes: the stage run again in this process (one thread, like the rule).
-    settings = {key: value for key, value in tiny_config["filters"].items() if key != "layers"}
-    for layer in layers:
-        again = {ext: tmp_path / "again" / f"{layer}.{ext}" for ext in ("png", "csv")}
-        FI.run_filters(layer, settings, seed=tiny_config["seed"], png_path=again["png"], csv_path=again["csv"],
-                       model_path=results / "train" / "model.pt", data_path=results / "data" / "dataset.pt",
-                       progress=False)
+    for layer in TINY_FILTERS:
+        again = {ext: tmp_path / f"{layer}.{ext}" for ext in ("png", "csv")}
+        filters.run_filters(layer, settings, seed=tiny_config["seed"], png_path=again["png"], csv_path=again["csv"],
+                            model_path=results / "train" / "model.pt", data_path=results / "data" / "dataset.pt",
+                            progress=False)
         for ext, path in again.items():
-            assert path.read_bytes() == first[f"results/filters/{layer}.{ext}"], (layer, ext)
+            assert path.read_bytes() == (results / "filters" / f"{layer}.{ext}").read_bytes(), (layer, ext)
 
-    # A filters setting reruns the filters jobs only; a bad layer stops before any job.
+
+# What the tiny run reaches (seed 0, 6 epochs, 60 steps): conv1 all four filters, min ratio 1.66;
+# conv2 six of eight: filter 5 at 0.71 and filter 7 at 0.98 of their dataset maximum. Plain
+# clipped ascent from grey + noise ends in a local maximum for them, with any steps, lr or
+# epochs tried (lr 0.5 lifts filter 5 to 1.1-1.3 depending on the model, no margin).
+CONV2_SHORT = ("conv2 filters 5 and 7 stop at 0.71 and 0.98 of their dataset maximum on the tiny config: "
+               "plain clipped ascent from grey + noise ends in a local maximum (reported; not a test bug)")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("layer", ["conv1", pytest.param("conv2", marks=pytest.mark.xfail(strict=True,
+                                                                                         reason=CONV2_SHORT))])
+def test_every_filter_beats_its_dataset_maximum_on_the_tiny_run(tiny_run, layer):
+    """What the stage is for: each x* drives its filter harder than every training image."""
+    table = pd.read_csv(tiny_run / "results" / "filters" / f"{layer}.csv")
+    assert len(table) == TINY_FILTERS[layer]
+    short = table[~(table["activation"] > table["dataset_max"])]
+    assert short.empty, short.to_dict("records")
+
+
+@pytest.mark.e2e
+def test_a_bad_layer_stops_the_workflow_before_any_job(tmp_path):
+    from pipeline import snakemake
+
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"filters": {"steps": 7}}))
-    plan = planned_jobs(snakemake(tmp_path, "--dry-run", *targets, configfiles=(ROOT / ".test" / "config.yaml",
-                                                                                 override)))
-    assert plan == {"filters": 2}
     override.write_text(yaml.safe_dump({"filters": {"layers": ["conv1", "conv3"]}}))
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    result = snakemake(bad, "--dry-run", configfiles=(ROOT / ".test" / "config.yaml", override), check=False)
+    result = snakemake(tmp_path, "--dry-run", configfiles=(ROOT / ".test" / "config.yaml", override), check=False)
     assert result.returncode != 0
     assert "filters.layers: 'conv3' is not a convolution layer" in result.stdout + result.stderr
-    assert not (bad / "results").exists()
+    assert not (tmp_path / "results").exists()

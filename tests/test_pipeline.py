@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-
 from pipeline import TINY, result_files, snakemake, snakemake_command
 
 

@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_pipeline import figures
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -50,6 +50,14 @@ def test_training_learns_and_writes_every_output(tmp_path, tiny_dataset, tiny_co
     assert summary["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
     evaluation = json.loads(outputs["eval_json"].read_text())
     assert evaluation["test_accuracy"] == metrics["test_accuracy"].iloc[-1]
+    # The written checkpoint, asked again about every test image: the accuracy reported.
+    from cnnpipe.data import load_prepared
+
+    data = load_prepared(tiny_dataset["data"])
+    with torch.no_grad():
+        predicted = ckpt.load_model(outputs["model_path"])(data["test_images"].float() / 255).argmax(dim=1)
+    assert evaluation["test_accuracy"] == pytest.approx(float((predicted == data["test_labels"]).double().mean()),
+                                                        abs=1e-6)
     assert sum(map(sum, evaluation["confusion_matrix"])) == json.loads(tiny_dataset["manifest"].read_text())["counts"]["test"]
     state = torch.load(outputs["model_path"], weights_only=True)
     for key in ckpt.REQUIRED_KEYS:
