@@ -182,6 +182,7 @@ def test_a_finished_run_moved_elsewhere_has_nothing_to_do(tiny_run, tmp_path):
         ({"dream": {"folder": "/no/such/folder"}}, ["dream.folder", "/no/such/folder"]),
         ({"style": {"pairs": []}}, ["style.pairs", "no content/style pairs"]),
         ({"classes": {"backbone": "resnet"}}, ["classes", "backbone", "trained", "efficientnet_lite0"]),
+        ({"classes": {"objective": "margin"}}, ["objective", "probability", "logit"]),
         ({"fooling": {"imagenet_classes": [1, 1000]}}, ["fooling", "imagenet_classes", "1000", "999"]),
         ({"fooling": {"imagenet_classes": []}}, ["fooling", "imagenet_classes"]),
     ],

@@ -90,6 +90,10 @@ def filters_key_numbers(table_csv, layer: str) -> list[str]:
     if len(ratio):
         lines.append(f"a^k(x*) / largest a^k of the reference images: min {_num(ratio.min())}, median "
                      f"{_num(ratio.median())}, max {_num(ratio.max())}.")
+    if "start" in table:
+        from_data = table.loc[table["start"] == "data", "filter"].tolist()
+        lines.append(f"x* ascended from a reference image (data start) for {len(from_data)} of {len(table)} filters"
+                     + (f": {', '.join(map(str, from_data))}." if from_data else "; from noise for all."))
     return lines
 
 

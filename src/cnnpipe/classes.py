@@ -1,7 +1,12 @@
 """Per-class activation maximization: "can we see digits?"
 
-For every class i the image x* = argmax_x y^i (the class logit) is found by gradient ascent
-with the engine ``cnnpipe.ascent``, in three variants, each one batched call for all classes:
+For every class i the image x* = argmax_x y^i is found by gradient ascent with the engine
+``cnnpipe.ascent``, in three variants, each one batched call for all classes. y^i is the
+network's output for class i: by default, as on the lecture's slide, the softmax output
+(maximized as log y^i, which has the same maximizer and gradients that do not vanish when
+y^i is near 1); with ``objective: logit``, the score before the softmax (Simonyan et al.
+2014). The logit alone can rise with every other class's logit rising faster, so its x* need
+not be classified as i (measured on the tiny test CNN: 9 of 10).
 
 * ``plain`` - the slide: pixels in [0, 1] (clipped after each step), no transforms, no penalty.
 * ``l1`` - the slide's regularizer: x* = argmax_x y^i - lambda * sum_ij |x_ij| on pixels in
@@ -48,7 +53,9 @@ SUMMARY_COLUMNS = [
     "mean_image_correlation",
     "class_index",
 ]
+OBJECTIVES = {"probability": ascent.class_log_softmax, "logit": ascent.class_logit}
 CONFIG_KEYS = (
+    "objective",
     "steps",
     "lr",
     "l1_weight",
@@ -69,6 +76,8 @@ def check_config(cfg: dict) -> None:
     missing = [key for key in CONFIG_KEYS if key not in cfg]
     if missing:
         raise KeyError(f"config section 'classes' lacks {missing}")
+    if cfg["objective"] not in OBJECTIVES:
+        raise ValueError(f"classes.objective must be one of {list(OBJECTIVES)}, got {cfg['objective']!r}")
     if cfg["parameterization"] not in ("pixel", "fft"):
         raise ValueError(f"classes.parameterization must be 'pixel' or 'fft', got {cfg['parameterization']!r}")
 
@@ -114,8 +123,9 @@ def visualize_classes(
     seed: int = 0,
     show_progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Variant -> images [K, C, H, W] in [0, 1], image j maximizing the logit of class
-    ``targets[j]`` (default: every class of the model's output, in order).
+    """Variant -> images [K, C, H, W] in [0, 1], image j maximizing the output (``cfg["objective"]``:
+    softmax probability or logit) of class ``targets[j]`` (default: every class of the model's
+    output, in order).
 
     One batched ascent per variant; plain and l1 start from the same seeded noise, so their
     difference is the L1 term alone.
@@ -125,7 +135,8 @@ def visualize_classes(
         with torch.no_grad(), ascent.frozen(model):
             k = int(model(torch.zeros(1, *shape, device=model_device(model))).shape[1])
         targets = list(range(k))
-    objectives = [ascent.class_logit(layer, i) for i in targets]
+    check_config(cfg)
+    objectives = [OBJECTIVES[cfg["objective"]](layer, i) for i in targets]
     images = {}
     for name, settings in variant_settings(cfg, shape).items():
         settings = dict(settings)
