@@ -348,3 +348,17 @@ def test_works_on_timm_and_torchvision_models_by_layer_name():
         assert (result.objective > result.initial_objective).all()
     with pytest.raises(ascent.LayerNotFoundError, match="blocks.2.0"):
         ascent.get_layer(effnet, "blocks.2.O")
+
+
+def test_class_log_odds_is_the_log_odds_of_the_softmax_probability():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    acts = {"logits": logits}
+    p = torch.softmax(logits.double(), dim=1)
+    expected = torch.log(p / (1 - p))
+    assert ascent.class_log_odds("logits", 1).fn(acts).double() == pytest.approx(expected[:, 1].tolist(), abs=1e-5)
+    per_sample = ascent.class_log_odds("logits", [0, 2]).fn(acts).double()
+    assert per_sample.tolist() == pytest.approx([expected[0, 0].item(), expected[1, 2].item()], abs=1e-5)
+    # Far past where 1 - p rounds to 0 in float32, it still rises with the logit.
+    big = torch.tensor([[40.0, 0.0, 0.0], [50.0, 0.0, 0.0]])
+    values = ascent.class_log_odds("logits", 0).fn({"logits": big})
+    assert torch.isfinite(values).all() and values[1] - values[0] == pytest.approx(10.0, abs=1e-4)

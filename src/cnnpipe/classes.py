@@ -2,11 +2,12 @@
 
 For every class i the image x* = argmax_x y^i is found by gradient ascent with the engine
 ``cnnpipe.ascent``, in three variants, each one batched call for all classes. y^i is the
-network's output for class i: by default, as on the lecture's slide, the softmax output
-(maximized as log y^i, which has the same maximizer and gradients that do not vanish when
-y^i is near 1); with ``objective: logit``, the score before the softmax (Simonyan et al.
-2014). The logit alone can rise with every other class's logit rising faster, so its x* need
-not be classified as i (measured on the tiny test CNN: 9 of 10).
+network's output for class i: by default, as on the lecture's slide, the softmax output,
+maximized as its log-odds log(y^i / (1 - y^i)) (the same maximizer; unlike y^i and log y^i
+it does not flatten out as y^i nears 1, so the ascent keeps going); with ``objective:
+logit``, the score before the softmax (Simonyan et al. 2014). The logit alone can rise with
+another class's logit rising faster, so its x* need not be classified as i (measured on the
+tiny test CNN: 9 of 10 classes).
 
 * ``plain`` - the slide: pixels in [0, 1] (clipped after each step), no transforms, no penalty.
 * ``l1`` - the slide's regularizer: x* = argmax_x y^i - lambda * sum_ij |x_ij| on pixels in
@@ -53,7 +54,7 @@ SUMMARY_COLUMNS = [
     "mean_image_correlation",
     "class_index",
 ]
-OBJECTIVES = {"probability": ascent.class_log_softmax, "logit": ascent.class_logit}
+OBJECTIVES = {"probability": ascent.class_log_odds, "logit": ascent.class_logit}
 CONFIG_KEYS = (
     "objective",
     "steps",

@@ -21,6 +21,7 @@ __all__ = [
     "channels",
     "neuron",
     "class_logit",
+    "class_log_odds",
     "class_log_softmax",
     "class_probability",
     "layer_energy",
@@ -149,6 +150,15 @@ class _Index:
         # One advanced-indexing gather for the whole batch.
         return a[torch.arange(batch, device=a.device), self.values.to(a.device)]
 
+    def mask(self, a: Tensor) -> Tensor:
+        """Boolean [B, C]: True at each sample's unit (range checked by ``pick``)."""
+        mask = torch.zeros(a.shape[0], a.shape[1], dtype=torch.bool, device=a.device)
+        if self.values is None:
+            mask[:, self.single] = True
+        else:
+            mask[torch.arange(a.shape[0], device=a.device), self.values.to(a.device)] = True
+        return mask
+
     def __repr__(self) -> str:
         return str(self.single) if self.values is None else f"[{len(self.values)} units]"
 
@@ -218,6 +228,9 @@ def _class_scores(layer: str, i, kind: str) -> Objective:
         if a[0].numel() != a.shape[1]:
             raise ValueError(f"{kind} needs a [B, classes] layer; {layer!r} gives {tuple(a.shape)}")
         a = a.reshape(a.shape[0], a.shape[1])
+        if kind == "log_odds":
+            # y_i - logsumexp of the other logits, without forming 1 - p (which rounds to 0)
+            return index.pick(a, layer) - a.masked_fill(index.mask(a), float("-inf")).logsumexp(dim=1)
         scores = torch.log_softmax(a, dim=1) if kind == "log_softmax" else torch.softmax(a, dim=1)
         return index.pick(scores, layer)
 
@@ -231,6 +244,13 @@ def class_log_softmax(layer: str, i) -> Objective:
     """log p(i | x) from the logits at ``layer``: pushes class i up and the others down
     (the useful gradient for fooling images; the probability saturates near 1)."""
     return _class_scores(layer, i, "log_softmax")
+
+
+def class_log_odds(layer: str, i) -> Objective:
+    """log(p / (1 - p)) of class i's softmax probability p, from the logits at ``layer``. It
+    rises with p (so its maximizer is p's), but does not flatten out as p nears 1, as p and
+    log p do: the ascent keeps pushing class i's logit above all the others."""
+    return _class_scores(layer, i, "log_odds")
 
 
 def class_probability(layer: str, i) -> Objective:
