@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from cnnpipe import ascent as A
+from cnnpipe import ascent
 from cnnpipe.filters import feature_map_layer, image_spec, leaky_relus, maximize_filters, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def main() -> None:
     filters = list(range(min(max(widths), settings["max_filters"])))
     common = dict(steps=steps, lr=settings["lr"])
     spec = image_spec(shape, settings["parameterization"])
-    transforms = (A.Jitter(settings["jitter"]),) if settings["jitter"] > 0 else ()
+    transforms = (ascent.Jitter(settings["jitter"]),) if settings["jitter"] > 0 else ()
     seed = config["seed"]
 
     def batched():
@@ -98,7 +98,7 @@ def main() -> None:
 
     def one_at_a_time():
         with leaky_relus(model, settings["leak"]):
-            return [A.ascend(model, [A.channel(target, k)], spec, indices=[k], seed=seed, progress=False,
+            return [ascent.ascend(model, [ascent.channel(target, k)], spec, indices=[k], seed=seed, progress=False,
                              transforms=transforms, **common) for k in filters]
 
     batched(), one_at_a_time()  # warm-up: first calls allocate and pick kernels

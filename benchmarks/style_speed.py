@@ -75,7 +75,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cnnpipe import style as S
+from cnnpipe import style_transfer
 from cnnpipe.backbones import DEFAULT_LAYERS, load_backbone, resolve_layer, weights_path
 from cnnpipe.images import pil_to_tensor
 from cnnpipe.photos import sample_photo
@@ -213,8 +213,8 @@ def cnnpipe_transfer(net, content_img, style_img, content_layers, style_layers, 
                      style_weight=1e6, content_weight=1.0):
     """cnnpipe.style with the tutorial's objective; returns the image, the number of
     evaluations and the loss at each evaluation."""
-    model = S.prepare_model(net)
-    result = S.transfer(
+    model = style_transfer.prepare_model(net)
+    result = style_transfer.transfer(
         model, content_img[0], style_img[0],
         content_layers=content_layers, style_layers=style_layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=0.0,
