@@ -203,3 +203,4 @@ def file_server(monkeypatch):
         server.httpd.shutdown()
         server.httpd.server_close()
         server.thread.join(timeout=5)
+

@@ -14,6 +14,7 @@ import torch
 import yaml
 from PIL import Image
 from pipeline import planned_resources, snakemake
+from probes import forward_outputs
 
 from cnnpipe.deepdream import (
     TiledEnergy,
@@ -379,15 +380,7 @@ def test_rule_asks_for_a_gpu_only_where_the_config_uses_one(tmp_path):
 def plain_energy(model, layers, image: torch.Tensor) -> float:
     """Sum over ``layers`` of the mean a^2 of their outputs for one image, by forward hooks of
     our own on one untiled pass."""
-    outputs = {}
-    handles = [model.get_submodule(name).register_forward_hook(
-        lambda module, inputs, out, name=name: outputs.__setitem__(name, out)) for name in layers]
-    try:
-        with torch.no_grad():
-            model(image[None])
-    finally:
-        for handle in handles:
-            handle.remove()
+    outputs = forward_outputs(model, layers, image)
     return sum(float(outputs[name].pow(2).mean()) for name in layers)
 
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 from PIL import Image
 from pipeline import planned_resources, snakemake
+from probes import forward_outputs
 from torch import nn
 
 from cnnpipe import plan, style, style_transfer
@@ -442,15 +443,7 @@ def read_rgb(path: Path) -> torch.Tensor:
 
 def gram_matrices(model: nn.Module, layers, image: torch.Tensor) -> list[torch.Tensor]:
     """F F^T / (C H W) of each layer's output for one image, by forward hooks of our own."""
-    outputs = {}
-    handles = [model.get_submodule(name).register_forward_hook(
-        lambda module, inputs, out, name=name: outputs.__setitem__(name, out)) for name in layers]
-    try:
-        with torch.no_grad():
-            model(image[None])
-    finally:
-        for handle in handles:
-            handle.remove()
+    outputs = forward_outputs(model, layers, image)
     grams = []
     for name in layers:
         features = outputs[name][0].flatten(1)
