@@ -26,18 +26,6 @@ include: "workflow/rules/fooling.smk"
 include: "workflow/rules/style.smk"
 
 
-onstart:
-    record_owner()
-
-
-onsuccess:
-    release_owner()
-
-
-onerror:
-    release_owner()
-
-
 rule all:
     default_target: True
     input:

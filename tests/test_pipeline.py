@@ -67,13 +67,14 @@ def test_report_captions_give_this_runs_numbers(tiny_run, tiny_report):
 
 KILL_CONFIG = {
     "model": {"conv_channels": [16, 32], "hidden": [64], "dropout": 0.1},
-    "train": {"epochs": 12, "batch_size": 16, "lr": 0.003},
+    "train": {"epochs": 40, "batch_size": 16, "lr": 0.003},
 }
 
 
 def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
-    """Kill the whole snakemake process group mid-training; `--rerun-incomplete` completes and
-    the final checkpoint equals an uninterrupted run's."""
+    """Kill the whole snakemake process group mid-training; a run started meanwhile is refused,
+    `--rerun-incomplete` afterwards completes, and the final checkpoint equals an uninterrupted
+    run's."""
     override = tmp_path / "kill.yaml"
     override.write_text(yaml.safe_dump(KILL_CONFIG))
     configs = (TINY, override)
@@ -86,12 +87,27 @@ def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
     deadline = time.monotonic() + 300
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+
+    # While it trains, a second run on other targets is refused before it changes anything:
+    # it cannot start a second training or remove the first run's Snakemake locks.
+    locks = sorted((killed / ".snakemake" / "locks").iterdir())
+    second = snakemake(killed, "--cores", "1", "--rerun-incomplete", target, "results/lecture/conv_example.json",
+                       configfiles=configs, check=False)
+    assert second.returncode != 0 and f"another run is working in {killed}: process {process.pid}" in second.stderr
+    assert not (killed / "results" / "lecture").exists()
+    assert sorted((killed / ".snakemake" / "locks").iterdir()) == locks and locks
+    # A dry run works beside it.
+    assert snakemake(killed, "--dry-run", target, configfiles=configs).returncode == 0
+
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / target).exists(), "training finished before it could be killed"
-    assert 1 <= torch.load(last, weights_only=True)["epoch"] < 12
+    assert 1 <= torch.load(last, weights_only=True)["epoch"] < 40
 
+    # The kernel freed the killed run's lock: the next run takes it, removes the stale
+    # Snakemake locks and resumes.
     snakemake(killed, "--cores", "2", "--rerun-incomplete", target, configfiles=configs)
     assert "resuming from" in (killed / "results" / "logs" / "train.log").read_text()
+    assert not list((killed / ".snakemake" / "locks").glob("*.lock"))
     snakemake(whole, "--cores", "2", target, configfiles=configs)
     assert (killed / target).read_bytes() == (whole / target).read_bytes()

@@ -1,58 +1,77 @@
+"""One run at a time in a working folder: a kernel lock held for the whole run."""
+
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
 
+import pytest
+
 from cnnpipe import runlock
 
+HOLDER = """
+import sys, time
+from cnnpipe import runlock
+runlock.acquire(sys.argv[1], ["snakemake", "--cores", "1"])
+print("holding", flush=True)
+time.sleep(60)
+"""
 
-def make_lock(tmp_path, owner):
-    locks = tmp_path / runlock.LOCK_DIR
-    locks.mkdir(parents=True)
+
+def hold_in_another_process(workdir):
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(workdir)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "holding"
+    return process
+
+
+def stale_snakemake_locks(workdir):
+    locks = workdir / runlock.SNAKEMAKE_LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
     for name in ("0.input.lock", "0.output.lock"):
         (locks / name).write_text("x")
-    if owner is not None:
-        (tmp_path / runlock.OWNER).write_text(json.dumps(owner))
     return locks
 
 
-def dead_pid() -> int:
-    process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    return int(process.stdout)
+@pytest.mark.parametrize(("argv", "reads_only"), [
+    (["snakemake", "--cores", "2"], False),
+    (["snakemake", "-n"], True),
+    (["snakemake", "-np", "train"], True),
+    (["snakemake", "--dry-run"], True),
+    (["snakemake", "--report", "r.html"], True),
+    (["snakemake", "--report=r.zip"], True),
+    (["snakemake", "--lint"], True),
+    (["snakemake", "--summary"], True),
+    (["snakemake", "--unlock"], False),
+    (["snakemake", "-j4", "-p", "results/x.png"], False),
+    (["snakemake", "--configfile", "n.yaml"], False),
+])
+def test_which_command_lines_run_no_jobs(argv, reads_only):
+    assert runlock.runs_no_jobs(argv) is reads_only
 
 
-def test_lock_of_a_dead_process_on_this_host_is_removed(tmp_path):
-    locks = make_lock(tmp_path, {"host": socket.gethostname(), "pid": dead_pid()})
-    assert runlock.clear_stale_lock(tmp_path)
-    assert list(locks.iterdir()) == []
-
-
-def test_lock_of_a_live_process_is_kept(tmp_path):
-    # Stands in for a running `snakemake`; it says when it is up, after exec.
-    script = "import time; print('up', flush=True); time.sleep(30)  # snakemake"
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+def test_a_live_holder_is_named_and_its_files_are_left_alone(tmp_path):
+    holder = hold_in_another_process(tmp_path)
     try:
-        assert process.stdout.readline().strip() == "up"
-        locks = make_lock(tmp_path, {"host": socket.gethostname(), "pid": process.pid})
-        assert not runlock.clear_stale_lock(tmp_path)
+        locks = stale_snakemake_locks(tmp_path)
+        with pytest.raises(runlock.RunLockError, match=f"process {holder.pid} on .*snakemake --cores 1.*changed nothing"):
+            runlock.acquire(tmp_path, ["snakemake"])
         assert len(list(locks.glob("*.lock"))) == 2
+        assert json.loads((tmp_path / runlock.RUN_LOCK).read_text())["pid"] == holder.pid
     finally:
-        process.kill()
+        holder.kill()
+        holder.wait()
 
 
-def test_lock_of_another_host_or_without_owner_is_kept(tmp_path):
-    locks = make_lock(tmp_path / "a", {"host": "some-other-node", "pid": dead_pid()})
-    assert not runlock.clear_stale_lock(tmp_path / "a")
-    assert len(list(locks.glob("*.lock"))) == 2
-    locks = make_lock(tmp_path / "b", None)
-    assert not runlock.clear_stale_lock(tmp_path / "b")
-    assert len(list(locks.glob("*.lock"))) == 2
-
-
-def test_record_and_release_owner(tmp_path):
-    runlock.record_owner(tmp_path)
-    owner = json.loads((tmp_path / runlock.OWNER).read_text())
-    assert owner == {"host": socket.gethostname(), "pid": os.getpid()}
-    runlock.release_owner(tmp_path)
-    assert not (tmp_path / runlock.OWNER).exists()
+def test_the_kernel_frees_the_lock_of_a_killed_run_and_its_stale_files_go(tmp_path):
+    holder = hold_in_another_process(tmp_path)
+    locks = stale_snakemake_locks(tmp_path)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    try:
+        assert runlock.acquire(tmp_path, ["snakemake", "--cores", "2"])
+        assert list(locks.glob("*.lock")) == []
+        assert json.loads((tmp_path / runlock.RUN_LOCK).read_text())["pid"] == os.getpid()
+        assert runlock.acquire(tmp_path, [])  # again in the same process: still ours
+    finally:
+        runlock.release(tmp_path)

@@ -1,15 +1,23 @@
 # Shared helpers: config slices for params, code inputs, and the final targets.
 import os
+import sys
 from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 
 from cnnpipe.codegraph import package_files_used_by
 from cnnpipe.backbone_names import DOWNLOADABLE
 from cnnpipe.photos import SAMPLE_PHOTOS
 from cnnpipe.plan import weights_file
-from cnnpipe.runlock import clear_stale_lock, record_owner, release_owner
+from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
 
-# A run killed with SIGKILL leaves its lock; remove it when its process is gone.
-clear_stale_lock()
+# One run at a time in this folder, held by the kernel until the process ends (see
+# cnnpipe.runlock); jobs that a cluster or a subprocess runs belong to the run holding it.
+if workflow.is_main_process and not runs_no_jobs(sys.argv):
+    try:
+        acquire(".", sys.argv)
+    except RunLockError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def code(script):
