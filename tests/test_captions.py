@@ -66,14 +66,15 @@ def test_dream_and_style_numbers(tmp_path):
                   "energy_ratio": [2.2], "octaves": [4], "dream_width": [451], "dream_height": [300]}).to_csv(
         tmp_path / "d.csv", index=False)
     assert captions.dream_key_numbers(tmp_path / "d.csv") == [
-        "cat: energy (mean a^2 per layer, summed) at blocks.3 **88.3 -> 194** (x2.20), 4 octaves at 451x300 px."]
+        "cat: energy (mean a^2 per layer, summed) at blocks\\.3 **88.3 -> 194** (x2.20), 4 octaves at 451x300 px."]
     pd.DataFrame({"content": ["cat"], "style": ["ihc"], "backbone": ["vgg19"], "optimizer": ["lbfgs"],
                   "evaluations": [300], "content_loss_initial": [0.0], "content_loss_final": [0.5],
                   "style_loss_initial": [0.56], "style_loss_final": [0.0566], "total_loss_initial": [11.29],
                   "total_loss_final": [1.88], "content_layers": ["conv4_2"],
                   "style_layers": ["conv1_1 conv2_1"]}).to_csv(tmp_path / "s.csv", index=False)
     lines = captions.style_key_numbers(tmp_path / "s.csv")
-    assert "300 lbfgs evaluations on vgg19; content layer(s) conv4_2, style layers conv1_1 conv2_1" in lines[0]
+    assert ("300 lbfgs evaluations on vgg19; content layer(s) conv4\\_2, style layers conv1\\_1 conv2\\_1"
+            in lines[0])
     assert lines[1] == "style loss **0.56 -> 0.0566**, content loss 0 -> 0.5, total 11.3 -> **1.88**."
 
 
@@ -139,3 +140,26 @@ def test_captions_name_no_layer_of_a_backbone_other_than_the_configured_one(tmp_
     assert "system-message" not in html and "the run's numbers" in html
     for foreign in ("blocks.", "stem", "efficientnet", "Lite0", "inception"):
         assert foreign not in html, foreign
+
+
+HOSTILE = [
+    "`click <javascript:alert(1)>`_",
+    "click_",
+    ":raw-html:`<script>alert(1)</script>`",
+    "<b>bold</b> *em* **strong** |sub| [1]_",
+    "back\\slash",
+    "new\nline",
+    "café",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_hostile_name_shows_as_its_characters_and_nothing_else(name):
+    from docutils.core import publish_parts
+
+    html = publish_parts(f"* {captions.rst_text(name)}: x\n", writer="html",
+                         settings_overrides={"report_level": 1, "halt_level": 5})["body"]
+    assert "system-message" not in html and "<a " not in html and "<script" not in html and "<b>" not in html
+    assert "<em>" not in html and "<strong>" not in html
+    shown = name.replace("\n", "\\n").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert f"<li>{shown}: x</li>" in html.replace('"', "&quot;").replace("&quot;", '"')

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
+import types
 import zlib
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from pipeline import planned_resources, snakemake
+from pipeline import planned_jobs, planned_resources, snakemake
 from probes import forward_outputs
 
 from cnnpipe.deepdream import (
@@ -30,7 +33,7 @@ from cnnpipe.dream import (
     write_summary,
 )
 from cnnpipe.images import ImageError
-from cnnpipe.plan import dream_inputs, find_images
+from cnnpipe.plan import dream_inputs, find_images, folder_files
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"
@@ -411,3 +414,69 @@ def test_the_tiny_run_raises_the_layer_energy_of_every_photo(tiny_run):
                                                          pytest.approx(after, rel=0.02))
         assert after >= 1.25 * before, (row.name, before, after)
         assert row.energy_ratio >= 1.25
+
+
+HOSTILE_NAMES = ["`click`_", ":raw-html:`x`", "back\\slash", "a b_c*d*"]
+
+
+def hostile_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(np.full((24, 32, 3), 128, dtype=np.uint8))
+    for name in HOSTILE_NAMES + ["new\nline"]:
+        image.save(folder / f"{name}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_folder_names_that_cannot_be_outputs_are_reported_or_refused(tmp_path, capsys):
+    folder = hostile_folder(tmp_path / "photos")
+    files = folder_files(folder)
+    assert "new\nline.png" in files and "notes.txt" in files
+    images = dream_inputs({"folder": str(folder)}, files)
+    assert sorted(images) == sorted(HOSTILE_NAMES)
+    err = capsys.readouterr().err
+    assert "skipping files that are not images: ['notes.txt']" in err
+    assert "control characters (a newline)" in err and "'new\\nline.png'" in err
+    for bad in ("{x}.png", "<b>.png"):
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / bad)
+        with pytest.raises(ImageError, match=rf"{re.escape(bad)}.*dream.folder.*pattern"):
+            dream_inputs({"folder": str(folder)}, folder_files(folder))
+        (folder / bad).unlink()
+
+
+@pytest.mark.e2e
+def test_hostile_names_plan_and_render_as_plain_text(tmp_path):
+    """Snakemake plans a job for each name (the newline's file is reported and skipped), and
+    the caption shows each name as its characters: no link, role, tag or markup."""
+    import jinja2
+    from docutils.core import publish_parts
+
+    from cnnpipe.captions import dream_key_numbers, write_caption
+
+    folder = hostile_folder(tmp_path / "photos")
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"dream": {"folder": str(folder)}}))
+    plan = snakemake(tmp_path / "work", "--dry-run", "results/dream/summary.csv",
+                     configfiles=(ROOT / ".test" / "config.yaml", override))
+    assert planned_jobs(plan)["dream"] == len(HOSTILE_NAMES)
+    assert "new\\nline.png" in plan.stderr
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    template = jinja2.Environment().from_string((ROOT / "workflow" / "report" / "dream.rst").read_text())
+    def render(name: str) -> str:
+        row = tmp_path / "row.csv"
+        pd.DataFrame({"name": [name], "layers": ["blocks.3"], "energy_before": [1.0], "energy_after": [2.0],
+                      "energy_ratio": [2.0], "octaves": [2], "dream_width": [32], "dream_height": [24]}).to_csv(
+            row, index=False)
+        write_caption(tmp_path / "caption.rst", dream_key_numbers(row))
+        snakemake_object = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(name=name),
+                                                 output=types.SimpleNamespace(caption=str(tmp_path / "caption.rst")))
+        return publish_parts(template.render(snakemake=snakemake_object), writer="html",
+                             settings_overrides={"report_level": 1})["body"]
+
+    plain = render("cat")
+    assert "<li>cat: energy" in plain
+    for name in HOSTILE_NAMES:
+        # The same page as for a plain name, but for the name itself, shown as text.
+        html = render(name)
+        assert "system-message" not in html
+        assert html.replace(f"<li>{escape(name, quote=False)}: energy", "<li>cat: energy") == plain, name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def write_caption(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     if not lines:
         raise ValueError(f"no key numbers for caption {path}")
     return atomic_write_text(path, "".join(f"* {line}\n" for line in lines))
+
+
+def rst_text(value) -> str:
+    """``value`` as reStructuredText that shows exactly its characters and means nothing else:
+    every character but letters, digits and spaces (underscores too) is backslash-escaped (so no link, role,
+    emphasis or substitution can start), and control characters such as a newline, which
+    cannot be written so, are shown as escapes (``\\n``). Docutils escapes ``<`` and ``&`` in
+    the HTML it writes, so no tag gets through either."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(value))
+    return re.sub(r"([^\w ]|_)", r"\\\1", text)
 
 
 def _read_json(path) -> dict:
@@ -53,7 +64,7 @@ def training_key_numbers(eval_json, metrics_csv) -> list[str]:
     best = metrics.loc[metrics["test_accuracy"].idxmax()]
     return [
         f"Test accuracy **{format_percent(result['test_accuracy'])}** (test loss {result['test_loss']:.4f}) on "
-        f"{result['dataset']} after {result['epochs']} epochs; training accuracy "
+        f"{rst_text(result['dataset'])} after {result['epochs']} epochs; training accuracy "
         f"{format_percent(result['train_accuracy'])}.",
         f"Best test accuracy during training: {format_percent(best['test_accuracy'])} at epoch {int(best['epoch'])}.",
         f"{result['parameters']:,} trainable parameters; {len(result['classes'])} classes.",
@@ -86,7 +97,8 @@ def filters_key_numbers(table_csv, layer: str) -> list[str]:
     table = pd.read_csv(table_csv)
     won = int((table["activation"] > table["dataset_max"]).sum())
     ratio = table["ratio"].dropna()
-    lines = [f"{layer}: **{won} of {len(table)}** filters' x* activate them more than any reference image does."]
+    lines = [f"{rst_text(layer)}: **{won} of {len(table)}** filters' x* activate them more than any reference "
+             "image does."]
     if len(ratio):
         lines.append(f"a^k(x*) / largest a^k of the reference images: min {_num(ratio.min())}, median "
                      f"{_num(ratio.median())}, max {_num(ratio.max())}.")
@@ -165,7 +177,7 @@ def dream_key_numbers(row_csv) -> list[str]:
     """Activation energy before and after, per image."""
     table = pd.read_csv(row_csv)
     return [
-        f"{row.name}: energy (mean a^2 per layer, summed) at {row.layers} "
+        f"{rst_text(row.name)}: energy (mean a^2 per layer, summed) at {rst_text(row.layers)} "
         f"**{_num(row.energy_before)} -> {_num(row.energy_after)}** "
         f"(x{row.energy_ratio:.2f}), {row.octaves} octaves at {row.dream_width}x{row.dream_height} px."
         for row in table.itertuples(index=False)
@@ -176,9 +188,9 @@ def style_key_numbers(losses_csv) -> list[str]:
     """Initial and final style, content and total losses."""
     row = pd.read_csv(losses_csv).iloc[0]
     return [
-        f"{row['content']} in the style of {row['style']}, {int(row['evaluations'])} {row['optimizer']} "
-        f"evaluations on {row['backbone']}; content layer(s) {row['content_layers']}, style layers "
-        f"{row['style_layers']}:",
+        f"{rst_text(row['content'])} in the style of {rst_text(row['style'])}, {int(row['evaluations'])} "
+        f"{row['optimizer']} evaluations on {rst_text(row['backbone'])}; content layer(s) "
+        f"{rst_text(row['content_layers'])}, style layers {rst_text(row['style_layers'])}:",
         f"style loss **{_num(row['style_loss_initial'])} -> {_num(row['style_loss_final'])}**, content loss "
         f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "
         f"{_num(row['total_loss_initial'])} -> **{_num(row['total_loss_final'])}**.",

@@ -87,21 +87,45 @@ def _is_image_name(name: str) -> bool:
     return top_level and not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
+# Characters Snakemake reads as wildcards ({}) or path variables (<>) in a file path.
+_PATTERN_CHARACTERS = re.compile(r"[{}<>]")
+
+
+def folder_files(folder: str | os.PathLike) -> list[str]:
+    """The names of the plain files directly inside ``folder`` (none if it is missing)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_file())
+
+
 def dream_inputs(settings: Mapping, files: Iterable[str] = ()) -> dict[str, str]:
     """The images of the ``dream`` config section, name -> file, for the workflow.
 
     ``folder`` null: the bundled photos in ``photos`` (exported to results/photos/<name>.png).
-    Otherwise the images among ``files`` (the folder's ``glob_wildcards``), see
-    :func:`find_images`; other visible files are reported on stderr and skipped.
+    Otherwise the images among ``files`` (the folder's :func:`folder_files`), see
+    :func:`find_images`. Other visible files, and names with control characters (a newline),
+    which cannot be output file names, are reported on stderr and skipped. A name with
+    ``{ } < >``, which Snakemake would read as a pattern, stops the run naming the file.
     """
     folder = settings.get("folder")
     if folder is None:
         return {name: f"results/photos/{name}.png" for name in settings["photos"]}
-    files = list(files)
+    files = [f for f in files if not f.startswith(".")]
+    unprintable = sorted(f for f in files if not f.isprintable())
+    files = [f for f in files if f.isprintable()]
+    patterned = sorted(f for f in files if _is_image_name(f) and _PATTERN_CHARACTERS.search(f))
+    if patterned:
+        raise ImageError(Path(folder) / patterned[0],
+                         "dream.folder: the file name holds { } < >, which Snakemake reads as a pattern; rename it"
+                         + (f" (and {patterned[1:]})" if len(patterned) > 1 else ""))
     images = find_images(folder, files)
-    skipped = sorted(f for f in files if "/" not in f and not f.startswith(".") and not _is_image_name(f))
+    skipped = sorted(f for f in files if "/" not in f and not _is_image_name(f))
     if skipped:
         print(f"dream.folder {folder}: skipping files that are not images: {skipped}", file=sys.stderr)
+    if unprintable:
+        print(f"dream.folder {folder}: skipping files whose names hold control characters (a newline), which "
+              f"cannot be output file names: {unprintable}", file=sys.stderr)
     if "summary" in images:
         raise ImageError(images["summary"], "an image named 'summary' would collide with results/dream/summary.csv; "
                                             "rename it")
@@ -164,9 +188,10 @@ def style_pairs(settings: Mapping, photo_dir: str | os.PathLike = "results/photo
                 f"style: two pairs would both write results/style/{name}.png: {pairs[name]} and "
                 f"{(content, style)}; rename one of the files"
             )
-        if re.search(r"[/\\{}\x00-\x1f]", name):
-            raise ValueError(f"style: pair name {name!r} (from {content} and {style}) cannot be an output "
-                             "file name: rename the files without slashes, braces or control characters")
+        if re.search(r"[/\\{}<>\x00-\x1f\x7f]", name):
+            raise ValueError(f"style: pair name {name!r} (from {content!r} and {style!r}) cannot be an output "
+                             "file name: rename the files without slashes, braces, angle brackets or control "
+                             "characters")
         pairs[name] = (content, style)
     return pairs
 

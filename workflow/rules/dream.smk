@@ -1,9 +1,8 @@
 # DeepDream: one job per image (the bundled photos, or every image in dream.folder), then a
 # summary table and figure.
-import os
 import re
 
-from cnnpipe.plan import check_layer_names, dream_inputs
+from cnnpipe.plan import check_layer_names, dream_inputs, folder_files
 
 # Decided while the workflow is parsed: a dream.folder that is missing or holds no image
 # stops the run before any job starts, with the folder named.
@@ -15,11 +14,7 @@ check_layer_names(
 )
 DREAM_IMAGES = dream_inputs(
     config["dream"],
-    (
-        glob_wildcards(os.path.join(config["dream"]["folder"], "{file}")).file
-        if config["dream"]["folder"]
-        else []
-    ),
+    folder_files(config["dream"]["folder"]) if config["dream"]["folder"] else [],
 )
 
 
