@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 import yaml
 from pipeline import TINY, result_files, snakemake, snakemake_command
@@ -35,6 +36,21 @@ def test_nothing_is_written_outside_results_and_the_cache(tiny_run):
         (TINY.parent.parent / "config.yaml").read_text())["cache"]
     allowed = {"results", cache.split("/")[0], ".snakemake"}
     assert {path.name for path in tiny_run.iterdir()} <= allowed
+
+
+@pytest.mark.parametrize("override", [
+    {"model": {"conv_channels": [4, 8, 8, 8, 8]}},  # too deep for 12 px images: would fail in training
+    {"dream": {"tile": 1}},                          # no room for a margin: would fail in every dream job
+])
+def test_a_config_rejected_at_parse_time_leaves_every_result_as_it_was(tiny_run, tmp_path, override):
+    """A setting that passes the schema but cannot work is refused before any job, so
+    Snakemake never deletes the outputs of the jobs it would have rerun."""
+    before = {name: digest(path) for name, path in result_files(tiny_run, skip=()).items()}
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(override))
+    result = snakemake(tiny_run, "--cores", "2", configfiles=(TINY, config), check=False)
+    assert result.returncode != 0 and next(iter(override)) in result.stderr
+    assert {name: digest(path) for name, path in result_files(tiny_run, skip=()).items()} == before
 
 
 def figures(workdir: Path) -> list[Path]:

@@ -24,6 +24,56 @@ def weights_file(name: str, cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / WEIGHT_FILES[name]
 
 
+# The side of each dataset's images when dataset.image_size is 0 (an image folder's is known
+# only from its files).
+NATIVE_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "kmnist": 28, "cifar10": 32}
+# A DeepDream tile at least this large fits its margin at any layer stride here (at most 32).
+SAFE_TILE = 256
+
+
+def check_model_fits(dataset_cfg: Mapping, model_cfg: Mapping) -> None:
+    """Stop before any job when ``model.conv_channels`` has more 2x2 poolings than the image
+    side allows (each block halves it), so training never starts and deletes a good model."""
+    size = int(dataset_cfg.get("image_size") or 0) or NATIVE_SIZES.get(dataset_cfg["name"])
+    if size is None:
+        return
+    blocks = len(model_cfg["conv_channels"])
+    if size // 2**blocks < 1:
+        source = "dataset.image_size" if dataset_cfg.get("image_size") else f"the native size of {dataset_cfg['name']}"
+        raise ValueError(
+            f"model.conv_channels: {blocks} convolution blocks halve a {size} px image ({source}) {blocks} times, "
+            f"below one pixel; use at most {size.bit_length() - 1} blocks or a larger dataset.image_size"
+        )
+
+
+def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
+    """Stop before any job when ``dream.tile`` is too small for a window around its margin at
+    the dream layers' stride. Tiles of 0 (never tile) or from SAFE_TILE up need no network;
+    smaller ones are checked on the meta device."""
+    tile = int(dream_cfg["tile"])
+    if tile <= 0 or tile >= SAFE_TILE:
+        return
+    from cnnpipe.deepdream import TiledEnergy, resolve_layers, split_axis
+
+    model = _meta_network(dream_cfg["backbone"], model_cfg, None)
+    layers = resolve_layers(model, dream_cfg.get("layers"))
+
+    def fits(side: int) -> bool:
+        energy = TiledEnergy(model, layers, tile=side)
+        try:
+            split_axis(side + 1, side, energy.margin, energy.align)
+        except ValueError:
+            return False
+        return True
+
+    if not fits(tile):
+        smallest = next(side for side in range(tile + 1, SAFE_TILE + 1) if fits(side))
+        raise ValueError(
+            f"dream.tile: {tile} px leaves no room inside a window for its margin of context at the stride of "
+            f"the layers {layers} (backbone {dream_cfg['backbone']!r}); use 0 (never tile) or at least {smallest} px"
+        )
+
+
 def trained_conv_layers(model_cfg: Mapping) -> list[str]:
     """The convolution layers the config's ``model`` section builds: conv1 ... convN."""
     return [f"conv{i}" for i in range(1, len(model_cfg["conv_channels"]) + 1)]

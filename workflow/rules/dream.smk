@@ -2,7 +2,7 @@
 # summary table and figure.
 import re
 
-from cnnpipe.plan import check_layer_names, dream_inputs, folder_files
+from cnnpipe.plan import check_dream_tile, check_layer_names, dream_inputs, folder_files
 
 # Decided while the workflow is parsed: a dream.folder that is missing or holds no image
 # stops the run before any job starts, with the folder named.
@@ -12,6 +12,7 @@ check_layer_names(
     config["dream"]["layers"],
     config["model"],
 )
+check_dream_tile(config["dream"], config["model"])
 DREAM_IMAGES = dream_inputs(
     config["dream"],
     folder_files(config["dream"]["folder"]) if config["dream"]["folder"] else [],

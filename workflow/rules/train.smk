@@ -1,3 +1,10 @@
+from cnnpipe.plan import check_model_fits
+
+# Checked while the workflow is parsed: a model too deep for the image size stops the run
+# before training could start (and delete the previous model).
+check_model_fits(config["dataset"], config["model"])
+
+
 rule train:
     input:
         data="results/data/dataset.pt",
