@@ -19,3 +19,16 @@ def test_job_output_and_failures_land_in_the_log(tmp_path):
     assert "RuntimeError: the job failed" in text
     assert not any(isinstance(h, logging.StreamHandler) and getattr(h.stream, "name", "") == str(log)
                    for h in logging.getLogger().handlers)
+
+
+def test_a_resumed_jobs_log_starts_with_the_earlier_attempts_lines(tmp_path):
+    log, history = tmp_path / "logs" / "train.log", tmp_path / "checkpoints" / "train.log"
+    with job_logging(log, history=history):
+        print("first attempt, epoch 1")
+    log.unlink()  # Snakemake deletes the log of an incomplete job before it reruns it
+    with job_logging(log, history=history, resume=True):
+        print("resumed, epoch 2")
+    assert log.read_text() == history.read_text() == "first attempt, epoch 1\nresumed, epoch 2\n"
+    with job_logging(log, history=history):  # a fresh start forgets them
+        print("fresh")
+    assert log.read_text() == history.read_text() == "fresh\n"

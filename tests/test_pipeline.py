@@ -123,7 +123,9 @@ def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
     # The kernel freed the killed run's lock: the next run takes it, removes the stale
     # Snakemake locks and resumes.
     snakemake(killed, "--cores", "2", "--rerun-incomplete", target, configfiles=configs)
-    assert "resuming from" in (killed / "results" / "logs" / "train.log").read_text()
+    log = (killed / "results" / "logs" / "train.log").read_text()
+    # The log keeps the killed attempt's epochs above the resumed ones.
+    assert log.count("training on") == 2 and log.index("epoch 1/40") < log.index("resuming from")
     assert not list((killed / ".snakemake" / "locks").glob("*.lock"))
     snakemake(whole, "--cores", "2", target, configfiles=configs)
     assert (killed / target).read_bytes() == (whole / target).read_bytes()

@@ -15,12 +15,34 @@ from tqdm.auto import tqdm
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _Tee:
+    """A text stream that writes to several, for a log kept in two places."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 @contextlib.contextmanager
-def job_logging(log_path: str | os.PathLike | None) -> Iterator[logging.Logger]:
+def job_logging(log_path: str | os.PathLike | None, *, history: str | os.PathLike | None = None,
+                resume: bool = False) -> Iterator[logging.Logger]:
     """Send stdout, stderr (tqdm included) and the ``logging`` records of one job to ``log_path``.
 
     A failure is written to the log with its traceback and raised again, so Snakemake
-    reports the job as failed and removes its outputs.
+    reports the job as failed and removes its outputs. ``history``: a second copy of the log
+    outside Snakemake's outputs, which survives a killed job; with ``resume`` the log starts
+    with the earlier attempts' lines from it, and the copy grows on.
     """
     logger = logging.getLogger("cnnpipe")
     if log_path is None:
@@ -28,7 +50,15 @@ def job_logging(log_path: str | os.PathLike | None) -> Iterator[logging.Logger]:
         yield logger
         return
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8", buffering=1) as handle:
+    with contextlib.ExitStack() as stack:
+        handle = stack.enter_context(open(log_path, "w", encoding="utf-8", buffering=1))
+        if history is not None:
+            history = Path(history)
+            history.parent.mkdir(parents=True, exist_ok=True)
+            if resume and history.exists():
+                handle.write(history.read_text(encoding="utf-8"))
+            kept = stack.enter_context(open(history, "a" if resume else "w", encoding="utf-8", buffering=1))
+            handle = _Tee(handle, kept)
         handler = logging.StreamHandler(handle)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root = logging.getLogger()

@@ -119,6 +119,18 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
     return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes).numpy()
 
 
+def interrupted_attempt(checkpoint_dir: str | os.PathLike | None, epochs: int) -> bool:
+    """Whether ``checkpoint_dir`` holds the last checkpoint of an attempt that stopped before
+    ``epochs`` (a killed job, which this run may resume): its log lines are worth keeping."""
+    last = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    if last is None or not last.exists():
+        return False
+    try:
+        return int(ckpt.load_checkpoint(last)["epoch"]) < int(epochs)
+    except (ValueError, KeyError, OSError):
+        return False
+
+
 def _resume(last: Path | None, stamp: str, model, optimizer, scheduler, generator, epochs: int):
     """Restore the run from ``last`` when it is this run's checkpoint: (metrics, epochs done);
     otherwise nothing changes and the run starts at epoch 0."""

@@ -1,12 +1,18 @@
 """Rule `train`: train (or resume) the lecture CNN and write its checkpoint and metrics."""
 
+from pathlib import Path
+
 import torch
 
 from cnnpipe.captions import training_key_numbers, write_caption
 from cnnpipe.logs import job_logging
-from cnnpipe.train import run_training
+from cnnpipe.train import interrupted_attempt, run_training
 
-with job_logging(snakemake.log[0]):
+# The log is kept beside the checkpoints too, so a resumed run's log starts with the killed
+# attempt's lines (Snakemake deletes the log of an incomplete job).
+resumed = interrupted_attempt(snakemake.params.checkpoints, snakemake.params.train["epochs"])
+history = Path(snakemake.params.checkpoints) / "train.log"
+with job_logging(snakemake.log[0], history=history, resume=resumed):
     torch.set_num_threads(snakemake.threads)
     run_training(
         data_path=snakemake.input.data,
