@@ -86,5 +86,8 @@ def test_foreign_and_truncated_files_name_the_file(tmp_path):
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ValueError, match="truncated.pt"):
         ckpt.load_checkpoint(truncated)
+    # A stage reading the trained model says how to get it back.
+    with pytest.raises(ValueError, match=r"truncated.pt cannot be read.*-R train.*checkpoints/last.pt"):
+        ckpt.load_model(truncated)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         ckpt.load_checkpoint(tmp_path / "missing.pt")

@@ -383,9 +383,13 @@ def test_imagefolder_errors(tmp_path):
     assert str(exc_info.value).startswith(str(root / "zebra"))
 
     (root / "zebra" / "stripes 1 ü.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))
+    (root / "zebra" / "stripes 2.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(ImageError) as exc_info:
         prepare(tmp_path, {"name": "imagefolder", "folder": str(root), "image_size": 8})
-    assert str(exc_info.value).startswith(str(root / "zebra" / "stripes 1 ü.png"))
+    # Every unreadable file is named at once, each with its own reason.
+    message = str(exc_info.value)
+    assert message.startswith(f"{root}: dataset.folder: 2 image file(s) cannot be read")
+    assert f"\n  {root / 'zebra' / 'stripes 1 ü.png'}: " in message and f"\n  {root / 'zebra' / 'stripes 2.jpg'}: " in message
 
     mixed = tmp_path / "mixed"
     make_tree(mixed)

@@ -93,9 +93,19 @@ def model_from_state(state: dict[str, Any]) -> LectureCNN:
     return model.eval()
 
 
+# What a stage that reads the trained model says when the file is damaged: the training rule
+# rebuilds it, resuming from its last per-epoch checkpoint.
+REBUILD_HINT = ("rebuild it with `snakemake --cores 4 -R train` (training resumes from "
+                "results/train/checkpoints/last.pt where that matches the config)")
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LectureCNN:
-    """The trained CNN from a checkpoint, in eval mode, with its class names as ``.classes``."""
-    state = load_checkpoint(path, map_location)
+    """The trained CNN from a checkpoint, in eval mode, with its class names as ``.classes``.
+    A file that cannot be read is a ValueError that says how to rebuild it."""
+    try:
+        state = load_checkpoint(path, map_location)
+    except ValueError as error:
+        raise ValueError(f"{error}; {REBUILD_HINT}") from error
     model = model_from_state(state)
     model.classes = list(state["classes"])
     return model

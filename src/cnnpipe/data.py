@@ -316,7 +316,7 @@ def _load_digits(test_fraction: float, seed: int) -> tuple[dict[str, torch.Tenso
 
 
 def _load_imagefolder(folder, channels: int, image_size: int | None, test_fraction: float, seed: int):
-    from cnnpipe.images import list_images, load_image, pil_to_tensor
+    from cnnpipe.images import ImageError, list_images, load_image, pil_to_tensor
 
     if folder is None:
         raise ValueError("dataset.folder: required when dataset.name is 'imagefolder'")
@@ -331,9 +331,14 @@ def _load_imagefolder(folder, channels: int, image_size: int | None, test_fracti
     mode = "L" if channels == 1 else "RGB"
     images, labels = [], []
     native_size = None
+    broken: list[ImageError] = []
     for label, class_dir in enumerate(class_dirs):
         for path in list_images(class_dir):
-            tensor = (pil_to_tensor(load_image(path, mode=mode)) * 255.0).round().to(torch.uint8)
+            try:
+                tensor = (pil_to_tensor(load_image(path, mode=mode)) * 255.0).round().to(torch.uint8)
+            except ImageError as error:  # go on, to name every bad file at once
+                broken.append(error)
+                continue
             if image_size:
                 tensor = _resize_uint8(tensor[None], image_size)[0]
             elif native_size is None:
@@ -345,6 +350,10 @@ def _load_imagefolder(folder, channels: int, image_size: int | None, test_fracti
                 )
             images.append(tensor)
             labels.append(label)
+    if broken:
+        listed = "\n".join(f"  {error}" for error in broken)
+        raise ImageError(root, f"dataset.folder: {len(broken)} image file(s) cannot be read; fix or remove "
+                               f"them:\n{listed}")
     stacked = torch.stack(images)
     label_array = np.asarray(labels, dtype=np.int64)
     train_idx, test_idx = _stratified_split(label_array, test_fraction, seed, f"image folder {root}")
