@@ -480,3 +480,20 @@ def test_hostile_names_plan_and_render_as_plain_text(tmp_path):
         html = render(name)
         assert "system-message" not in html
         assert html.replace(f"<li>{escape(name, quote=False)}: energy", "<li>cat: energy") == plain, name
+
+
+@pytest.mark.e2e
+def test_each_dream_job_declares_memory_for_its_photo(tmp_path):
+    """mem_mb follows the photo's size (read from its header), so a cluster gives a large
+    photo what it needs: a 60-megapixel photo peaked at 4.67 GB (measured when mem_mb was a
+    flat 4000), and its declaration now covers that with room."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "small.png").write_bytes(_png_claiming(640, 480))
+    (folder / "huge.png").write_bytes(_png_claiming(7746, 7746))
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"dream": {"folder": str(folder)}}))
+    plan = snakemake(tmp_path / "work", "--dry-run", "results/dream/small.png", "results/dream/huge.png",
+                     configfiles=(ROOT / ".test" / "config.yaml", override))
+    declared = sorted(int(job["mem_mb"]) for job in planned_resources(plan)["dream"])
+    assert len(declared) == 2 and declared[0] < 2000 and declared[1] > 1.1 * 4670

@@ -74,6 +74,29 @@ def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
         )
 
 
+# The memory of one DeepDream job, in MB, from peak RSS measured on EfficientNet-Lite0 on two
+# CPU cores (benchmarks/dream_memory.py): the process with torch and the network, the
+# activations and gradients of one window (per million window pixels), and the copies of the
+# photo (per million photo pixels; more with smaller octaves kept beside it).
+DREAM_MEMORY_MB = {"base": 900, "per_window_mp": 1500, "per_photo_mp": 100, "octaves_factor": 1.7, "margin": 1.3}
+
+
+def dream_mem_mb(image: str | os.PathLike, dream_cfg: Mapping) -> int:
+    """The ``mem_mb`` a DeepDream job declares for ``image``: enough for its measured peak,
+    with a margin, for the photo's size (read from its header) and ``dream.tile``."""
+    from PIL import Image
+
+    with Image.open(image) as photo:
+        width, height = photo.size
+    photo_mp = width * height / 1e6
+    tile = int(dream_cfg["tile"])
+    window_mp = photo_mp if tile <= 0 else min(photo_mp, tile * tile / 1e6)
+    cost = DREAM_MEMORY_MB
+    per_photo = cost["per_photo_mp"] * (cost["octaves_factor"] if int(dream_cfg["octaves"]) > 1 else 1.0)
+    mb = (cost["base"] + cost["per_window_mp"] * window_mp + per_photo * photo_mp) * cost["margin"]
+    return int(-(-mb // 100) * 100)
+
+
 def trained_conv_layers(model_cfg: Mapping) -> list[str]:
     """The convolution layers the config's ``model`` section builds: conv1 ... convN."""
     return [f"conv{i}" for i in range(1, len(model_cfg["conv_channels"]) + 1)]

@@ -2,7 +2,13 @@
 # summary table and figure.
 import re
 
-from cnnpipe.plan import check_dream_tile, check_layer_names, dream_inputs, folder_files
+from cnnpipe.plan import (
+    check_dream_tile,
+    check_layer_names,
+    dream_inputs,
+    dream_mem_mb,
+    folder_files,
+)
 
 # Decided while the workflow is parsed: a dream.folder that is missing or holds no image
 # stops the run before any job starts, with the folder named.
@@ -44,7 +50,9 @@ rule dream:
     threads: 1
     resources:
         gpu=0 if config["device"] == "cpu" else 1,
-        mem_mb=4000,
+        # from the photo's size and the tile (plan.dream_mem_mb, measured by
+        # benchmarks/dream_memory.py)
+        mem_mb=lambda wildcards, input: dream_mem_mb(input.image, config["dream"]),
         runtime=60,
     params:
         # the image list is left out: adding an image reruns no other image
