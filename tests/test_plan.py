@@ -64,3 +64,14 @@ def test_imagenet_layer_names_are_checked_on_the_meta_device():
     with pytest.raises(ValueError, match=r"^dream\.layers: layer 'conv4_5' is not in backbone 'vgg19'; "
                                          r"close matches: \[.*'conv4_4'"):
         plan.check_layer_names("dream.layers", "vgg19", ["conv4_5"])
+
+
+def test_input_sizes_are_checked_against_the_network_only_where_they_could_fail():
+    plan.check_input_size("classes.image_size", "vgg19", 32)  # the smallest that runs
+    with pytest.raises(ValueError, match=r"fooling.image_size: 31 px .* 'vgg19'.* at least 32 px"):
+        plan.check_input_size("fooling.image_size", "vgg19", 31)
+    # Style transfer reads VGG19 only up to conv5_1, which runs at 16 px.
+    plan.check_input_size("style.image_size", "vgg19", 16, [])
+    code = ("import sys, cnnpipe.plan as p; p.check_input_size('classes.image_size', 'vgg19', 128); "
+            "p.check_input_size('classes.image_size', 'trained', 16); print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -185,6 +185,7 @@ def test_a_finished_run_moved_elsewhere_has_nothing_to_do(tiny_run, tmp_path):
         ({"classes": {"objective": "margin"}}, ["objective", "probability", "logit"]),
         ({"model": {"conv_channels": [4, 8, 8, 8, 8]}}, ["model.conv_channels", "12 px", "at most 3 blocks"]),
         ({"dream": {"tile": 1}}, ["dream.tile", "1 px", "at least 80 px"]),
+        ({"classes": {"backbone": "vgg19", "image_size": 16}}, ["classes.image_size", "vgg19", "at least 32 px"]),
         ({"fooling": {"imagenet_classes": [1, 1000]}}, ["fooling", "imagenet_classes", "1000", "999"]),
         ({"fooling": {"imagenet_classes": []}}, ["fooling", "imagenet_classes"]),
     ],

@@ -97,6 +97,45 @@ def dream_mem_mb(image: str | os.PathLike, dream_cfg: Mapping) -> int:
     return int(-(-mb // 100) * 100)
 
 
+# Every ImageNet backbone here runs at this input side or more; smaller sizes are checked.
+SAFE_INPUT = 64
+
+
+def check_input_size(key: str, backbone: str, size: int, layers: Sequence[str] | None = None) -> None:
+    """Stop before any job when an ImageNet ``backbone`` cannot run on ``size`` px images (its
+    poolings would shrink them below one pixel): the whole network, or only up to ``layers``
+    (aliases allowed; style transfer reads no deeper; an empty list means the backbone's default
+    content and style layers). The message names ``key`` and the
+    smallest size that works. Sizes from SAFE_INPUT up need no network (torch stays unloaded)."""
+    if backbone == "trained" or int(size) >= SAFE_INPUT:
+        return
+    import torch
+
+    model = _meta_network(backbone, None, None)
+    if layers is not None and not layers:  # style transfer's defaults: the content and style layers
+        from cnnpipe.backbones import DEFAULT_LAYERS
+
+        defaults = DEFAULT_LAYERS.get(backbone, {})
+        layers = [defaults.get("content"), *defaults.get("style", ())] if defaults else None
+    targets = [_qualified_layer(model, backbone, name) for name in layers or []]
+
+    def runs(side: int) -> bool:
+        try:
+            if targets:
+                for target in targets:
+                    _check_feature_map(model, target, (3, side, side), "")
+            else:
+                model(torch.zeros(1, 3, side, side, device="meta"))
+        except (RuntimeError, ValueError):
+            return False
+        return True
+
+    if not runs(int(size)):
+        smallest = next(side for side in range(int(size) + 1, SAFE_INPUT + 1) if runs(side))
+        raise ValueError(f"{key}: {size} px is too small for backbone {backbone!r}: its poolings shrink the image "
+                         f"below one pixel; use at least {smallest} px")
+
+
 def trained_conv_layers(model_cfg: Mapping) -> list[str]:
     """The convolution layers the config's ``model`` section builds: conv1 ... convN."""
     return [f"conv{i}" for i in range(1, len(model_cfg["conv_channels"]) + 1)]

@@ -1,5 +1,11 @@
 # Per-class activation maximization ("can we see digits?"): x* = argmax_x y^i for every class,
 # plain, with the slide's L1 term, and regularized; judged by an independent pixel classifier.
+from cnnpipe.plan import check_input_size
+
+# Checked while the workflow is parsed: an ImageNet backbone that cannot run at image_size.
+check_input_size(
+    "classes.image_size", config["classes"]["backbone"], config["classes"]["image_size"]
+)
 CLASSES_BACKBONE = config["classes"]["backbone"]
 
 

@@ -1,5 +1,11 @@
 # Fooling images (Nguyen et al. 2015): unrecognizable images the network is sure about, by
 # gradient ascent from noise and by evolving CPPN images.
+from cnnpipe.plan import check_input_size
+
+# Checked while the workflow is parsed: an ImageNet backbone that cannot run at image_size.
+check_input_size(
+    "fooling.image_size", config["fooling"]["backbone"], config["fooling"]["image_size"]
+)
 FOOLING_BACKBONE = config["fooling"]["backbone"]
 
 

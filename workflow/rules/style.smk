@@ -2,7 +2,7 @@
 # <content>__<style> after the two images.
 import re
 
-from cnnpipe.plan import check_layer_names, style_pairs
+from cnnpipe.plan import check_input_size, check_layer_names, style_pairs
 
 # Decided while the workflow is parsed: an empty pair list, a missing file or folder, or two
 # pairs with one name stop the run before any job starts, naming the config key at fault.
@@ -13,6 +13,12 @@ for key in ("content_layers", "style_layers"):
         config["style"][key],
         config["model"],
     )
+check_input_size(
+    "style.image_size",
+    config["style"]["backbone"],
+    config["style"]["image_size"],
+    [*config["style"]["content_layers"], *config["style"]["style_layers"]],
+)
 STYLE_PAIRS = style_pairs(
     config["style"], photo_dir="results/photos", sample_photos=SAMPLE_PHOTOS
 )
