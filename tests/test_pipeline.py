@@ -83,7 +83,7 @@ def test_report_captions_give_this_runs_numbers(tiny_run, tiny_report):
 
 KILL_CONFIG = {
     "model": {"conv_channels": [16, 32], "hidden": [64], "dropout": 0.1},
-    "train": {"epochs": 40, "batch_size": 16, "lr": 0.003},
+    "train": {"epochs": 12, "batch_size": 16, "lr": 0.003},
 }
 
 
@@ -104,8 +104,10 @@ def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
 
-    # While it trains, a second run on other targets is refused before it changes anything:
-    # it cannot start a second training or remove the first run's Snakemake locks.
+    # While it trains (paused, so that it cannot finish meanwhile), a second run on other
+    # targets is refused before it changes anything: it cannot start a second training or
+    # remove the first run's Snakemake locks.
+    os.killpg(process.pid, signal.SIGSTOP)
     locks = sorted((killed / ".snakemake" / "locks").iterdir())
     second = snakemake(killed, "--cores", "1", "--rerun-incomplete", target, "results/lecture/conv_example.json",
                        configfiles=configs, check=False)
@@ -118,14 +120,14 @@ def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / target).exists(), "training finished before it could be killed"
-    assert 1 <= torch.load(last, weights_only=True)["epoch"] < 40
+    assert 1 <= torch.load(last, weights_only=True)["epoch"] < 12
 
     # The kernel freed the killed run's lock: the next run takes it, removes the stale
     # Snakemake locks and resumes.
     snakemake(killed, "--cores", "2", "--rerun-incomplete", target, configfiles=configs)
     log = (killed / "results" / "logs" / "train.log").read_text()
     # The log keeps the killed attempt's epochs above the resumed ones.
-    assert log.count("training on") == 2 and log.index("epoch 1/40") < log.index("resuming from")
+    assert log.count("training on") == 2 and log.index("epoch 1/12") < log.index("resuming from")
     assert not list((killed / ".snakemake" / "locks").glob("*.lock"))
     snakemake(whole, "--cores", "2", target, configfiles=configs)
     assert (killed / target).read_bytes() == (whole / target).read_bytes()

@@ -86,8 +86,11 @@ def dream_mem_mb(image: str | os.PathLike, dream_cfg: Mapping) -> int:
     with a margin, for the photo's size (read from its header) and ``dream.tile``."""
     from PIL import Image
 
-    with Image.open(image) as photo:
-        width, height = photo.size
+    try:
+        with Image.open(image) as photo:
+            width, height = photo.size
+    except Exception:  # noqa: BLE001 - not an image: the job itself stops with a message naming the file
+        width = height = 0
     photo_mp = width * height / 1e6
     tile = int(dream_cfg["tile"])
     window_mp = photo_mp if tile <= 0 else min(photo_mp, tile * tile / 1e6)

@@ -8,10 +8,10 @@ from cnnpipe.captions import training_key_numbers, write_caption
 from cnnpipe.logs import job_logging
 from cnnpipe.train import interrupted_attempt, run_training
 
-# The log is kept beside the checkpoints too, so a resumed run's log starts with the killed
-# attempt's lines (Snakemake deletes the log of an incomplete job).
+# The log is kept in a second file too, so a resumed run's log starts with the killed
+# attempt's lines (Snakemake deletes the log of an incomplete job, not this copy).
 resumed = interrupted_attempt(snakemake.params.checkpoints, snakemake.params.train["epochs"])
-history = Path(snakemake.params.checkpoints) / "train.log"
+history = Path(snakemake.log[0]).with_suffix(".attempts.log")
 with job_logging(snakemake.log[0], history=history, resume=resumed):
     torch.set_num_threads(snakemake.threads)
     run_training(
