@@ -79,3 +79,20 @@ def planned_resources(result: subprocess.CompletedProcess) -> dict[str, list[dic
             jobs.setdefault(rule, []).append({key.strip(): value.strip() for key, value in pairs})
             rule = None
     return jobs
+
+
+def render_caption(template: str, config: dict, *, caption: str, params: dict | None = None, **wildcards) -> str:
+    """The caption ``workflow/report/<template>.rst`` as the report shows it: rendered by Jinja
+    with a stand-in ``snakemake`` object (its ``config``, ``params``, ``wildcards`` and
+    ``output.caption``), then by docutils to HTML (the body). ``caption``, the key-numbers file,
+    is included relative to the working directory, as Snakemake renders it."""
+    import types
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    snakemake = types.SimpleNamespace(config=config, params=types.SimpleNamespace(**(params or {})),
+                                      wildcards=types.SimpleNamespace(**wildcards),
+                                      output=types.SimpleNamespace(caption=str(caption)))
+    text = jinja2.Environment().from_string((ROOT / "workflow" / "report" / f"{template}.rst").read_text())
+    return publish_parts(text.render(snakemake=snakemake), writer="html", settings_overrides={"report_level": 1})["body"]

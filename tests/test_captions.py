@@ -6,6 +6,8 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
+from pipeline import ROOT, render_caption
 
 from cnnpipe import captions
 
@@ -89,23 +91,12 @@ def test_an_empty_caption_is_refused_and_nothing_is_written(tmp_path):
 @pytest.mark.parametrize("template", ["classes", "fooling"])
 @pytest.mark.parametrize("backbone", ["trained", "efficientnet_lite0"])
 def test_class_stage_captions_render_for_the_trained_cnn_and_a_backbone(tmp_path, monkeypatch, template, backbone):
-    import types
-    from pathlib import Path
-
-    import jinja2
-    import yaml
-    from docutils.core import publish_parts
-
-    root = Path(__file__).resolve().parents[1]
-    config = yaml.safe_load((root / "config.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config[template]["backbone"] = backbone
     monkeypatch.chdir(tmp_path)  # Snakemake renders from the working directory
     captions.write_caption("numbers.rst", ["**3 of 10** classes"])
-    snakemake = types.SimpleNamespace(
-        config=config, params=types.SimpleNamespace(**{template: config[template]}),
-        wildcards=types.SimpleNamespace(method="gradient"), output=types.SimpleNamespace(caption="numbers.rst"))
-    text = jinja2.Environment().from_string((root / "workflow" / "report" / f"{template}.rst").read_text())
-    html = publish_parts(text.render(snakemake=snakemake), writer="html", settings_overrides={"report_level": 1})["body"]
+    html = render_caption(template, config, caption="numbers.rst", params={template: config[template]},
+                          method="gradient")
     assert "system-message" not in html and "<strong>3 of 10</strong> classes" in html
     if backbone == "trained":
         assert "raw pixels" in html and "ImageNet" not in html
@@ -118,25 +109,14 @@ def test_class_stage_captions_render_for_the_trained_cnn_and_a_backbone(tmp_path
 def test_captions_name_no_layer_of_a_backbone_other_than_the_configured_one(tmp_path, monkeypatch, template):
     """With vgg19 and its default layers, no EfficientNet layer name (blocks.N, stem) or name of
     another network appears: the layers used come from the run's CSV, not from the template."""
-    import types
-    from pathlib import Path
-
-    import jinja2
-    import yaml
-    from docutils.core import publish_parts
-
-    root = Path(__file__).resolve().parents[1]
-    config = yaml.safe_load((root / "config.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config[template]["backbone"] = "vgg19"
     if template != "filters":
         config[template].update({key: [] for key in ("layers", "content_layers", "style_layers") if key in config[template]})
     monkeypatch.chdir(tmp_path)
     captions.write_caption("numbers.rst", ["the run's numbers"])
-    snakemake = types.SimpleNamespace(
-        config=config, params=types.SimpleNamespace(**{template: config[template]}),
-        wildcards=types.SimpleNamespace(layer="conv3_1"), output=types.SimpleNamespace(caption="numbers.rst"))
-    text = jinja2.Environment().from_string((root / "workflow" / "report" / f"{template}.rst").read_text())
-    html = publish_parts(text.render(snakemake=snakemake), writer="html", settings_overrides={"report_level": 1})["body"]
+    html = render_caption(template, config, caption="numbers.rst", params={template: config[template]},
+                          layer="conv3_1")
     assert "system-message" not in html and "the run's numbers" in html
     for foreign in ("blocks.", "stem", "efficientnet", "Lite0", "inception"):
         assert foreign not in html, foreign

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 import struct
-import types
 import zlib
 from html import escape
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from pipeline import planned_jobs, planned_resources, snakemake
+from pipeline import planned_jobs, planned_resources, render_caption, snakemake
 from probes import forward_outputs
 
 from cnnpipe.deepdream import (
@@ -448,9 +447,6 @@ def test_folder_names_that_cannot_be_outputs_are_reported_or_refused(tmp_path, c
 def test_hostile_names_plan_and_render_as_plain_text(tmp_path):
     """Snakemake plans a job for each name (the newline's file is reported and skipped), and
     the caption shows each name as its characters: no link, role, tag or markup."""
-    import jinja2
-    from docutils.core import publish_parts
-
     from cnnpipe.captions import dream_key_numbers, write_caption
 
     folder = hostile_folder(tmp_path / "photos")
@@ -461,17 +457,14 @@ def test_hostile_names_plan_and_render_as_plain_text(tmp_path):
     assert planned_jobs(plan)["dream"] == len(HOSTILE_NAMES)
     assert "new\\nline.png" in plan.stderr
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    template = jinja2.Environment().from_string((ROOT / "workflow" / "report" / "dream.rst").read_text())
+
     def render(name: str) -> str:
         row = tmp_path / "row.csv"
         pd.DataFrame({"name": [name], "layers": ["blocks.3"], "energy_before": [1.0], "energy_after": [2.0],
                       "energy_ratio": [2.0], "octaves": [2], "dream_width": [32], "dream_height": [24]}).to_csv(
             row, index=False)
         write_caption(tmp_path / "caption.rst", dream_key_numbers(row))
-        snakemake_object = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(name=name),
-                                                 output=types.SimpleNamespace(caption=str(tmp_path / "caption.rst")))
-        return publish_parts(template.render(snakemake=snakemake_object), writer="html",
-                             settings_overrides={"report_level": 1})["body"]
+        return render_caption("dream", config, caption=tmp_path / "caption.rst", name=name)
 
     plain = render("cat")
     assert "<li>cat: energy" in plain

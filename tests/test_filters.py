@@ -192,8 +192,7 @@ def test_figure_title_counts_the_filters_that_beat_the_data():
 
 
 def test_caption_renders_with_this_runs_numbers_for_the_trained_cnn_and_a_backbone(tmp_path, monkeypatch):
-    import jinja2
-    from docutils.core import publish_parts
+    from pipeline import render_caption
 
     from cnnpipe.captions import filters_key_numbers, write_caption
 
@@ -202,13 +201,9 @@ def test_caption_renders_with_this_runs_numbers_for_the_trained_cnn_and_a_backbo
     filters.filter_table([0, 1, 2], [3.0, 1.0, 2.0], [1.0, 2.0, 1.0]).to_csv("conv2.csv", index=False)
     write_caption("results/captions/filters/conv2.rst", filters_key_numbers("conv2.csv", "conv2"))
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    template = jinja2.Environment().from_string((ROOT / "workflow" / "report" / "filters.rst").read_text())
     for backbone, expected in [("trained", "training image"), ("vgg19", "scikit-image")]:
         config["filters"]["backbone"] = backbone
-        snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(layer="conv2"),
-                                          output=types.SimpleNamespace(caption="results/captions/filters/conv2.rst"))
-        html = publish_parts(template.render(snakemake=snakemake), writer="html",
-                             settings_overrides={"report_level": 1})["body"]
+        html = render_caption("filters", config, caption="results/captions/filters/conv2.rst", layer="conv2")
         assert "system-message" not in html and expected in html and "conv2" in html
         assert "<strong>2 of 3</strong> filters" in html and "min 0.5, median 2, max 3" in html
 

@@ -116,8 +116,7 @@ def layer_activations(model: nn.Module, layer: str, images: Tensor, *, batch_siz
     rows = []
     with ascent.frozen(model), ascent.capture(model, [layer]) as acts:
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size].to(device)
-            chunk = chunk.float().div(255.0) if chunk.dtype == torch.uint8 else chunk.float()
+            chunk = as_unit_images(images[start:start + batch_size].to(device))
             rows.append(_feature_map(acts.run(chunk), layer).sum(dim=(2, 3)).float().cpu())
     if not rows:
         raise ValueError(f"layer_activations: no images given for layer {layer!r}")

@@ -31,6 +31,12 @@ NATIVE_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "kmnist": 28, "ci
 SAFE_TILE = 256
 
 
+def _smallest_working(start: int, limit: int, works) -> int | None:
+    """The smallest side in (start, limit] for which ``works(side)`` holds, for an error
+    message that says what to use instead; None if there is none."""
+    return next((side for side in range(start + 1, limit + 1) if works(side)), None)
+
+
 def check_model_fits(dataset_cfg: Mapping, model_cfg: Mapping) -> None:
     """Stop before any job when ``model.conv_channels`` has more 2x2 poolings than the image
     side allows (each block halves it), so training never starts and deletes a good model."""
@@ -67,7 +73,7 @@ def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
         return True
 
     if not fits(tile):
-        smallest = next(side for side in range(tile + 1, SAFE_TILE + 1) if fits(side))
+        smallest = _smallest_working(tile, SAFE_TILE, fits)
         raise ValueError(
             f"dream.tile: {tile} px leaves no room inside a window for its margin of context at the stride of "
             f"the layers {layers} (backbone {dream_cfg['backbone']!r}); use 0 (never tile) or at least {smallest} px"
@@ -89,7 +95,7 @@ def dream_mem_mb(image: str | os.PathLike, dream_cfg: Mapping) -> int:
     try:
         with Image.open(image) as photo:
             width, height = photo.size
-    except Exception:  # noqa: BLE001 - not an image: the job itself stops with a message naming the file
+    except Exception:  # not an image: the job itself stops with a message naming the file
         width = height = 0
     photo_mp = width * height / 1e6
     tile = int(dream_cfg["tile"])
@@ -108,8 +114,8 @@ def check_input_size(key: str, backbone: str, size: int, layers: Sequence[str] |
     """Stop before any job when an ImageNet ``backbone`` cannot run on ``size`` px images (its
     poolings would shrink them below one pixel): the whole network, or only up to ``layers``
     (aliases allowed; style transfer reads no deeper; an empty list means the backbone's default
-    content and style layers). The message names ``key`` and the
-    smallest size that works. Sizes from SAFE_INPUT up need no network (torch stays unloaded)."""
+    content and style layers). The message names ``key`` and the smallest size that works.
+    Sizes from SAFE_INPUT up need no network (torch stays unloaded)."""
     if backbone == "trained" or int(size) >= SAFE_INPUT:
         return
     import torch
@@ -134,7 +140,7 @@ def check_input_size(key: str, backbone: str, size: int, layers: Sequence[str] |
         return True
 
     if not runs(int(size)):
-        smallest = next(side for side in range(int(size) + 1, SAFE_INPUT + 1) if runs(side))
+        smallest = _smallest_working(int(size), SAFE_INPUT, runs)
         raise ValueError(f"{key}: {size} px is too small for backbone {backbone!r}: its poolings shrink the image "
                          f"below one pixel; use at least {smallest} px")
 

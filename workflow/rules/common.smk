@@ -5,8 +5,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cnnpipe.codegraph import package_files_used_by
 from cnnpipe.backbone_names import DOWNLOADABLE
+from cnnpipe.codegraph import package_files_used_by
 from cnnpipe.photos import SAMPLE_PHOTOS
 from cnnpipe.plan import weights_file
 from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
