@@ -58,9 +58,20 @@ def test_backbone_layers_are_required_and_checked_before_any_weights_load():
         plan.filter_layers({**cfg, "layers": []}, {"conv_channels": [4]})
     with pytest.raises(ValueError, match="filters.layers: layer 'conv9_1' is not in backbone"):
         plan.filter_layers({**cfg, "layers": ["conv9_1"]}, {"conv_channels": [4]})
-    with pytest.raises(ValueError, match=r"'fc6' .* not a feature map"):
-        plan.filter_layers({**cfg, "layers": ["fc6"]}, {"conv_channels": [4]})
-    assert plan.filter_layers({**cfg, "layers": ["conv1_1", "features.2"]}, {}) == ["conv1_1", "features.2"]
+    # fully connected layers have units to maximize; a ViT's token sequence [B, N, D] has neither
+    assert plan.filter_layers({**cfg, "layers": ["conv1_1", "features.2", "fc6"]}, {}) == [
+        "conv1_1", "features.2", "fc6"]
+    with pytest.raises(ValueError, match=r"'encoder' of backbone 'vit_b_32' gives an output of shape \(1, 50, 768\), "
+                                         r"not a feature map \[B, C, H, W\] or units \[B, N\]"):
+        plan.filter_layers({"backbone": "vit_b_32", "image_size": 224, "layers": ["encoder"]}, {})
+
+
+def test_hidden_fully_connected_layers_of_the_trained_cnn_are_accepted():
+    model_cfg = {"conv_channels": [4, 8], "hidden": [16, 8]}
+    assert plan.filter_layers({"layers": ["conv1", "fc1", "fc2"], "backbone": "trained"}, model_cfg) == [
+        "conv1", "fc1", "fc2"]
+    with pytest.raises(ValueError, match=r"'fc3' is not .* \['conv1', 'conv2', 'fc1', 'fc2'\]"):
+        plan.filter_layers({"layers": ["fc3"], "backbone": "trained"}, model_cfg)
 
 
 def test_conv_layers_of_the_trained_cnn_are_read_after_their_relu():
@@ -86,10 +97,16 @@ def test_degree_of_activation_sums_the_lecture_feature_maps():
     assert filters.dataset_max(net, "conv1", with_black).tolist() == [0, 0]
 
 
-def test_a_layer_without_a_feature_map_is_refused():
-    net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 2, 3), flatten=nn.Flatten()))
-    with pytest.raises(ValueError, match="'flatten' gives .* not a feature map"):
-        filters.layer_activations(net, "flatten", LECTURE_IMAGE)
+def test_units_are_read_as_they_are_and_other_shapes_are_refused():
+    net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 2, 3), flatten=nn.Flatten(), fc=nn.Linear(2 * 4 * 4, 3),
+                                    tokens=nn.Unflatten(1, (1, 3))))
+    image = LECTURE_IMAGE  # [1, 1, 6, 6]
+    with torch.no_grad():
+        expected = net[:3](image)
+    torch.testing.assert_close(filters.layer_activations(net, "fc", image), expected)
+    assert filters.has_units(net, "fc", image[0]) and not filters.has_units(net, "conv1", image[0])
+    with pytest.raises(ValueError, match=r"'tokens' gives \(1, 1, 3\), not a feature map \[B, C, H, W\] or units"):
+        filters.layer_activations(net, "tokens", image)
 
 
 # --------------------------------------------------------------------------- the ascent
@@ -372,5 +389,5 @@ def test_a_bad_layer_stops_the_workflow_before_any_job(tmp_path):
     override.write_text(yaml.safe_dump({"filters": {"layers": ["conv1", "conv3"]}}))
     result = snakemake(tmp_path, "--dry-run", configfiles=(ROOT / ".test" / "config.yaml", override), check=False)
     assert result.returncode != 0
-    assert "filters.layers: 'conv3' is not a convolution layer" in result.stdout + result.stderr
+    assert "filters.layers: 'conv3' is not a convolution or hidden fully connected layer" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()

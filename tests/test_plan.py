@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnpipe import backbones, plan
-from cnnpipe.backbone_names import BACKBONES, DOWNLOADABLE
+from cnnpipe import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"conv_channels": [4, 8], "hidden": [16]}
@@ -26,23 +25,19 @@ def test_checking_no_named_layers_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_weight_files_match_torchvision_urls(tmp_path):
-    for name in DOWNLOADABLE:
-        assert plan.weights_file(name, tmp_path) == backbones.weights_path(name, tmp_path)
-
-
-def test_the_schema_offers_only_backbones_the_package_knows_and_each_of_them_somewhere():
+def test_every_stage_takes_the_one_backbone_spec_of_the_schema():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    offered = {section: spec["properties"]["backbone"]["enum"]
-               for section, spec in schema["properties"].items() if "backbone" in spec.get("properties", {})}
-    assert {"filters", "classes", "fooling", "dream", "style"} <= set(offered)
-    assert all(set(names) <= set(BACKBONES) for names in offered.values()), offered
-    assert set().union(*offered.values()) == set(BACKBONES)
+    stages = {section for section, spec in schema["properties"].items()
+              if spec.get("properties", {}).get("backbone") == {"$ref": "#/$defs/backbone"}}
+    assert stages == {"filters", "classes", "fooling", "dream", "style"}
+    assert schema["properties"]["first_layer_filters"]["properties"]["backbones"]["items"] == {
+        "$ref": "#/$defs/backbone"}
 
 
-def test_an_unknown_backbone_is_refused_naming_the_key_and_the_choices():
-    with pytest.raises(ValueError, match=r"filters\.backbone: 'resnet' is not one of \['trained', 'efficientnet"):
-        plan.filter_layers({"backbone": "resnet", "layers": ["conv1"]}, MODEL)
+def test_an_unknown_backbone_is_refused_naming_the_key_and_the_closest_names():
+    with pytest.raises(ValueError, match=r"filters\.backbone: 'resnet5' is not a known network; did you mean "
+                                         r"'resnet50'"):
+        plan.filter_layers({"backbone": "resnet5", "layers": ["conv1"]}, MODEL)
 
 
 def test_trained_layer_names_are_checked_naming_the_key_and_the_closest_names():
@@ -52,11 +47,16 @@ def test_trained_layer_names_are_checked_naming_the_key_and_the_closest_names():
         plan.check_layer_names("style.style_layers", "trained", ["conv1", "conv3"], MODEL)
 
 
-def test_with_an_input_shape_a_layer_must_give_a_feature_map():
+def test_with_an_input_shape_a_layer_must_give_a_feature_map_or_for_filters_units():
     plan.check_layer_names("filters.layers", "trained", ["conv1", "relu2"], MODEL, input_shape=(1, 8, 8))
-    with pytest.raises(ValueError, match=r"^filters\.layers: layer 'fc1' of backbone 'trained' gives an output of "
-                                         r"shape \(1, 16\), not a feature map \[B, C, H, W\]"):
-        plan.check_layer_names("filters.layers", "trained", ["conv1", "fc1"], MODEL, input_shape=(1, 8, 8))
+    plan.check_layer_names("filters.layers", "trained", ["fc1"], MODEL, input_shape=(1, 8, 8), units_allowed=True)
+    with pytest.raises(ValueError, match=r"^dream\.layers: layer 'fc1' of backbone 'trained' gives an output of "
+                                         r"shape \(1, 16\), not a feature map \[B, C, H, W\] \(this stage needs a "
+                                         r"layer with a spatial output\)"):
+        plan.check_layer_names("dream.layers", "trained", ["conv1", "fc1"], MODEL, input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"^style\.style_layers: layer 'logits' of backbone 'resnet18' gives an "
+                                         r"output of shape \(1, 1000\)"):
+        plan.check_layer_names("style.style_layers", "resnet18", ["layer2", "logits"], input_shape=(3, 64, 64))
 
 
 def test_imagenet_layer_names_are_checked_on_the_meta_device():
@@ -72,6 +72,10 @@ def test_input_sizes_are_checked_against_the_network_only_where_they_could_fail(
         plan.check_input_size("fooling.image_size", "vgg19", 31)
     # Style transfer reads VGG19 only up to conv5_1, which runs at 16 px.
     plan.check_input_size("style.image_size", "vgg19", 16, [])
-    code = ("import sys, cnnpipe.plan as p; p.check_input_size('classes.image_size', 'vgg19', 128); "
+    # A ViT takes its native size only.
+    with pytest.raises(ValueError, match=r"classes.image_size: backbone 'vit_b_32' takes 224 px images only .*, not 128 px"):
+        plan.check_input_size("classes.image_size", "vit_b_32", 128)
+    plan.check_input_size("classes.image_size", "vit_b_32", 224)
+    code = ("import sys, cnnpipe.plan as p; p.check_input_size('classes.image_size', 'efficientnet_lite1', 128); "
             "p.check_input_size('classes.image_size', 'trained', 16); print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

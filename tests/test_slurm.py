@@ -158,7 +158,7 @@ def test_tiny_pipeline_runs_through_slurm(slurm_run):
     workdir, _ = slurm_run
     results = workdir / "results"
     assert (results / "metrics" / "eval.json").stat().st_size > 0
-    for png in ["lecture/first_layer_filters.png", "train/learning_curve.png",
+    for png in ["lecture/first_layer_filters/trained.png", "train/learning_curve.png",
                 "train/confusion_matrix.png"]:
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert "test acc" in (results / "logs" / "train.log").read_text()

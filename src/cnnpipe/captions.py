@@ -93,18 +93,24 @@ def parameters_key_numbers(parameters_json) -> list[str]:
 
 
 def filters_key_numbers(table_csv, layer: str) -> list[str]:
-    """How many filters' x* beat the reference images, and the spread of the ratios."""
+    """How many filters' (or a fully connected layer's neurons') x* beat the reference images,
+    and the spread of the ratios."""
     table = pd.read_csv(table_csv)
+    units = "unit" in table
+    what, a = ("neurons", "a^j") if units else ("filters", "a^k")
     won = int((table["activation"] > table["dataset_max"]).sum())
     ratio = table["ratio"].dropna()
-    lines = [f"{rst_text(layer)}: **{won} of {len(table)}** filters' x* activate them more than any reference "
+    lines = [f"{rst_text(layer)}: **{won} of {len(table)}** {what}' x* activate them more than any reference "
              "image does."]
     if len(ratio):
-        lines.append(f"a^k(x*) / largest a^k of the reference images: min {_num(ratio.min())}, median "
+        lines.append(f"{a}(x*) / largest {a} of the reference images: min {_num(ratio.min())}, median "
                      f"{_num(ratio.median())}, max {_num(ratio.max())}.")
+    dead = table.loc[(table["dataset_max"] <= 0) & (table["activation"] <= 0), table.columns[0]].tolist()
+    if dead:
+        lines.append(f"Dead {what} (no reference image and no x* turns them on): {', '.join(map(str, dead))}.")
     if "start" in table:
-        from_data = table.loc[table["start"] == "data", "filter"].tolist()
-        lines.append(f"x* ascended from a reference image (data start) for {len(from_data)} of {len(table)} filters"
+        from_data = table.loc[table["start"] == "data", table.columns[0]].tolist()
+        lines.append(f"x* ascended from a reference image (data start) for {len(from_data)} of {len(table)} {what}"
                      + (f": {', '.join(map(str, from_data))}." if from_data else "; from noise for all."))
     return lines
 

@@ -100,7 +100,8 @@ REBUILD_HINT = ("rebuild it with `snakemake --cores 4 -R train` (training resume
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LectureCNN:
-    """The trained CNN from a checkpoint, in eval mode, with its class names as ``.classes``.
+    """The trained CNN from a checkpoint, in eval mode, with its class names as ``.classes``
+    and its input shape [C, H, W] as ``.image_shape``.
     A file that cannot be read is a ValueError that says how to rebuild it."""
     try:
         state = load_checkpoint(path, map_location)
@@ -108,4 +109,5 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise ValueError(f"{error}; {REBUILD_HINT}") from error
     model = model_from_state(state)
     model.classes = list(state["classes"])
+    model.image_shape = tuple(int(s) for s in state["image_shape"])
     return model

@@ -1,10 +1,11 @@
 """The network whose classes the `classes` and `fooling` stages visualize.
 
 Either the pipeline's trained CNN (every class of the dataset, judged as well by a pixel
-classifier fitted on the same training set), or an ImageNet backbone from
-``cnnpipe.backbones`` (the configured ``imagenet_classes`` only, on square RGB images of
-``image_size`` pixels). ImageNet itself is not here, so an ImageNet backbone has no training
-set to fit an independent judge on: its images get no ``independent_prediction``.
+classifier fitted on the same training set), or any network of a backbone spec
+(``cnnpipe.backbone_spec``): an ImageNet network (the configured ``imagenet_classes`` only, on
+square RGB images of ``image_size`` pixels), a network of your own (all its classes), or
+another run's checkpoint (all its classes, at its image size). Their training sets are not
+here, so these images get no ``independent_prediction``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnpipe.backbone_names import BACKBONES
+from cnnpipe.backbone_spec import TRAINED, parse_backbone
 
 # The layer whose outputs are the class scores y^i: the trained CNN's module name, and an
 # alias that every ImageNet backbone resolves (classifier, classifier.6, fc).
@@ -58,11 +59,13 @@ def load_classifier(
     cache_dir: str | os.PathLike | None = None,
 ) -> Classifier:
     """The network the config section ``key`` (``classes`` or ``fooling``) names with its
-    ``backbone``, ``imagenet_classes`` and ``image_size`` keys; on the CPU."""
-    backbone = settings.get("backbone", "trained")
-    if backbone not in BACKBONES:
-        raise ValueError(f"{key}.backbone: {backbone!r} is not one of {list(BACKBONES)}")
-    if backbone == "trained":
+    ``backbone``, ``imagenet_classes`` and ``image_size`` keys; on the CPU.
+
+    The trained CNN and another run's checkpoint visualize every class at their own image
+    size; an ImageNet network the listed ``imagenet_classes``; a network of your own with
+    another number of classes all of them (``imagenet_classes`` must then be null)."""
+    spec = parse_backbone(settings.get("backbone", TRAINED), f"{key}.backbone", must_exist=False)
+    if spec.kind == TRAINED:
         from cnnpipe.checkpoint import load_model
         from cnnpipe.data import load_prepared
 
@@ -72,16 +75,33 @@ def load_classifier(
         data = load_prepared(data_path)
         names = [str(name) for name in model.classes]
         shape = tuple(int(s) for s in data["train_images"].shape[1:])
-        return Classifier(model, SCORES_LAYER, shape, list(range(len(names))), names, data, backbone)
+        return Classifier(model, SCORES_LAYER, shape, list(range(len(names))), names, data, spec.label)
 
-    from cnnpipe.backbones import imagenet_class_names, load_backbone, resolve_layer
+    from cnnpipe.backbones import load_backbone, resolve_layer
 
-    names = imagenet_class_names()
-    targets = [int(i) for i in settings.get("imagenet_classes") or []]
-    bad = [i for i in targets if not 0 <= i < len(names)]
-    if not targets or bad or len(set(targets)) != len(targets):
-        raise ValueError(f"{key}.imagenet_classes: need distinct class indices in 0..{len(names) - 1}, "
-                         f"got {settings.get('imagenet_classes')!r}")
-    model = load_backbone(backbone, cache_dir=cache_dir)
+    model = load_backbone(spec, cache_dir=cache_dir, key=f"{key}.backbone")
+    names = list(model.class_names)
+    if spec.kind == "checkpoint":
+        shape = tuple(int(s) for s in model.image_shape)
+        return Classifier(model, SCORES_LAYER, shape, list(range(len(names))), names, None, spec.label)
+    targets = class_targets(key, spec, settings.get("imagenet_classes"))
     size = int(settings["image_size"])
-    return Classifier(model, resolve_layer(model, SCORES_LAYER), (3, size, size), targets, names, None, backbone)
+    return Classifier(model, resolve_layer(model, SCORES_LAYER), (3, size, size), targets, names, None, spec.label)
+
+
+def class_targets(key: str, backbone, indices) -> list[int]:
+    """The class indices a backbone's ``classes``/``fooling`` images are made for: the listed
+    ``imagenet_classes`` on an ImageNet network, every class of a network with another number
+    of classes (the list must then be null). Checked at parse time too, naming ``key``."""
+    spec = parse_backbone(backbone, f"{key}.backbone", must_exist=False)
+    if not spec.imagenet:
+        if indices is not None:
+            raise ValueError(f"{key}.imagenet_classes: backbone {spec.label!r} has {spec.num_classes} classes, not "
+                             f"ImageNet's 1000; set {key}.imagenet_classes: null to visualize all of them")
+        return list(range(spec.num_classes))
+    targets = [int(i) for i in indices or []]
+    bad = [i for i in targets if not 0 <= i < 1000]
+    if not targets or bad or len(set(targets)) != len(targets):
+        raise ValueError(f"{key}.imagenet_classes: need distinct ImageNet class indices in 0..999 for backbone "
+                         f"{spec.label!r}, got {indices!r}")
+    return targets

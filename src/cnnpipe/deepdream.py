@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnpipe import ascent
-from cnnpipe.backbones import DEFAULT_LAYERS, resolve_layer
+from cnnpipe import ascent, backbones
+from cnnpipe.backbones import resolve_layer
 from cnnpipe.device import model_device
 from cnnpipe.logs import progress as progress_bar
 
@@ -68,11 +68,12 @@ _PROBE = 256
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The backbone's DeepDream layers (``DEFAULT_LAYERS[name]["dream"]``); for the trained
-    lecture CNN the ReLU after its last convolution (the deepest spatial layer before pooling)."""
-    name = getattr(model, "backbone_name", None)
-    if name in DEFAULT_LAYERS:
-        return list(DEFAULT_LAYERS[name]["dream"])
+    """The backbone's DeepDream layers (``backbones.DEFAULT_LAYERS[arch]["dream"]``); for any
+    other network (the trained lecture CNN included) the ReLU after its last convolution, or
+    that convolution (the deepest spatial layer before pooling)."""
+    defaults = backbones.default_layers(model)
+    if defaults:
+        return list(defaults["dream"])
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no convolution layer to dream with; name dream.layers")

@@ -52,7 +52,7 @@ def _row(image_path: Path, name: str | None, model: nn.Module, settings: Mapping
     return {
         "name": name if name is not None else image_path.stem,
         "file": image_path.name,
-        "backbone": settings.get("backbone", getattr(model, "backbone_name", type(model).__name__)),
+        "backbone": getattr(model, "backbone_name", type(model).__name__),
         "layers": "+".join(result.layers),
         "octaves": len(result.sizes),
         "octave_scale": float(settings["octave_scale"]),
@@ -122,7 +122,7 @@ def run_dream(
 ) -> dict:
     """Rule `dream`: seed, load the backbone (``checkpoint``: the trained CNN's), dream one file."""
     seed_everything(seed)
-    model = load_backbone(settings["backbone"], cache_dir=cache_dir, checkpoint=checkpoint)
+    model = load_backbone(settings["backbone"], cache_dir=cache_dir, checkpoint=checkpoint, key="dream.backbone")
     return dream_file(image_path, output_png, output_csv, model, settings, name=name, seed=seed,
                       device=select_device(device_name))
 

@@ -53,7 +53,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnpipe import ascent
-from cnnpipe.backbone_names import BACKBONES
 from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 
@@ -67,16 +66,20 @@ log = logging.getLogger(__name__)
 
 PARAMETERIZATIONS = ("pixel", "fft")
 COLUMNS = ("filter", "activation", "dataset_max", "ratio", "start")
+# A fully connected layer's table names its rows "unit" (neuron j) instead of "filter".
+UNIT_COLUMNS = ("unit", *COLUMNS[1:])
 _DECIMALS = 4
-_CONV = re.compile(r"conv(\d+)")
+# The trained CNN's layer -> the activation after it: convN -> reluN, fcN -> fc_reluN.
+_ACTIVATION_OF = {re.compile(r"conv(\d+)"): "relu{}", re.compile(r"fc(\d+)"): "fc_relu{}"}
 
 
 # --------------------------------------------------------------------------- layer names
 
 
 def feature_map_layer(model: nn.Module, layer: str) -> str:
-    """The module whose output is a^k_ij: ``reluN`` for the trained CNN's ``convN`` (its
-    activation), the layer itself otherwise (an alias is resolved for a backbone)."""
+    """The module whose output is maximized: ``reluN`` for the trained CNN's ``convN`` and
+    ``fc_reluN`` for its hidden ``fcN`` (their activations), the layer itself otherwise (an
+    alias is resolved for a backbone)."""
     if hasattr(model, "layer_aliases"):
         from cnnpipe.backbones import resolve_layer
 
@@ -84,14 +87,16 @@ def feature_map_layer(model: nn.Module, layer: str) -> str:
             return resolve_layer(model, layer)
         except ValueError as error:
             raise ValueError(f"filters.layers: {error}") from None
-    match = _CONV.fullmatch(layer)
-    if match and hasattr(model, "conv_layer_names"):
-        if layer not in model.conv_layer_names():
-            raise ValueError(f"filters.layers: {layer!r} is not a convolution layer of the CNN "
-                             f"(it has {model.conv_layer_names()})")
-        activation = f"relu{match.group(1)}"
-        ascent.get_layer(model, activation)  # a clear error if the block has no ReLU
-        return activation
+    for pattern, activation in _ACTIVATION_OF.items():
+        match = pattern.fullmatch(layer)
+        if match and hasattr(model, "conv_layer_names"):
+            if pattern.pattern.startswith("conv") and layer not in model.conv_layer_names():
+                raise ValueError(f"filters.layers: {layer!r} is not a convolution layer of the CNN "
+                                 f"(it has {model.conv_layer_names()})")
+            ascent.get_layer(model, layer)
+            activation = activation.format(match.group(1))
+            ascent.get_layer(model, activation)  # a clear error if the block has no ReLU
+            return activation
     ascent.get_layer(model, layer)
     return layer
 
@@ -99,25 +104,37 @@ def feature_map_layer(model: nn.Module, layer: str) -> str:
 # --------------------------------------------------------------------------- activations
 
 
-def _feature_map(acts: Mapping[str, Tensor], layer: str) -> Tensor:
+def _degrees(acts: Mapping[str, Tensor], layer: str) -> Tensor:
+    """[B, C]: a^k summed over positions for a feature map [B, C, H, W]; a fully connected
+    layer's units [B, N] as they are (a^j of neuron j)."""
     out = acts[layer]
-    if not torch.is_tensor(out) or out.dim() != 4:
-        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-        raise ValueError(f"layer {layer!r} gives {shape}, not a feature map [B, C, H, W] with filters to maximize")
-    return out
+    if torch.is_tensor(out) and out.dim() == 4:
+        return out.sum(dim=(2, 3))
+    if torch.is_tensor(out) and out.dim() == 2:
+        return out
+    shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+    raise ValueError(f"layer {layer!r} gives {shape}, not a feature map [B, C, H, W] or units [B, N] to maximize")
+
+
+@torch.no_grad()
+def has_units(model: nn.Module, layer: str, image: Tensor) -> bool:
+    """Whether ``layer`` gives units [B, N] (a fully connected layer) rather than a feature map,
+    for one image [C, H, W] in [0, 1]."""
+    with ascent.frozen(model), ascent.capture(model, [layer]) as acts:
+        return acts.run(as_unit_images(image[None].to(model_device(model))))[layer].dim() == 2
 
 
 @torch.no_grad()
 def layer_activations(model: nn.Module, layer: str, images: Tensor, *, batch_size: int = 256) -> Tensor:
-    """Degree of activation ``a^k = sum_ij a^k_ij`` of every channel of ``layer`` for every
-    image: [N, C] float32 on the CPU. ``images`` [N, C, H, W] in [0, 1] (uint8 is divided by
+    """Degree of activation ``a^k = sum_ij a^k_ij`` of every channel of ``layer`` (or the
+    activation of every unit of a fully connected layer) for every image: [N, C] float32 on the CPU. ``images`` [N, C, H, W] in [0, 1] (uint8 is divided by
     255) go through the model in chunks; the forward stops at ``layer``."""
     device = model_device(model)
     rows = []
     with ascent.frozen(model), ascent.capture(model, [layer]) as acts:
         for start in range(0, len(images), batch_size):
             chunk = as_unit_images(images[start:start + batch_size].to(device))
-            rows.append(_feature_map(acts.run(chunk), layer).sum(dim=(2, 3)).float().cpu())
+            rows.append(_degrees(acts.run(chunk), layer).float().cpu())
     if not rows:
         raise ValueError(f"layer_activations: no images given for layer {layer!r}")
     return torch.cat(rows)
@@ -218,9 +235,11 @@ def maximize_filters(
 # --------------------------------------------------------------------------- table, figure
 
 
-def filter_table(filters: Sequence[int], activation, maximum, start: Sequence[str] | None = None) -> pd.DataFrame:
+def filter_table(filters: Sequence[int], activation, maximum, start: Sequence[str] | None = None, *,
+                 units: bool = False) -> pd.DataFrame:
     """``filter, activation, dataset_max, ratio, start``, values rounded to 4 decimals; ratio is
-    NaN where dataset_max <= 0; start is where x* was ascended from (default: noise)."""
+    NaN where dataset_max <= 0; start is where x* was ascended from (default: noise). With
+    ``units`` (a fully connected layer) the first column is ``unit``."""
     import pandas as pd
 
     act = torch.as_tensor(activation, dtype=torch.float64).cpu().numpy()
@@ -231,12 +250,12 @@ def filter_table(filters: Sequence[int], activation, maximum, start: Sequence[st
     ratio = np.full(len(top), np.nan)
     ratio[positive] = act[positive] / top[positive]
     return pd.DataFrame({
-        "filter": np.asarray(filters, dtype=np.int64),
+        "unit" if units else "filter": np.asarray(filters, dtype=np.int64),
         "activation": act.round(_DECIMALS),
         "dataset_max": top.round(_DECIMALS),
         "ratio": ratio.round(_DECIMALS),
         "start": list(start) if start is not None else ["noise"] * len(act),
-    }, columns=list(COLUMNS))
+    }, columns=list(UNIT_COLUMNS if units else COLUMNS))
 
 
 def beats(table: pd.DataFrame) -> np.ndarray:
@@ -267,17 +286,24 @@ def filters_figure(images: Tensor, table: pd.DataFrame, layer: str, *, reference
     from cnnpipe.plots import image_grid
 
     won, total = int(beats(table).sum()), len(table)
-    below = "below each: $a^k(x^*)$ ÷ that largest $a^k$"
+    units = "unit" in table
+    a = "a^j" if units else "a^k"
+    below = f"below each: ${a}(x^*)$ ÷ that largest ${a}$"
     if table["ratio"].isna().any():
         below += ", or both values where it is ≤ 0"
+    if units:  # the lecture's neuron slide: each figure corresponds to a neuron
+        head = [f"{layer}: $x^*=\\mathrm{{argmax}}_x\\,a^j$, the input that most activates neuron j",
+                f"$a^j$: {summed}"]
+    else:
+        head = [f"{layer}: $x^*=\\mathrm{{argmax}}_x\\,a^k$, the input that most activates filter k",
+                f"$a^k=\\Sigma_{{ij}}\\,a^k_{{ij}}$: {summed}, summed over all positions"]
     lines = [
-        f"{layer}: $x^*=\\mathrm{{argmax}}_x\\,a^k$, the input that most activates filter k",
-        f"$a^k=\\Sigma_{{ij}}\\,a^k_{{ij}}$: {summed}, summed over all positions",
-        f"{won} of {total} filters beat {reference}: $a^k(x^*)$ > their largest $a^k$",
+        *head,
+        f"{won} of {total} {'neurons' if units else 'filters'} beat {reference}: ${a}(x^*)$ > their largest ${a}$",
         *method,
         below,
     ]
-    labels = [f"filter {k}" for k in table["filter"]]
+    labels = [f"unit {k}" for k in table["unit"]] if units else [f"filter {k}" for k in table["filter"]]
     sublabels = [sublabel(row) for row in table.itertuples(index=False)]
     ncols = min(len(table), 8) if len(table) <= 64 else None
     return image_grid(images, labels=labels, sublabels=sublabels, title="\n".join(lines), ncols=ncols,
@@ -301,8 +327,9 @@ def method_lines(steps: int, lr: float, parameterization: str, jitter: float, le
 # --------------------------------------------------------------------------- the stage
 
 
-def reference_photos(image_size: int) -> Tensor:
-    """scikit-image's bundled photos, centre-cropped square and resized: [N, 3, S, S] in [0, 1]."""
+def reference_photos(image_size: int, channels: int = 3) -> Tensor:
+    """scikit-image's bundled photos, centre-cropped square and resized: [N, C, S, S] in [0, 1]
+    (gray, as PIL converts it, for a 1-channel network)."""
     from PIL import Image
 
     from cnnpipe.images import pil_to_tensor
@@ -313,15 +340,18 @@ def reference_photos(image_size: int) -> Tensor:
         photo = sample_photo(name)
         side = min(photo.size)
         left, top = (photo.width - side) // 2, (photo.height - side) // 2
-        square = photo.crop((left, top, left + side, top + side))
+        square = photo.crop((left, top, left + side, top + side)).convert("L" if channels == 1 else "RGB")
         tensors.append(pil_to_tensor(square.resize((image_size, image_size), Image.Resampling.LANCZOS)))
     return torch.stack(tensors)
 
 
 def _load(settings: Mapping, model_path, data_path, cache_dir) -> tuple[nn.Module, Tensor, str]:
-    """(model, reference images, their description) for the configured backbone."""
-    backbone = settings.get("backbone", "trained")
-    if backbone == "trained":
+    """(model, reference images, their description) for the configured backbone: the trained
+    CNN with its training images, any other network with the bundled photos."""
+    from cnnpipe.backbone_spec import TRAINED, parse_backbone
+
+    spec = parse_backbone(settings.get("backbone", TRAINED), "filters.backbone", must_exist=False)
+    if spec.kind == TRAINED:
         from cnnpipe.checkpoint import load_model
         from cnnpipe.data import load_prepared
 
@@ -331,10 +361,13 @@ def _load(settings: Mapping, model_path, data_path, cache_dir) -> tuple[nn.Modul
         return load_model(model_path), images, f"all {len(images)} training images"
     from cnnpipe.backbones import load_backbone
 
-    if backbone not in BACKBONES:
-        raise ValueError(f"filters.backbone: {backbone!r} is not one of {list(BACKBONES)}")
-    photos = reference_photos(int(settings["image_size"]))
-    return load_backbone(backbone, cache_dir=cache_dir), photos, f"the {len(photos)} scikit-image photos"
+    model = load_backbone(spec, cache_dir=cache_dir, key="filters.backbone")
+    if spec.kind == "checkpoint":  # another run's CNN: its own channels and size
+        channels, size = int(model.image_shape[0]), int(model.image_shape[-1])
+    else:
+        channels, size = 3, int(settings["image_size"])
+    photos = reference_photos(size, channels)
+    return model, photos, f"the {len(photos)} scikit-image photos"
 
 
 def as_unit_images(images: Tensor) -> Tensor:
@@ -392,8 +425,10 @@ def run_filters(
     steps, lr, leak = int(settings["steps"]), float(settings["lr"]), float(settings["leak"])
     parameterization, jitter = settings["parameterization"], float(settings["jitter"])
     shape = tuple(reference.shape[1:])
-    log.info("%s: maximizing a^k at %s for %d of %d filters on %s images, %d steps", layer, target,
-             len(filters), data_acts.shape[1], "x".join(map(str, shape)), steps)
+    units = has_units(model, target, reference[0])
+    log.info("%s: maximizing %s at %s for %d of %d %s on %s images, %d steps", layer, "a^j" if units else "a^k",
+             target, len(filters), data_acts.shape[1], "units" if units else "filters", "x".join(map(str, shape)),
+             steps)
     def ascend(ks, start_images=None):
         return maximize_filters(
             model, target, ks, shape, steps=steps, lr=lr, parameterization=parameterization, jitter=jitter,
@@ -409,14 +444,19 @@ def run_filters(
     if settings.get("data_start"):
         images, activation, start = data_start_where_short(ascend, model, target, filters, images, activation,
                                                            reference, data_acts)
-    table = filter_table(filters, activation, data_acts.max(dim=0).values[: len(filters)], start)
+    table = filter_table(filters, activation, data_acts.max(dim=0).values[: len(filters)], start, units=units)
     won = beats(table)
-    log.info("%s: %d of %d filters beat %s; ratio min %s, median %s", layer, int(won.sum()), len(table),
+    log.info("%s: %d of %d %s beat %s; ratio min %s, median %s", layer, int(won.sum()), len(table),
+             "units" if units else "filters",
              described, table["ratio"].min(), table["ratio"].median())
     if not won.all():
-        log.warning("%s: filters %s did not beat %s", layer, table["filter"][~won].tolist(), described)
+        log.warning("%s: %s %s did not beat %s", layer, "units" if units else "filters",
+                    table[table.columns[0]][~won].tolist(), described)
     trained = settings.get("backbone", "trained") == "trained"
-    summed = "the filter's feature map after its ReLU" if trained else f"channel k of layer {target}"
+    if units:
+        summed = "neuron j's output after its ReLU" if trained else f"unit j of layer {target}"
+    else:
+        summed = "the filter's feature map after its ReLU" if trained else f"channel k of layer {target}"
     # The title mentions the leak only where there is a ReLU to leak (EfficientNet has ReLU6).
     leaked = leak if any(isinstance(m, nn.ReLU) for m in model.modules()) else 0.0
     figure = filters_figure(images, table, layer, reference=described, summed=summed,
@@ -436,6 +476,7 @@ __all__ = [
     "feature_map_layer",
     "filter_table",
     "filters_figure",
+    "has_units",
     "image_spec",
     "layer_activations",
     "leaky_relus",

@@ -342,23 +342,25 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     raise ValueError("first_layer_filters_figure: the model has no nn.Conv2d layer")
 
 
-def first_layer_filters_figure(model: nn.Module) -> Figure:
-    """The first convolution's filters as images, labelled by index.
+def first_layer_filters_figure(model: nn.Module, network: str | None = None) -> Figure:
+    """The first convolution's filters as images, labelled by index; ``network`` names the
+    network in the title.
 
     1 input channel: a diverging colormap with one symmetric scale shared by all filters.
-    3 input channels: RGB, each filter min-max scaled to [0, 1] over its three channels.
+    3 input channels: RGB, each filter min-max scaled to [0, 1] over its three channels (one
+    scale per filter, as cs231n shows AlexNet's).
     """
     name, conv = first_conv(model)
     weights = conv.weight.detach().cpu().float()
     n, channels, kh, kw = weights.shape
     labels = [f"filter {i}" for i in range(n)]
-    head = f"First convolution layer ({name}): {n} filters of {kh}x{kw}"
+    head = f"{network + ': f' if network else 'F'}irst convolution layer ({name}): {n} filters of {kh}x{kw}"
     if channels == 1:
         limit = float(weights.abs().max()) or 1.0
         return image_grid(weights, labels=labels, cmap=PIXEL_CMAP, vmin=-limit, vmax=limit, colorbar="weight",
                           title=f"{head}\nred positive, blue negative weights; one shared scale ±{limit:.2g}")
     if channels == 3:
-        flat = weights.view(n, -1)
+        flat = weights.reshape(n, -1)
         low, high = flat.min(1).values.view(n, 1, 1, 1), flat.max(1).values.view(n, 1, 1, 1)
         scaled = (weights - low) / (high - low).clamp_min(1e-12)
         return image_grid(scaled, labels=labels,
@@ -383,6 +385,6 @@ def write_parameter_counts(model_cfg: dict, manifest: dict, json_path: str | os.
     return counts
 
 
-def write_first_layer_filters(model: nn.Module, png_path: str | os.PathLike) -> Path:
+def write_first_layer_filters(model: nn.Module, png_path: str | os.PathLike, network: str | None = None) -> Path:
     """Draw the model's first-layer filters to ``png_path``."""
-    return save_figure(first_layer_filters_figure(model), png_path)
+    return save_figure(first_layer_filters_figure(model, network), png_path)

@@ -3,8 +3,9 @@ read (layers, images, photos, downloaded weights), and every check that stops a 
 before any job starts, naming the config key at fault.
 
 Importing this module does not import torch, so a dry run of the whole pipeline starts in
-about a second. Only :func:`check_layer_names` needs torch, and imports it when layers are
-named explicitly: it builds the network on the meta device to look them up."""
+about a second. The checks that need a network import torch only when there is something to
+check (layers named explicitly, a network other than the bundled ones, a small image): they
+build it on the meta device, without weights, in milliseconds."""
 
 from __future__ import annotations
 
@@ -14,15 +15,9 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cnnpipe.backbone_names import BACKBONES, WEIGHT_FILES
+from cnnpipe.backbone_spec import TRAINED, BackboneSpec, parse_backbone
 from cnnpipe.images import IMAGE_EXTENSIONS, ImageError, list_images
 from cnnpipe.photos import SAMPLE_PHOTOS
-
-
-def weights_file(name: str, cache_dir: str | os.PathLike) -> Path:
-    """Where the ``backbone_weights`` rule puts a torchvision backbone's weights."""
-    return Path(cache_dir) / WEIGHT_FILES[name]
-
 
 # The side of each dataset's images when dataset.image_size is 0 (an image folder's is known
 # only from its files).
@@ -61,7 +56,8 @@ def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
         return
     from cnnpipe.deepdream import TiledEnergy, resolve_layers, split_axis
 
-    model = _meta_network(dream_cfg["backbone"], model_cfg, None)
+    spec = parse_backbone(dream_cfg["backbone"], "dream.backbone", must_exist=False)
+    model = _meta_network(spec, model_cfg, None)
     layers = resolve_layers(model, dream_cfg.get("layers"))
 
     def fits(side: int) -> bool:
@@ -76,7 +72,7 @@ def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
         smallest = _smallest_working(tile, SAFE_TILE, fits)
         raise ValueError(
             f"dream.tile: {tile} px leaves no room inside a window for its margin of context at the stride of "
-            f"the layers {layers} (backbone {dream_cfg['backbone']!r}); use 0 (never tile) or at least {smallest} px"
+            f"the layers {layers} (backbone {spec.label!r}); use 0 (never tile) or at least {smallest} px"
         )
 
 
@@ -106,27 +102,29 @@ def dream_mem_mb(image: str | os.PathLike, dream_cfg: Mapping) -> int:
     return int(-(-mb // 100) * 100)
 
 
-# Every ImageNet backbone here runs at this input side or more; smaller sizes are checked.
+# The bundled ImageNet networks (EfficientNet-Lite) run at this input side or more; smaller
+# sides, and every other network (a ViT takes one size only), are checked on the meta device.
 SAFE_INPUT = 64
 
 
-def check_input_size(key: str, backbone: str, size: int, layers: Sequence[str] | None = None) -> None:
+def check_input_size(key: str, backbone, size: int, layers: Sequence[str] | None = None) -> None:
     """Stop before any job when an ImageNet ``backbone`` cannot run on ``size`` px images (its
-    poolings would shrink them below one pixel): the whole network, or only up to ``layers``
-    (aliases allowed; style transfer reads no deeper; an empty list means the backbone's default
-    content and style layers). The message names ``key`` and the smallest size that works.
-    Sizes from SAFE_INPUT up need no network (torch stays unloaded)."""
-    if backbone == "trained" or int(size) >= SAFE_INPUT:
+    poolings would shrink them below one pixel, or it takes one size only): the whole network,
+    or only up to ``layers`` (aliases allowed; style transfer reads no deeper; an empty list
+    means the backbone's default content and style layers). The message names ``key`` and the
+    size to use. The bundled networks from SAFE_INPUT up need no check (torch stays unloaded)."""
+    spec = parse_backbone(backbone, key.rsplit(".", 1)[0] + ".backbone", must_exist=False)
+    if spec.kind in (TRAINED, "checkpoint") or (spec.kind == "packaged" and int(size) >= SAFE_INPUT):
         return
     import torch
 
-    model = _meta_network(backbone, None, None)
-    if layers is not None and not layers:  # style transfer's defaults: the content and style layers
-        from cnnpipe.backbones import DEFAULT_LAYERS
+    from cnnpipe.backbones import default_layers
 
-        defaults = DEFAULT_LAYERS.get(backbone, {})
-        layers = [defaults.get("content"), *defaults.get("style", ())] if defaults else None
-    targets = [_qualified_layer(model, backbone, name) for name in layers or []]
+    model = _meta_network(spec, None, None)
+    if layers is not None and not layers:  # style transfer's defaults: the content and style layers
+        defaults = default_layers(model)
+        layers = [defaults["content"], *defaults["style"]] if defaults else None
+    targets = [_qualified_layer(model, spec, name) for name in layers or []]
 
     def runs(side: int) -> bool:
         try:
@@ -135,14 +133,18 @@ def check_input_size(key: str, backbone: str, size: int, layers: Sequence[str] |
                     _check_feature_map(model, target, (3, side, side), "")
             else:
                 model(torch.zeros(1, 3, side, side, device="meta"))
-        except (RuntimeError, ValueError):
+        except (RuntimeError, ValueError, AssertionError):  # a ViT asserts its input size
             return False
         return True
 
     if not runs(int(size)):
-        smallest = _smallest_working(int(size), SAFE_INPUT, runs)
-        raise ValueError(f"{key}: {size} px is too small for backbone {backbone!r}: its poolings shrink the image "
-                         f"below one pixel; use at least {smallest} px")
+        native = int(getattr(model, "input_size", None) or 224)
+        if runs(native) and not runs(native + SAFE_INPUT):  # a ViT: one size only
+            raise ValueError(f"{key}: backbone {spec.label!r} takes {native} px images only (its native size), "
+                             f"not {size} px")
+        smallest = _smallest_working(int(size), max(SAFE_INPUT, native), runs)
+        raise ValueError(f"{key}: {size} px is too small for backbone {spec.label!r}: its poolings shrink the image "
+                         f"below one pixel; use at least {smallest or native} px")
 
 
 def trained_conv_layers(model_cfg: Mapping) -> list[str]:
@@ -150,36 +152,38 @@ def trained_conv_layers(model_cfg: Mapping) -> list[str]:
     return [f"conv{i}" for i in range(1, len(model_cfg["conv_channels"]) + 1)]
 
 
+def trained_fc_layers(model_cfg: Mapping) -> list[str]:
+    """The hidden fully connected layers the config's ``model`` section builds: fc1 ... fcM."""
+    return [f"fc{i}" for i in range(1, len(model_cfg.get("hidden") or []) + 1)]
+
+
 def filter_layers(filters_cfg: Mapping, model_cfg: Mapping) -> list[str]:
     """The layers the ``filters`` stage visualizes, checked without loading any weights.
 
     Raises ``ValueError`` naming ``filters.layers`` (or ``filters.backbone``) for a name that
-    is not a convolution layer of the configured CNN, or not a [B, C, H, W] layer of the backbone.
+    is not a convolution or hidden fully connected layer of the configured CNN, or not a
+    layer of the backbone with a feature map [B, C, H, W] or units [B, N].
     """
-    backbone = filters_cfg.get("backbone", "trained")
-    if backbone not in BACKBONES:
-        raise ValueError(f"filters.backbone: {backbone!r} is not one of {list(BACKBONES)}")
+    spec = parse_backbone(filters_cfg.get("backbone", TRAINED), "filters.backbone")
     layers = list(dict.fromkeys(filters_cfg.get("layers") or []))
-    if backbone == "trained":
-        known = trained_conv_layers(model_cfg)
+    if spec.kind == TRAINED:
+        known = trained_conv_layers(model_cfg) + trained_fc_layers(model_cfg)
         bad = [name for name in layers if name not in known]
         if bad:
             raise ValueError(
                 f"filters.layers: {', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not a "
-                f"convolution layer of the configured CNN; model.conv_channels "
-                f"{list(model_cfg['conv_channels'])} gives the layers {known}"
+                f"convolution or hidden fully connected layer of the configured CNN; model.conv_channels "
+                f"{list(model_cfg['conv_channels'])} and model.hidden {list(model_cfg.get('hidden') or [])} give "
+                f"the layers {known}"
             )
-        return layers or known
+        return layers or trained_conv_layers(model_cfg)
     if not layers:
-        from cnnpipe.backbones import DEFAULT_LAYERS
-
-        example = list(DEFAULT_LAYERS[backbone]["style"])
         raise ValueError(
-            f"filters.layers: required when filters.backbone is {backbone!r} (an ImageNet network "
-            f"has too many layers to draw them all); for example {example}"
+            f"filters.layers: required when filters.backbone is {spec.label!r} (a network from elsewhere "
+            f"has too many layers to draw them all); `python -m cnnpipe layers {spec.arch}` lists them"
         )
     size = int(filters_cfg.get("image_size", 128))
-    check_layer_names("filters.layers", backbone, layers, model_cfg, input_shape=(3, size, size))
+    check_layer_names("filters.layers", spec, layers, model_cfg, input_shape=(3, size, size), units_allowed=True)
     return layers
 
 
@@ -319,18 +323,21 @@ def style_pairs(settings: Mapping, photo_dir: str | os.PathLike = "results/photo
 
 def check_layer_names(
     key: str,
-    backbone: str,
+    backbone,
     layers: Iterable[str],
     model_cfg: Mapping | None = None,
     *,
     input_shape: Sequence[int] | None = None,
+    units_allowed: bool = False,
 ) -> None:
-    """Stop before any job when a layer named under the config key ``key`` is not in ``backbone``.
+    """Stop before any job when a layer named under the config key ``key`` is not in ``backbone``
+    (a backbone spec).
 
     ``model_cfg`` (the ``model`` section) describes the network when ``backbone`` is
     ``trained``. With ``input_shape`` [C, H, W] each layer must also give a feature map
-    [B, C, H, W] for such an image (the filters stage maximizes its channels). The message
-    starts with ``key`` and names the backbone and the closest layer names.
+    [B, C, H, W] for such an image (DeepDream, style transfer and the filters stage need one),
+    or, with ``units_allowed``, units [B, N] (a fully connected layer's neurons, for the filters
+    stage). The message starts with ``key`` and names the backbone and the closest layer names.
 
     The network is built on the meta device (no weights, no memory, milliseconds); torch is
     imported only when layers are named explicitly, so the default dry run stays light."""
@@ -339,27 +346,32 @@ def check_layer_names(
         return
     from cnnpipe import ascent
 
-    model = _meta_network(backbone, model_cfg, input_shape)
+    spec = parse_backbone(backbone, key.rsplit(".", 1)[0] + ".backbone", must_exist=False)
+    model = _meta_network(spec, model_cfg, input_shape)
     for name in layers:
         try:
-            qualified = _qualified_layer(model, backbone, name)
+            qualified = _qualified_layer(model, spec, name)
         except (ascent.LayerNotFoundError, ValueError) as error:
             raise ValueError(f"{key}: {error}") from None
         if input_shape is not None:
-            _check_feature_map(model, qualified, input_shape, f"{key}: layer {name!r} of backbone {backbone!r}")
+            _check_feature_map(model, qualified, input_shape, f"{key}: layer {name!r} of backbone {spec.label!r}",
+                               units_allowed=units_allowed)
 
 
-def _meta_network(backbone: str, model_cfg: Mapping | None, input_shape: Sequence[int] | None):
-    """``backbone``'s architecture on the meta device; for ``trained``, the CNN that
-    ``model_cfg`` builds for a stand-in dataset (layer names depend on the model section only)."""
+def _meta_network(spec: BackboneSpec, model_cfg: Mapping | None, input_shape: Sequence[int] | None):
+    """The network of ``spec`` on the meta device, without weights; for ``trained``, the CNN
+    that ``model_cfg`` builds for a stand-in dataset (layer names depend on the model section
+    only); for another run's checkpoint, that model (read from its file, which is small)."""
     import torch
 
     from cnnpipe.backbones import load_backbone
     from cnnpipe.models import build_model
 
+    if spec.kind == "checkpoint":
+        return load_backbone(spec).to("meta")
     with torch.device("meta"):
-        if backbone != "trained":
-            return load_backbone(backbone, pretrained=False)
+        if spec.kind != TRAINED:
+            return load_backbone(spec, pretrained=False)
         if model_cfg is None:
             raise ValueError("check_layer_names: backbone 'trained' needs the model section (model_cfg)")
         if input_shape is None:
@@ -370,10 +382,10 @@ def _meta_network(backbone: str, model_cfg: Mapping | None, input_shape: Sequenc
         return build_model(model_cfg, manifest)
 
 
-def _qualified_layer(model, backbone: str, name: str) -> str:
-    """The module name for ``name``: as given for the trained CNN, an alias resolved for an
-    ImageNet backbone. Raises the lookup's own error, which lists the closest names."""
-    if backbone == "trained":
+def _qualified_layer(model, spec: BackboneSpec, name: str) -> str:
+    """The module name for ``name``: as given for a cnnpipe CNN, an alias resolved for any other
+    network. Raises the lookup's own error, which lists the closest names."""
+    if spec.kind in (TRAINED, "checkpoint"):
         from cnnpipe import ascent
 
         ascent.get_layer(model, name)
@@ -383,8 +395,10 @@ def _qualified_layer(model, backbone: str, name: str) -> str:
     return resolve_layer(model, name)
 
 
-def _check_feature_map(model, qualified: str, input_shape: Sequence[int], what: str) -> None:
-    """One forward pass on the meta device, stopped at ``qualified``: its output must be [B, C, H, W]."""
+def _check_feature_map(model, qualified: str, input_shape: Sequence[int], what: str, *,
+                       units_allowed: bool = False) -> None:
+    """One forward pass on the meta device, stopped at ``qualified``: its output must be a
+    feature map [B, C, H, W] (or, with ``units_allowed``, units [B, N])."""
     import torch
 
     from cnnpipe import ascent
@@ -392,7 +406,9 @@ def _check_feature_map(model, qualified: str, input_shape: Sequence[int], what: 
     with ascent.capture(model, [qualified]) as acts:
         acts.run(torch.zeros(1, *(int(s) for s in input_shape), device="meta"))
     out = acts[qualified]
-    if not torch.is_tensor(out) or out.dim() != 4:
-        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-        raise ValueError(f"{what} gives an output of shape {shape}, not a feature map [B, C, H, W] "
-                         "with filters to maximize")
+    if torch.is_tensor(out) and (out.dim() == 4 or (units_allowed and out.dim() == 2)):
+        return
+    shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+    wanted = "a feature map [B, C, H, W] or units [B, N]" if units_allowed else "a feature map [B, C, H, W]"
+    raise ValueError(f"{what} gives an output of shape {shape}, not {wanted}"
+                     + ("" if units_allowed else " (this stage needs a layer with a spatial output)"))

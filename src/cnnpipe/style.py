@@ -139,8 +139,8 @@ def run_pair(
                                float(settings.get("style_scale", 1.0)))
     seed_everything(seed)
     device = select_device(device)
-    name = settings["backbone"]
-    model = load_backbone(name, cache_dir=cache_dir).to(device)
+    model = load_backbone(settings["backbone"], cache_dir=cache_dir, key="style.backbone").to(device)
+    name = model.backbone_name
     model = prepare_model(model, channels_last=device.type != "mps")
     log.info("content %s -> %s, style %s -> %s", content_path, tuple(content.shape[1:]), style_path,
              tuple(style.shape[1:]))

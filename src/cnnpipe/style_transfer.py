@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnpipe import ascent
-from cnnpipe.backbones import DEFAULT_LAYERS, fold_batchnorm, resolve_layer
+from cnnpipe.backbones import default_layers, fold_batchnorm, resolve_layer
 from cnnpipe.device import model_device
 
 __all__ = [
@@ -159,7 +159,7 @@ def resolve_layers(model: nn.Module, content_layers=(), style_layers=()) -> tupl
     """Qualified module names of the content and style layers. Names may be friendly aliases
     (``conv4_2``); an empty list means the backbone's default (``backbones.DEFAULT_LAYERS``)."""
     backbone = getattr(model, "backbone_name", None)
-    defaults = DEFAULT_LAYERS.get(backbone, {}) if backbone else {}
+    defaults = default_layers(model) or {}
     chosen = []
     for kind, names in (("content", content_layers), ("style", style_layers)):
         names = [names] if isinstance(names, str) else list(names or ())

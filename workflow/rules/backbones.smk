@@ -1,5 +1,10 @@
-# ImageNet weights for the torchvision backbones (vgg19, googlenet), downloaded once into
-# the cache with their checksum verified. EfficientNet-Lite0 needs no download.
+# ImageNet weights of the configured torchvision networks, downloaded once into the cache
+# with their checksum verified. The EfficientNet-Lite weights need no download.
+DOWNLOADS = {
+    Path(spec.files(config["cache"])[0]).stem: spec.arch
+    for spec in [*BACKBONES.values(), *FIRST_LAYER_BACKBONES.values()]
+    if spec.downloads
+}
 
 
 rule backbone_weights:
@@ -10,17 +15,11 @@ rule backbone_weights:
     log:
         "results/logs/backbone_weights/{filename}.log",
     wildcard_constraints:
-        filename="|".join(
-            weights_file(name, config["cache"]).stem for name in DOWNLOADABLE
-        ),
+        filename="|".join(re.escape(stem) for stem in DOWNLOADS) or "(?!)",
     conda:
         "../envs/cnnpipe.yaml"
     params:
-        backbone=lambda wildcards: next(
-            name
-            for name in DOWNLOADABLE
-            if weights_file(name, config["cache"]).name == f"{wildcards.filename}.pth"
-        ),
+        backbone=lambda wildcards: DOWNLOADS[wildcards.filename],
         cache=lambda wildcards, output: str(Path(output[0]).parent),
     script:
         "../scripts/backbone_weights.py"

@@ -1,12 +1,16 @@
 # Per-class activation maximization ("can we see digits?"): x* = argmax_x y^i for every class,
 # plain, with the slide's L1 term, and regularized; judged by an independent pixel classifier.
+from cnnpipe.classifier import class_targets
 from cnnpipe.plan import check_input_size
 
-# Checked while the workflow is parsed: an ImageNet backbone that cannot run at image_size.
+CLASSES_BACKBONE = BACKBONES["classes"]
+# Checked while the workflow is parsed: a backbone that cannot run at image_size, and class
+# indices that the network does not have.
 check_input_size(
-    "classes.image_size", config["classes"]["backbone"], config["classes"]["image_size"]
+    "classes.image_size", CLASSES_BACKBONE, config["classes"]["image_size"]
 )
-CLASSES_BACKBONE = config["classes"]["backbone"]
+if CLASSES_BACKBONE.kind not in ("trained", "checkpoint"):
+    class_targets("classes", CLASSES_BACKBONE, config["classes"]["imagenet_classes"])
 
 
 rule classes:
@@ -34,15 +38,15 @@ rule classes:
         "../envs/cnnpipe.yaml"
     # One thread for the lecture CNN: these small batches gain little from more, and one-thread
     # jobs run side by side (and give the same bytes with any --cores). ImageNet backbones use more.
-    threads: 1 if CLASSES_BACKBONE == "trained" else 4
+    threads: backbone_threads(CLASSES_BACKBONE)
     resources:
         gpu=0 if config["device"] == "cpu" else 1,
-        mem_mb=2000 if CLASSES_BACKBONE == "trained" else 6000,
+        mem_mb=2000 if CLASSES_BACKBONE.kind == "trained" else 6000,
         runtime=20,
     params:
         classes=section("classes"),
         seed=config["seed"],
         device=config["device"],
-        cache=config["cache"],
+        cache=backbone_cache(CLASSES_BACKBONE),
     script:
         "../scripts/classes.py"

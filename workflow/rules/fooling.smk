@@ -1,12 +1,16 @@
 # Fooling images (Nguyen et al. 2015): unrecognizable images the network is sure about, by
 # gradient ascent from noise and by evolving CPPN images.
+from cnnpipe.classifier import class_targets
 from cnnpipe.plan import check_input_size
 
-# Checked while the workflow is parsed: an ImageNet backbone that cannot run at image_size.
+FOOLING_BACKBONE = BACKBONES["fooling"]
+# Checked while the workflow is parsed: a backbone that cannot run at image_size, and class
+# indices that the network does not have.
 check_input_size(
-    "fooling.image_size", config["fooling"]["backbone"], config["fooling"]["image_size"]
+    "fooling.image_size", FOOLING_BACKBONE, config["fooling"]["image_size"]
 )
-FOOLING_BACKBONE = config["fooling"]["backbone"]
+if FOOLING_BACKBONE.kind not in ("trained", "checkpoint"):
+    class_targets("fooling", FOOLING_BACKBONE, config["fooling"]["imagenet_classes"])
 
 
 rule fooling:
@@ -36,15 +40,15 @@ rule fooling:
         "../envs/cnnpipe.yaml"
     # One thread for the lecture CNN: these small batches gain little from more, and one-thread
     # jobs run side by side (and give the same bytes with any --cores). ImageNet backbones use more.
-    threads: 1 if FOOLING_BACKBONE == "trained" else 4
+    threads: backbone_threads(FOOLING_BACKBONE)
     resources:
         gpu=0 if config["device"] == "cpu" else 1,
-        mem_mb=2000 if FOOLING_BACKBONE == "trained" else 6000,
-        runtime=20 if FOOLING_BACKBONE == "trained" else 120,
+        mem_mb=2000 if FOOLING_BACKBONE.kind == "trained" else 6000,
+        runtime=20 if FOOLING_BACKBONE.kind == "trained" else 120,
     params:
         fooling=section("fooling"),
         seed=config["seed"],
         device=config["device"],
-        cache=config["cache"],
+        cache=backbone_cache(FOOLING_BACKBONE),
     script:
         "../scripts/fooling.py"

@@ -27,20 +27,33 @@ rule lecture:
         "../scripts/lecture.py"
 
 
+# The lecture's first-layer slide, for each network in first_layer_filters.backbones (named
+# by its spec's slug: trained, efficientnet_lite0, alexnet, ...).
 rule first_layer_filters:
     input:
-        model="results/train/model.pt",
+        backbone=lambda wildcards: backbone_inputs(
+            FIRST_LAYER_BACKBONES[wildcards.backbone]
+        ),
         code=code("first_layer_filters"),
     output:
         report(
-            "results/lecture/first_layer_filters.png",
+            "results/lecture/first_layer_filters/{backbone}.png",
             caption="../report/first_layer_filters.rst",
             category="3. Filters",
+            subcategory="First layer",
+            labels={"network": "{backbone}"},
         ),
     log:
-        "results/logs/first_layer_filters.log",
+        "results/logs/first_layer_filters/{backbone}.log",
+    wildcard_constraints:
+        backbone="|".join(re.escape(slug) for slug in FIRST_LAYER_BACKBONES) or "(?!)",
     priority: 10
     conda:
         "../envs/cnnpipe.yaml"
+    params:
+        backbone=lambda wildcards: FIRST_LAYER_BACKBONES[wildcards.backbone].to_config(),
+        cache=lambda wildcards: backbone_cache(
+            FIRST_LAYER_BACKBONES[wildcards.backbone]
+        ),
     script:
         "../scripts/first_layer_filters.py"

@@ -6,16 +6,23 @@ from cnnpipe.plan import check_input_size, check_layer_names, style_pairs
 
 # Decided while the workflow is parsed: an empty pair list, a missing file or folder, or two
 # pairs with one name stop the run before any job starts, naming the config key at fault.
+if BACKBONES["style"].kind in ("trained", "checkpoint"):
+    raise WorkflowError(
+        f"style.backbone: {BACKBONES['style'].label!r} is a cnnpipe CNN; style transfer needs an "
+        "RGB network of photos (efficientnet_lite0, vgg19, or your own: {arch: ..., weights: ...})"
+    )
+# A named layer must exist and have a spatial output (its Gram matrix needs positions).
 for key in ("content_layers", "style_layers"):
     check_layer_names(
         f"style.{key}",
-        config["style"]["backbone"],
+        BACKBONES["style"],
         config["style"][key],
         config["model"],
+        input_shape=(3, config["style"]["image_size"], config["style"]["image_size"]),
     )
 check_input_size(
     "style.image_size",
-    config["style"]["backbone"],
+    BACKBONES["style"],
     config["style"]["image_size"],
     [*config["style"]["content_layers"], *config["style"]["style_layers"]],
 )
@@ -33,7 +40,7 @@ rule style:
     input:
         content=lambda wildcards: STYLE_PAIRS[wildcards.pair][0],
         style=lambda wildcards: STYLE_PAIRS[wildcards.pair][1],
-        backbone=backbone_inputs(config["style"]["backbone"]),
+        backbone=backbone_inputs(BACKBONES["style"]),
         code=code("style"),
     output:
         image=report(
@@ -72,6 +79,6 @@ rule style:
         },
         seed=config["seed"],
         device=config["device"],
-        cache=config["cache"] if config["style"]["backbone"] in DOWNLOADABLE else None,
+        cache=backbone_cache(BACKBONES["style"]),
     script:
         "../scripts/style.py"

@@ -1,8 +1,15 @@
-"""Rule `first_layer_filters`: the trained model's first convolution filters as images."""
+"""Rule `first_layer_filters`: a network's first convolution filters as images."""
 
-from cnnpipe.checkpoint import load_model
+from cnnpipe.backbones import load_backbone
 from cnnpipe.lecture import write_first_layer_filters
 from cnnpipe.logs import job_logging
 
 with job_logging(snakemake.log[0]):
-    write_first_layer_filters(load_model(snakemake.input.model), snakemake.output[0])
+    trained = snakemake.params.backbone == "trained"
+    model = load_backbone(
+        snakemake.params.backbone,
+        cache_dir=snakemake.params.cache,
+        checkpoint=snakemake.input.backbone[0] if trained else None,
+        key="first_layer_filters.backbones",
+    )
+    write_first_layer_filters(model, snakemake.output[0], network=model.backbone_name)
