@@ -21,5 +21,6 @@ rule backbone_weights:
     params:
         backbone=lambda wildcards: DOWNLOADS[wildcards.filename],
         cache=lambda wildcards, output: str(Path(output[0]).parent),
+        mirror=config["weights_mirror"],
     script:
         "../scripts/backbone_weights.py"

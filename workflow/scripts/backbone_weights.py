@@ -1,7 +1,15 @@
-"""Rule `backbone_weights`: download a torchvision backbone's ImageNet weights into the cache."""
+"""Rule `backbone_weights`: download a torchvision network's ImageNet weights into the cache."""
+
+from pathlib import Path
 
 from cnnpipe.backbones import download_weights
 from cnnpipe.logs import job_logging
 
 with job_logging(snakemake.log[0]):
-    download_weights(snakemake.params.backbone, snakemake.params.cache, progress=True)
+    mirror = snakemake.params.mirror
+    download_weights(
+        snakemake.params.backbone,
+        snakemake.params.cache,
+        url=f"{mirror.rstrip('/')}/{Path(snakemake.output[0]).name}" if mirror else None,
+        progress=True,
+    )
