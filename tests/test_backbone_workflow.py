@@ -109,3 +109,29 @@ def test_the_weights_rule_downloads_from_a_mirror_and_keeps_nothing_that_fails_i
     assert f"resnet18 weights downloaded from {file_server.url(name)} fail their checksum" in log
     assert file_server.requests == [f"/{name}"]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def _stops_before_any_job(workdir, override: dict) -> str:
+    config = workdir / "override.yaml"
+    config.write_text(yaml.safe_dump(override))
+    result = snakemake(workdir, "--dry-run", configfiles=(TINY, config), check=False)
+    assert result.returncode != 0
+    assert not (workdir / "results").exists()
+    return result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_weights_files_are_checked_before_any_job(tmp_path):
+    torch.manual_seed(0)
+    net = torchvision.models.squeezenet1_1(num_classes=5)
+    torch.save(net.state_dict(), tmp_path / "five.pt")
+    torch.save(net, tmp_path / "pickled.pt")  # a whole module: unpickling it would run code
+    message = _stops_before_any_job(tmp_path, {"dream": {"backbone": {"arch": "squeezenet1_1", "weights": "five.pt"}}})
+    assert "dream.backbone.weights five.pt does not fit squeezenet1_1: tensor 'classifier.1.weight' has shape " \
+           "(5, 512, 1, 1) in the file but (1000, 512, 1, 1)" in message, message
+    message = _stops_before_any_job(tmp_path, {"first_layer_filters": {"backbones": [
+        "trained", {"arch": "squeezenet1_1", "weights": "pickled.pt", "num_classes": 5}]}})
+    assert "first_layer_filters.backbones.weights: pickled.pt is refused: unpickling it would run code" in message
+    message = _stops_before_any_job(tmp_path, {"classes": {"backbone": {"arch": "squeezenet1_1", "weights": "five.pt",
+                                                                        "num_classes": 5}}})
+    assert "classes.imagenet_classes: backbone 'squeezenet1_1 (weights five.pt)' has 5 classes" in message

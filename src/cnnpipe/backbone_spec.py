@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from cnnpipe.torchvision_weights import WEIGHT_FILES
 
@@ -47,6 +48,39 @@ TIMM_PREFIX = "timm:"
 # The names a plain string may take, in the order error messages list them.
 NAMED = (TRAINED, *PACKAGED, *TORCHVISION)
 SPEC_KEYS = ("arch", "weights", "checkpoint", "num_classes", "mean", "std", "input_size")
+
+# The DeepDream, content and style layers chosen per architecture (names or aliases of
+# cnnpipe.backbones); other networks need them named in the config.
+DEFAULT_LAYERS = MappingProxyType({
+    "efficientnet_lite0": MappingProxyType({
+        # stride-16 stages, where Google's DeepDream took Inception's mixed4 layers
+        "dream": ("blocks.3", "blocks.4"),
+        # stride 8, like VGG's conv4_2: keeps the layout, not the texture
+        "content": "blocks.2",
+        # the first output at each resolution (1/2 ... 1/16), Gatys's convN_1 pattern; the
+        # stem is already stride 2, so there is no full-resolution layer like conv1_1
+        "style": ("stem", "blocks.1.0", "blocks.2.0", "blocks.3.0"),
+    }),
+    "vgg19": MappingProxyType({
+        "dream": ("relu4_2", "relu5_2"),
+        # Gatys et al. 2015
+        "content": "conv4_2",
+        "style": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
+    }),
+    "googlenet": MappingProxyType({
+        # the layer of Google's original DeepDream notebook
+        "dream": ("inception4c",),
+        "content": "inception3b",
+        "style": ("conv1", "conv3", "inception3a", "inception4a", "inception5a"),
+    }),
+})
+# Lite1 has Lite0's stages at the same strides.
+DEFAULT_LAYERS = MappingProxyType({**DEFAULT_LAYERS, "efficientnet_lite1": DEFAULT_LAYERS["efficientnet_lite0"]})
+
+
+def default_layers_for(spec: BackboneSpec) -> Mapping | None:
+    """The dream, content and style layers chosen for ``spec``'s architecture, if any."""
+    return DEFAULT_LAYERS.get(spec.arch)
 
 
 @dataclass(frozen=True)

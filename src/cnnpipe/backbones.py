@@ -53,7 +53,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from unittest import mock
 from urllib.parse import urlsplit
 
@@ -62,7 +61,7 @@ import torchvision
 from torch import nn
 from torchvision.models.googlenet import Inception
 
-from cnnpipe.backbone_spec import PACKAGED, TRAINED, BackboneSpec, parse_backbone
+from cnnpipe.backbone_spec import DEFAULT_LAYERS, PACKAGED, TRAINED, BackboneSpec, parse_backbone
 from cnnpipe.models import Normalize
 from cnnpipe.torchvision_weights import WEIGHT_FILES
 
@@ -84,32 +83,6 @@ _BUILD_OPTIONS = {
     "inception_v3": {"aux_logits": False, "init_weights": False},
 }
 _AUXILIARY = ("aux1.", "aux2.", "AuxLogits.")
-
-DEFAULT_LAYERS = MappingProxyType({
-    "efficientnet_lite0": MappingProxyType({
-        # stride-16 stages, where Google's DeepDream took Inception's mixed4 layers
-        "dream": ("blocks.3", "blocks.4"),
-        # stride 8, like VGG's conv4_2: keeps the layout, not the texture
-        "content": "blocks.2",
-        # the first output at each resolution (1/2 ... 1/16), Gatys's convN_1 pattern; the
-        # stem is already stride 2, so there is no full-resolution layer like conv1_1
-        "style": ("stem", "blocks.1.0", "blocks.2.0", "blocks.3.0"),
-    }),
-    "vgg19": MappingProxyType({
-        "dream": ("relu4_2", "relu5_2"),
-        # Gatys et al. 2015
-        "content": "conv4_2",
-        "style": ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
-    }),
-    "googlenet": MappingProxyType({
-        # the layer of Google's original DeepDream notebook
-        "dream": ("inception4c",),
-        "content": "inception3b",
-        "style": ("conv1", "conv3", "inception3a", "inception4a", "inception5a"),
-    }),
-})
-# Lite1 has Lite0's stages at the same strides.
-DEFAULT_LAYERS = MappingProxyType({**DEFAULT_LAYERS, "efficientnet_lite1": DEFAULT_LAYERS["efficientnet_lite0"]})
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,64})\.")
 
@@ -329,8 +302,11 @@ def _torchvision_model(spec: BackboneSpec, *, pretrained: bool, cache_dir) -> nn
         warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
         net = torchvision.models.get_model(spec.arch, weights=weights)
     # the builder validated every key (and may have renamed them in place); dropped modules
-    # (GoogLeNet's auxiliary classifiers) are left out
-    return _load_into(net, {name: state[name] for name in net.state_dict()}, str(weights_path(spec.arch, cache_dir)))
+    # (GoogLeNet's auxiliary classifiers) are left out. Old files (DenseNet's) lack BatchNorm's
+    # num_batches_tracked, which the strict load only filled in its own copy: a count of 0.
+    full = {name: state[name] if name in state else torch.tensor(0, dtype=torch.long)
+            for name in net.state_dict() if name in state or name.endswith(".num_batches_tracked")}
+    return _load_into(net, full, str(weights_path(spec.arch, cache_dir)))
 
 
 class _no_context:
@@ -362,14 +338,33 @@ def _read_cached(name: str, cache_dir: str | os.PathLike | None) -> dict[str, to
         ) from error
 
 
-def _user_weights(net: nn.Module, spec: BackboneSpec, what: str) -> nn.Module:
-    """``net`` (on the meta device) with the user's state dict, checked tensor by tensor."""
+def _fitting_state(net: nn.Module, spec: BackboneSpec, what: str) -> dict[str, torch.Tensor]:
+    """The user's state dict for ``net``, checked tensor by tensor (``ValueError`` naming the
+    first that does not fit)."""
     state = read_state_dict(spec.weights, what)
     present = net.state_dict()
     # a state dict saved with the training-only auxiliary classifiers still fits
     state = {k: v for k, v in state.items() if k in present or not k.startswith(_AUXILIARY)}
     check_state_fits(net, state, f"{what} {spec.weights}", spec.arch)
-    return _load_into(net, state, spec.weights)
+    return state
+
+
+def _user_weights(net: nn.Module, spec: BackboneSpec, what: str) -> nn.Module:
+    """``net`` (on the meta device) with the user's state dict."""
+    return _load_into(net, _fitting_state(net, spec, what), spec.weights)
+
+
+def check_weights_file(spec: BackboneSpec, what: str) -> None:
+    """Read a spec's ``weights`` file and check it against the bare architecture (built on the
+    meta device), as loading it would: refused, unreadable or ill-fitting files raise
+    ``ValueError`` naming ``what`` and the file. For the parse-time checks."""
+    if spec.kind == "packaged":
+        net = _timm_model(PACKAGED[spec.arch][3], spec, meta=True)
+    elif spec.kind == "timm":
+        net = _timm_model(spec.arch.removeprefix("timm:"), spec, meta=True)
+    else:
+        net = _torchvision_model(spec, pretrained=True, cache_dir=None)  # meta, as for user weights
+    _fitting_state(net, spec, what)
 
 
 def _build(spec: BackboneSpec, *, pretrained: bool, cache_dir, what: str) -> tuple[nn.Module, tuple, tuple, int]:

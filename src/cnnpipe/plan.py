@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cnnpipe.backbone_spec import TRAINED, BackboneSpec, parse_backbone
+from cnnpipe.backbone_spec import TRAINED, BackboneSpec, default_layers_for, parse_backbone
 from cnnpipe.images import IMAGE_EXTENSIONS, ImageError, list_images
 from cnnpipe.photos import SAMPLE_PHOTOS
 
@@ -145,6 +145,30 @@ def check_input_size(key: str, backbone, size: int, layers: Sequence[str] | None
         smallest = _smallest_working(int(size), max(SAFE_INPUT, native), runs)
         raise ValueError(f"{key}: {size} px is too small for backbone {spec.label!r}: its poolings shrink the image "
                          f"below one pixel; use at least {smallest or native} px")
+
+
+def check_backbone_weights(key: str, backbone) -> None:
+    """Stop before any job when the ``weights`` file of a backbone spec is refused (it would run
+    code when unpickled), unreadable, or does not fit its architecture: the message names
+    ``key`` and the first tensor whose name or shape differs. Only such specs import torch."""
+    spec = parse_backbone(backbone, key)
+    if spec.weights is None:
+        return
+    from cnnpipe.backbones import check_weights_file
+
+    check_weights_file(spec, f"{key}.weights")
+
+
+def check_style_layers(style_cfg: Mapping) -> None:
+    """Stop before any job when style transfer has no content or style layers: none named, and
+    no defaults for the backbone's architecture (only EfficientNet-Lite, VGG19 and GoogLeNet
+    have them)."""
+    spec = parse_backbone(style_cfg["backbone"], "style.backbone", must_exist=False)
+    defaults = default_layers_for(spec)
+    for kind in ("content", "style"):
+        if not style_cfg.get(f"{kind}_layers") and not defaults:
+            raise ValueError(f"style.{kind}_layers: backbone {spec.label!r} has no default {kind} layers; name "
+                             f"them (`python -m cnnpipe layers {spec.arch}` lists the layers)")
 
 
 def trained_conv_layers(model_cfg: Mapping) -> list[str]:

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from cnnpipe.backbone_spec import parse_backbone
 from cnnpipe.codegraph import package_files_used_by
 from cnnpipe.photos import SAMPLE_PHOTOS
+from cnnpipe.plan import check_backbone_weights
 from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
 
 # One run at a time in this folder, held by the kernel until the process ends (see
@@ -37,6 +38,8 @@ BACKBONES = {
     stage: parse_backbone(config[stage]["backbone"], f"{stage}.backbone")
     for stage in ("filters", "classes", "fooling", "dream", "style")
 }
+for stage, spec in BACKBONES.items():
+    check_backbone_weights(f"{stage}.backbone", spec)
 FIRST_LAYER_BACKBONES = {
     spec.slug: spec
     for spec in (
@@ -44,6 +47,8 @@ FIRST_LAYER_BACKBONES = {
         for index, value in enumerate(config["first_layer_filters"]["backbones"])
     )
 }
+for spec in FIRST_LAYER_BACKBONES.values():
+    check_backbone_weights("first_layer_filters.backbones", spec)
 
 
 def section(name):

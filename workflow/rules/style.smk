@@ -2,7 +2,12 @@
 # <content>__<style> after the two images.
 import re
 
-from cnnpipe.plan import check_input_size, check_layer_names, style_pairs
+from cnnpipe.plan import (
+    check_input_size,
+    check_layer_names,
+    check_style_layers,
+    style_pairs,
+)
 
 # Decided while the workflow is parsed: an empty pair list, a missing file or folder, or two
 # pairs with one name stop the run before any job starts, naming the config key at fault.
@@ -11,6 +16,7 @@ if BACKBONES["style"].kind in ("trained", "checkpoint"):
         f"style.backbone: {BACKBONES['style'].label!r} is a cnnpipe CNN; style transfer needs an "
         "RGB network of photos (efficientnet_lite0, vgg19, or your own: {arch: ..., weights: ...})"
     )
+check_style_layers(config["style"])
 # A named layer must exist and have a spatial output (its Gram matrix needs positions).
 for key in ("content_layers", "style_layers"):
     check_layer_names(
