@@ -219,7 +219,7 @@ def test_imagenet_backbone_fools_named_imagenet_classes(tmp_path):
         assert table["independent_prediction"].isna().all()
     # Twenty Adam steps on log p(class) take a noise image 100 times above chance (1/1000).
     assert (tables["gradient"]["confidence_after_png"] > 0.1).all()
-    with pytest.raises(ValueError, match=r"fooling.imagenet_classes: need distinct class indices in 0..999"):
+    with pytest.raises(ValueError, match=r"fooling.imagenet_classes: need distinct ImageNet class indices in 0..999"):
         fooling.run_fooling("gradient", {**cfg, "imagenet_classes": [1, 1000]}, seed=0, device_name="cpu",
                             csv_path=tmp_path / "x.csv", png_path=tmp_path / "x.png")
     assert not (tmp_path / "x.csv").exists()

@@ -74,10 +74,12 @@ def test_report_captions_give_this_runs_numbers(tiny_run, tiny_report):
         table = pd.read_csv(tiny_run / f"results/fooling/{method}.csv")
         reached = int(table["reached_target"].sum())
         assert f"<strong>{reached} of {len(table)}</strong> classes at a confidence" in html
-    # Every report item cites numbers except the first-layer filters (weights, no measurement);
-    # the filter tables (CSV) are items too. No docutils error shows anywhere.
+    # Every report item cites numbers except the first-layer filters (weights, no measurement:
+    # one figure per network); the filter tables (CSV) are items too. No docutils error shows.
     tables = list((tiny_run / "results/filters").glob("*.csv"))
-    assert html.count("Key numbers of this run") == len(figures(tiny_run)) - 1 + len(tables)
+    first_layer = list((tiny_run / "results/lecture/first_layer_filters").glob("*.png"))
+    assert len(first_layer) == 2
+    assert html.count("Key numbers of this run") == len(figures(tiny_run)) - len(first_layer) + len(tables)
     assert "System Message" not in html and "system-message" not in html
 
 
