@@ -88,21 +88,32 @@ def test_an_empty_caption_is_refused_and_nothing_is_written(tmp_path):
     assert (tmp_path / "y.rst").read_text() == "* a\n* b\n"
 
 
+OWN = {"arch": "resnet18", "weights": "mine.pt", "num_classes": 5}
+
+
 @pytest.mark.parametrize("template", ["classes", "fooling"])
-@pytest.mark.parametrize("backbone", ["trained", "efficientnet_lite0"])
-def test_class_stage_captions_render_for_the_trained_cnn_and_a_backbone(tmp_path, monkeypatch, template, backbone):
+@pytest.mark.parametrize("backbone", ["trained", "efficientnet_lite0", "own", "checkpoint"])
+def test_class_stage_captions_render_for_every_kind_of_network(tmp_path, monkeypatch, template, backbone):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config[template]["backbone"] = backbone
+    config[template]["backbone"] = {"own": OWN, "checkpoint": {"checkpoint": "run2/model.pt"}}.get(backbone, backbone)
+    if backbone == "own":
+        config[template].update(imagenet_classes=None, image_size=None)
     monkeypatch.chdir(tmp_path)  # Snakemake renders from the working directory
     captions.write_caption("numbers.rst", ["**3 of 10** classes"])
     html = render_caption(template, config, caption="numbers.rst", params={template: config[template]},
                           method="gradient")
     assert "system-message" not in html and "<strong>3 of 10</strong> classes" in html
     if backbone == "trained":
-        assert "raw pixels" in html and "ImageNet" not in html
+        assert "raw pixels" in html and "Network:" not in html
+        return
+    assert "raw pixels" not in html
+    if backbone == "efficientnet_lite0":
+        assert "Network:\n<strong>efficientnet_lite0</strong>,\nfor the ImageNet classes\n1, 130, 207" in html
+        assert "at\n128 px" in html
+    elif backbone == "own":
+        assert "Network:\n<strong>resnet18</strong>,\nevery class at\nits native size" in html
     else:
-        assert "the ImageNet\nbackbone <strong>efficientnet_lite0</strong>" in html and "raw pixels" not in html
-        assert "1, 130, 207" in html
+        assert "Network:\n<strong>the checkpoint run2/model.pt</strong>,\nevery class, at its own image size" in html
 
 
 @pytest.mark.parametrize("template", ["filters", "dream", "style"])

@@ -41,6 +41,7 @@ Only calling the module normalizes: timm's ``forward_features`` and similar meth
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
@@ -288,7 +289,7 @@ def _timm_model(name: str, spec: BackboneSpec, *, meta: bool) -> nn.Module:
 def _torchvision_model(spec: BackboneSpec, *, pretrained: bool, cache_dir) -> nn.Module:
     builder_options = {"num_classes": spec.num_classes} if spec.num_classes else {}
     if not pretrained or spec.weights:
-        with torch.device("meta") if pretrained else _no_context():
+        with torch.device("meta") if pretrained else contextlib.nullcontext():
             return torchvision.models.get_model(spec.arch, weights=None,
                                                 **_BUILD_OPTIONS.get(spec.arch, {}), **builder_options)
     # torchvision's default ImageNet weights, from the cache. Its builder knows each
@@ -307,14 +308,6 @@ def _torchvision_model(spec: BackboneSpec, *, pretrained: bool, cache_dir) -> nn
     full = {name: state[name] if name in state else torch.tensor(0, dtype=torch.long)
             for name in net.state_dict() if name in state or name.endswith(".num_batches_tracked")}
     return _load_into(net, full, str(weights_path(spec.arch, cache_dir)))
-
-
-class _no_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _read_cached(name: str, cache_dir: str | os.PathLike | None) -> dict[str, torch.Tensor]:

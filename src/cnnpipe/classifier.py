@@ -59,7 +59,8 @@ def load_classifier(
     cache_dir: str | os.PathLike | None = None,
 ) -> Classifier:
     """The network the config section ``key`` (``classes`` or ``fooling``) names with its
-    ``backbone``, ``imagenet_classes`` and ``image_size`` keys; on the CPU.
+    ``backbone``, ``imagenet_classes`` and ``image_size`` (null: the network's native size)
+    keys; on the CPU.
 
     The trained CNN and another run's checkpoint visualize every class at their own image
     size; an ImageNet network the listed ``imagenet_classes``; a network of your own with
@@ -85,7 +86,7 @@ def load_classifier(
         shape = tuple(int(s) for s in model.image_shape)
         return Classifier(model, SCORES_LAYER, shape, list(range(len(names))), names, None, spec.label)
     targets = class_targets(key, spec, settings.get("imagenet_classes"))
-    size = int(settings["image_size"])
+    size = int(settings["image_size"] or model.input_size)  # null: the network's native size
     return Classifier(model, resolve_layer(model, SCORES_LAYER), (3, size, size), targets, names, None, spec.label)
 
 

@@ -311,16 +311,17 @@ def filters_figure(images: Tensor, table: pd.DataFrame, layer: str, *, reference
 
 
 def method_lines(steps: int, lr: float, parameterization: str, jitter: float, leak: float,
-                 data_start: bool = False) -> list[str]:
-    """How x* was found, for the figure title."""
+                 data_start: bool = False, units: bool = False) -> list[str]:
+    """How x* was found, for the figure title (``units``: a fully connected layer's neurons)."""
     image = "pixels clipped to [0, 1]" if parameterization == "pixel" else "a Fourier-space image"
     first = f"gradient ascent from grey + noise: {steps} Adam steps, lr {lr:g}, {image}"
     lines = [first + (f", jitter {jitter:g}" if jitter > 0 else "")]
     if data_start:
-        lines.append("where that stays below the data: again from the reference image with the largest $a^k$, "
-                     "kept if higher")
+        lines.append(f"where that stays below the data: again from the reference image with the largest "
+                     f"${'a^j' if units else 'a^k'}$, kept if higher")
     if leak > 0:
-        lines.append(f"(while ascending, ReLUs leak {leak:g} so that a silent filter still gets a gradient)")
+        lines.append(f"(while ascending, ReLUs leak {leak:g} so that a silent {'neuron' if units else 'filter'} "
+                     "still gets a gradient)")
     return lines
 
 
@@ -365,7 +366,7 @@ def _load(settings: Mapping, model_path, data_path, cache_dir) -> tuple[nn.Modul
     if spec.kind == "checkpoint":  # another run's CNN: its own channels and size
         channels, size = int(model.image_shape[0]), int(model.image_shape[-1])
     else:
-        channels, size = 3, int(settings["image_size"])
+        channels, size = 3, int(settings["image_size"] or model.input_size)  # null: the native size
     photos = reference_photos(size, channels)
     return model, photos, f"the {len(photos)} scikit-image photos"
 
@@ -461,7 +462,7 @@ def run_filters(
     leaked = leak if any(isinstance(m, nn.ReLU) for m in model.modules()) else 0.0
     figure = filters_figure(images, table, layer, reference=described, summed=summed,
                             method=method_lines(steps, lr, parameterization, jitter, leaked,
-                                                bool(settings.get("data_start"))))
+                                                bool(settings.get("data_start")), units))
     save_figure(figure, png_path)
     write_csv(csv_path, table)
     return table

@@ -114,8 +114,8 @@ def check_input_size(key: str, backbone, size: int, layers: Sequence[str] | None
     means the backbone's default content and style layers). The message names ``key`` and the
     size to use. The bundled networks from SAFE_INPUT up need no check (torch stays unloaded)."""
     spec = parse_backbone(backbone, key.rsplit(".", 1)[0] + ".backbone", must_exist=False)
-    if spec.kind in (TRAINED, "checkpoint") or (spec.kind == "packaged" and int(size) >= SAFE_INPUT):
-        return
+    if size is None or spec.kind in (TRAINED, "checkpoint") or (spec.kind == "packaged" and int(size) >= SAFE_INPUT):
+        return  # null: the network's native size, which it runs at
     import torch
 
     from cnnpipe.backbones import default_layers
@@ -145,6 +145,13 @@ def check_input_size(key: str, backbone, size: int, layers: Sequence[str] | None
         smallest = _smallest_working(int(size), max(SAFE_INPUT, native), runs)
         raise ValueError(f"{key}: {size} px is too small for backbone {spec.label!r}: its poolings shrink the image "
                          f"below one pixel; use at least {smallest or native} px")
+
+
+def native_size(backbone) -> int:
+    """The input side a network's weights were made for (their metadata, or the spec's
+    ``input_size``), from its architecture on the meta device."""
+    spec = parse_backbone(backbone, "backbone", must_exist=False)
+    return int(_meta_network(spec, None, None).input_size)
 
 
 def check_backbone_weights(key: str, backbone) -> None:
@@ -206,7 +213,7 @@ def filter_layers(filters_cfg: Mapping, model_cfg: Mapping) -> list[str]:
             f"filters.layers: required when filters.backbone is {spec.label!r} (a network from elsewhere "
             f"has too many layers to draw them all); `python -m cnnpipe layers {spec.arch}` lists them"
         )
-    size = int(filters_cfg.get("image_size", 128))
+    size = filters_cfg.get("image_size", 128) or native_size(spec)
     check_layer_names("filters.layers", spec, layers, model_cfg, input_shape=(3, size, size), units_allowed=True)
     return layers
 
