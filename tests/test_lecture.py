@@ -154,6 +154,25 @@ def test_first_layer_filters_rgb_and_fallback_layer():
         lecture.first_layer_filters_figure(nn.Sequential(nn.Conv2d(2, 2, 3)))
 
 
+def test_first_layer_slide_of_an_imagenet_network_draws_its_own_kernels():
+    """AlexNet's 64 filters of 11x11x3 (the lecture's slide) and Lite0's 3x3 stem, found after the
+    normalize layer, each min-max scaled on its own."""
+    from cnnpipe.backbones import load_backbone
+
+    torch.manual_seed(0)
+    alexnet = load_backbone("alexnet", pretrained=False)
+    fig = lecture.first_layer_filters_figure(alexnet, "alexnet")
+    (grid,) = fig.axes
+    title = fig.texts[0].get_text()
+    assert title.startswith("alexnet: first convolution layer (features.0): 64 filters of 11x11x3 as RGB"), title
+    assert len(grid.images) == 64 and grid.images[0].get_array().shape == (11, 11, 3)
+    kernel = alexnet.features[0].weight[5].permute(1, 2, 0)
+    expected = (kernel - kernel.min()) / (kernel.max() - kernel.min())
+    assert torch.allclose(torch.as_tensor(grid.images[5].get_array()), expected, atol=1e-6)
+    lite0 = load_backbone("efficientnet_lite0")
+    assert "(conv_stem): 32 filters of 3x3x3" in lecture.first_layer_filters_figure(lite0, "lite0").texts[0].get_text()
+
+
 def test_writers_are_deterministic(tmp_path):
     cfg, manifest = {"conv_channels": [2, 3]}, _manifest([1, 8, 8])
     for run in ("a", "b"):
