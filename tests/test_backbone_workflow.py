@@ -1,8 +1,11 @@
-"""Networks from a backbone spec, end to end on the tiny config: an offline ImageNet network in
-the classes stage, the neuron slide of fc1, a user's weights file in the first-layer slide
-(and what replacing it reruns), and the weights download rule against a local server."""
+"""Networks from a backbone spec, end to end on the tiny config: offline ImageNet networks in
+the classes and fooling stages with an independent judge, the neuron slide of fc1, a user's
+weights file in the first-layer slide (and what replacing it reruns), and the weights download
+rule against a local server."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
@@ -12,17 +15,23 @@ import yaml
 from pipeline import TINY, planned_jobs, snakemake
 
 from cnnpipe.backbone_spec import parse_backbone
+from cnnpipe.backbones import imagenet_class_names
 
 USER_WEIGHTS = "weights/mine.pt"
 USER_SPEC = {"arch": "squeezenet1_1", "weights": USER_WEIGHTS}
 USER_SLUG = parse_backbone(USER_SPEC, must_exist=False).slug
 OVERRIDE = {
-    "classes": {"backbone": "efficientnet_lite1", "imagenet_classes": [1, 963], "image_size": 64, "steps": 10},
+    # Lite1 generates, so Lite0 judges (the judge must be another network)
+    "classes": {"backbone": "efficientnet_lite1", "judge": "efficientnet_lite0", "imagenet_classes": [1, 963],
+                "image_size": 64, "steps": 10},
+    "fooling": {"backbone": "efficientnet_lite0", "imagenet_classes": [1, 963], "image_size": 64,
+                "gradient_steps": 30, "gradient_lr": 0.05},
     "filters": {"layers": ["conv1", "fc1"]},
     "first_layer_filters": {"backbones": ["trained", USER_SPEC]},
 }
 TARGETS = [
     "results/classes/summary.csv",
+    "results/fooling/gradient.csv",
     "results/filters/conv1.csv",
     "results/filters/fc1.csv",
     f"results/lecture/first_layer_filters/{USER_SLUG}.png",
@@ -54,9 +63,34 @@ def test_classes_on_efficientnet_lite1_name_the_imagenet_classes(backbone_run):
     assert sorted(set(summary["class"])) == ["goldfish", "pizza"]
     assert sorted(set(summary["class_index"])) == [1, 963]
     assert set(summary["variant"]) == {"plain", "l1", "regularized"}
-    # Lite1's own verdict on every image is recorded; no pixel classifier judges ImageNet here.
-    assert summary["probability"].between(0, 1).all() and summary["independent_prediction"].isna().all()
+    assert summary["probability"].between(0, 1).all()
     assert "efficientnet_lite1" in (workdir / "results" / "logs" / "classes.log").read_text()
+    # The judge (Lite0) names a class for every image, and the target's rank agrees with it.
+    names = imagenet_class_names()
+    assert summary["independent_prediction"].isin(names).all() and summary["mean_image_correlation"].isna().all()
+    top1 = summary["independent_rank"] == 0
+    assert (top1 == (summary["independent_prediction"] == summary["class"])).all()
+    counts = json.loads((workdir / "results" / "classes" / "attainment.json").read_text())
+    assert counts["judge"] == "efficientnet_lite0"
+    for variant, group in summary.groupby("variant"):
+        assert counts["variants"][variant]["independent_correct"] == int((group["independent_rank"] == 0).sum())
+        assert counts["variants"][variant]["independent_top5"] == int((group["independent_rank"] < 5).sum())
+    caption = (workdir / "results" / "captions" / "classes.rst").read_text()
+    assert "the independent judge puts it first for" in caption and "efficientnet\\_lite0" in caption
+
+
+@pytest.mark.e2e
+def test_gradient_fooling_on_lite0_is_judged_by_lite1_on_the_png_files(backbone_run):
+    workdir, _ = backbone_run
+    table = pd.read_csv(workdir / "results" / "fooling" / "gradient.csv")
+    assert table["class"].tolist() == ["goldfish", "pizza"]
+    assert table["independent_prediction"].isin(imagenet_class_names()).all()
+    assert table["independent_rank"].between(0, 999).all()
+    assert (table["independent_probability"] > 0).all()
+    caption = (workdir / "results" / "captions" / "fooling" / "gradient.rst").read_text()
+    top5 = int((table["independent_rank"] < 5).sum())
+    assert "The independent judge (efficientnet\\_lite1) names the target class for" in caption
+    assert f"top 5 for **{top5} of 2**" in caption
 
 
 @pytest.mark.e2e

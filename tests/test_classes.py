@@ -171,20 +171,26 @@ def test_attainment_counts_by_hand():
         "class": ["a", "b", "a", "b"], "variant": ["plain", "plain", "l1", "l1"],
         "logit": [3.0, 1.0, 2.0, 2.0], "probability": [0.9, 0.2, 0.6, 0.7],
         "independent_prediction": ["a", "b", "b", "b"], "independent_probability": [0.5, 0.7, 0.0, 1.0],
+        "independent_rank": [0, 0, 7, 0],
         "cnn_prediction": ["a", "a", "a", "b"], "mean_image_correlation": [0.1, 0.3, -0.2, 0.4],
         "class_index": [0, 1, 0, 1]})
     assert classes.attainment(summary, {"independent_classifier": "knn"}) == {
         "reference": {"independent_classifier": "knn"},
         "variants": {
             "plain": {"classes": 2, "cnn_correct": 1, "probability_min": 0.2, "independent_correct": 2,
-                      "independent_probability_mean": 0.6, "mean_image_correlation_mean": 0.2,
+                      "independent_top5": 2, "independent_probability_mean": 0.6, "mean_image_correlation_mean": 0.2,
                       "mean_image_correlation_min": 0.1},
             "l1": {"classes": 2, "cnn_correct": 2, "probability_min": 0.6, "independent_correct": 1,
-                   "independent_probability_mean": 0.5, "mean_image_correlation_mean": 0.1,
+                   "independent_top5": 1, "independent_probability_mean": 0.5, "mean_image_correlation_mean": 0.1,
                    "mean_image_correlation_min": -0.2},
         },
     }
-    bare = summary.assign(independent_prediction=None)
+    # An ImageNet judge: its verdicts, no correlation with class means.
+    judged = summary.assign(mean_image_correlation=None)
+    assert classes.attainment(judged, None)["variants"]["l1"] == {
+        "classes": 2, "cnn_correct": 2, "probability_min": 0.6, "independent_correct": 1, "independent_top5": 1,
+        "independent_probability_mean": 0.5}
+    bare = summary.assign(independent_prediction=None, mean_image_correlation=None)
     assert classes.attainment(bare, None)["variants"]["l1"] == {"classes": 2, "cnn_correct": 2, "probability_min": 0.6}
 
 
@@ -308,7 +314,8 @@ def test_the_logit_objective_can_miss_the_top_class_where_the_probability_does_n
 @pytest.mark.e2e
 def test_rule_on_an_imagenet_backbone_needs_no_training(tmp_path):
     """With `backbone: efficientnet_lite0` the rule depends on no checkpoint or dataset, and
-    visualizes the named ImageNet classes; ImageNet is not here, so there is no pixel judge."""
+    visualizes the named ImageNet classes; ImageNet is not here, so no pixel classifier: the
+    independent ImageNet judge (Lite1) gives its verdicts instead."""
     override = tmp_path / "backbone.yaml"
     override.write_text(yaml.safe_dump({"classes": {
         "backbone": "efficientnet_lite0", "imagenet_classes": [1, 130], "image_size": 32, "steps": 3}}))
@@ -316,8 +323,11 @@ def test_rule_on_an_imagenet_backbone_needs_no_training(tmp_path):
     assert not (tmp_path / "results/train").exists() and not (tmp_path / "results/data").exists()
     summary = pd.read_csv(tmp_path / OUTPUTS[0])
     assert summary["class"].unique().tolist() == ["goldfish", "flamingo"]
-    assert summary["independent_prediction"].isna().all() and summary["mean_image_correlation"].isna().all()
+    assert summary["independent_prediction"].notna().all() and summary["mean_image_correlation"].isna().all()
     counts = json.loads((tmp_path / OUTPUTS[1]).read_text())
-    assert counts["reference"] is None
-    assert all("independent_correct" not in numbers for numbers in counts["variants"].values())
+    assert counts["reference"] is None and counts["judge"] == "efficientnet_lite1"
+    for variant, numbers in counts["variants"].items():
+        ranks = summary.loc[summary["variant"] == variant, "independent_rank"]
+        assert numbers["independent_correct"] == int((ranks == 0).sum())
+        assert numbers["independent_top5"] == int((ranks < 5).sum())
     assert "efficientnet_lite0, 2 classes on 3x32x32 images" in (tmp_path / "results/logs/classes.log").read_text()

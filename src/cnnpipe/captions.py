@@ -128,9 +128,12 @@ def classes_key_numbers(attainment_json) -> list[str]:
     for variant, n in ordered:
         text = f"{_VARIANTS.get(variant, variant)}: the network picks the intended class for {n['cnn_correct']} of " \
                f"{n['classes']} (lowest probability {n['probability_min']:.3f})"
-        if "independent_correct" in n:
+        if "mean_image_correlation_mean" in n:
             text += (f"; the pixel classifier for **{n['independent_correct']} of {n['classes']}**; mean r with "
                      f"the class's mean image **{n['mean_image_correlation_mean']:.2f}**")
+        elif "independent_correct" in n:
+            text += (f"; the independent judge puts it first for **{n['independent_correct']} of {n['classes']}** "
+                     f"and in its top 5 for **{n['independent_top5']} of {n['classes']}**")
         lines.append(text + ".")
     lines += _correlation_trend(counts["variants"], reference)
     if reference:
@@ -139,8 +142,11 @@ def classes_key_numbers(attainment_json) -> list[str]:
             f"accuracy {format_percent(reference['independent_test_accuracy'])}; median r with their class's mean image "
             f"{reference['test_images_mean_image_correlation_median']:.2f}."
         )
+    elif any("independent_correct" in n for n in counts["variants"].values()):
+        lines.append(f"The judge is {rst_text(counts.get('judge', 'another ImageNet network'))}, trained "
+                     "separately; an image that only exploits the first network's weaknesses does not transfer to it.")
     else:
-        lines.append("No pixel classifier: an ImageNet backbone's training set is not here.")
+        lines.append("No independent judge: the network's training set is not here, and no ImageNet judge fits it.")
     return lines
 
 
@@ -161,7 +167,7 @@ def _correlation_trend(variants: dict, reference: dict) -> list[str]:
     return [line + "."]
 
 
-def fooling_key_numbers(table_csv, method: str, target: float) -> list[str]:
+def fooling_key_numbers(table_csv, method: str, target: float, judge: str | None = None) -> list[str]:
     """How many classes reached the target after PNG, the lowest confidence, and the judge."""
     table = pd.read_csv(table_csv, dtype={"class": str, "independent_prediction": str})
     reached = table["reached_target"].astype(bool)
@@ -175,7 +181,12 @@ def fooling_key_numbers(table_csv, method: str, target: float) -> list[str]:
     judged = table["independent_prediction"].notna()
     if judged.all():
         agree = int((table["independent_prediction"] == table["class"]).sum())
-        lines.append(f"The pixel classifier names the target class for {agree} of {len(table)} images.")
+        who = "The pixel classifier"
+        if "independent_rank" in table and judge:
+            who = f"The independent judge ({rst_text(judge)})"
+        lines.append(f"{who} names the target class for {agree} of {len(table)} images"
+                     + (f"; the target is in its top 5 for **{int((table['independent_rank'] < 5).sum())} of "
+                        f"{len(table)}**." if judge else "."))
     return lines
 
 

@@ -50,6 +50,7 @@ SUMMARY_COLUMNS = [
     "probability",
     "independent_prediction",
     "independent_probability",
+    "independent_rank",
     "cnn_prediction",
     "mean_image_correlation",
     "class_index",
@@ -155,9 +156,10 @@ def summarize(
     model: nn.Module, images: dict[str, torch.Tensor], independent, class_names, targets=None
 ) -> pd.DataFrame:
     """One row per (class, variant): the CNN's logit and probability of that class and its
-    prediction, the pixel classifier's prediction and probability of the class, and the
-    correlation with the class's mean training image (these three empty without a pixel
-    classifier). Image j of each variant is for class ``targets[j]`` (default: j)."""
+    prediction; the independent judge's (pixel classifier's or ImageNet judge's) prediction,
+    probability of the class and the class's rank among its predictions (0 = top-1), empty
+    without a judge; and the correlation with the class's mean training image (a pixel
+    classifier only). Image j of each variant is for class ``targets[j]`` (default: j)."""
     device = model_device(model)
     rows = []
     for variant, batch in images.items():
@@ -166,8 +168,12 @@ def summarize(
         probs = torch.softmax(logits, dim=1)
         classes = np.arange(len(batch)) if targets is None else np.asarray(targets)
         if independent is not None:
+            from cnnpipe.judge import target_ranks
+
             pixel_probs = independent.predict_proba(batch)
-            correlation = independent.mean_image_correlation(batch, classes)
+            ranks = target_ranks(pixel_probs, classes)
+            correlation = (independent.mean_image_correlation(batch, classes)
+                           if hasattr(independent, "mean_image_correlation") else None)
         for j, c in enumerate(classes):
             row = {
                 "class": str(class_names[c]),
@@ -180,15 +186,17 @@ def summarize(
             if independent is not None:
                 row["independent_prediction"] = str(class_names[int(pixel_probs[j].argmax())])
                 row["independent_probability"] = round(float(pixel_probs[j, c]), 6)
-                row["mean_image_correlation"] = round(float(correlation[j]), 4)
+                row["independent_rank"] = int(ranks[j])
+                if correlation is not None:
+                    row["mean_image_correlation"] = round(float(correlation[j]), 4)
             rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def attainment(summary: pd.DataFrame, reference: dict) -> dict:
-    """Per variant: how many classes the CNN and the pixel classifier assign to the intended
-    class, and the correlation with the class means; ``reference`` holds the same measures
-    for real test images."""
+    """Per variant: how many classes the CNN and the independent judge assign to the intended
+    class (the judge also: in its top 5), and the correlation with the class means (pixel
+    classifier only); ``reference`` holds the pixel classifier's measures for real test images."""
     out = {"reference": reference, "variants": {}}
     for variant, group in summary.groupby("variant", sort=False):
         numbers = {
@@ -199,7 +207,11 @@ def attainment(summary: pd.DataFrame, reference: dict) -> dict:
         if group["independent_prediction"].notna().all():
             numbers.update({
                 "independent_correct": int((group["independent_prediction"] == group["class"]).sum()),
+                "independent_top5": int((group["independent_rank"] < 5).sum()),
                 "independent_probability_mean": round(float(group["independent_probability"].mean()), 4),
+            })
+        if group["mean_image_correlation"].notna().all():
+            numbers.update({
                 "mean_image_correlation_mean": round(float(group["mean_image_correlation"].mean()), 4),
                 "mean_image_correlation_min": round(float(group["mean_image_correlation"].min()), 4),
             })
@@ -237,10 +249,11 @@ def regularization_words(cfg: dict) -> list[str]:
 
 
 def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class_means: np.ndarray | None,
-                   class_names, cfg: dict, reference: dict | None):
+                   class_names, cfg: dict, reference: dict | None, judge: str | None = None):
     """Rows: the variants, then (with a pixel classifier) the class's mean training image;
     columns: the classes. Under each image: the CNN's probability, then the pixel classifier's
-    prediction and r with the class mean where there is one."""
+    prediction and r with the class mean where there is one, or the ImageNet ``judge``'s
+    prediction."""
     k = len(class_names)
     shape = next(iter(images.values())).shape[1:]
     judged = reference is not None
@@ -256,6 +269,8 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
             under = f"p {row['probability']:.3f}"
             if judged:
                 under += f" | {row['independent_prediction']} | r {row['mean_image_correlation']:.2f}"
+            elif judge:
+                under += f" | judge: {row['independent_prediction']}"
             sublabels.append(under)
     if judged:
         labels += [f"mean: {name}" for name in class_names]
@@ -282,6 +297,13 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
             for v, g in summary.groupby("variant", sort=False)
         )
         lines += [rows, f"under each: the network's probability of the class; its top class agrees: {tally}"]
+        if judge:
+            verdict = " | ".join(
+                f"{VARIANT_LABELS.get(v, v)} {int((g['independent_rank'] == 0).sum())}/{k} top-1, "
+                f"{int((g['independent_rank'] < 5).sum())}/{k} top-5"
+                for v, g in summary.groupby("variant", sort=False)
+            )
+            lines.append(f"and the judge's prediction: {judge}, trained separately, names the class: {verdict}")
     return image_grid(torch.cat(panels), labels, "\n".join(lines), ncols=k, sublabels=sublabels)
 
 
@@ -307,16 +329,21 @@ def run_classes(
     log.info("classes: %s, %d classes on %s images", net.backbone, len(net.targets), "x".join(map(str, net.image_shape)))
     images = visualize_classes(model, net.image_shape, settings, layer=net.layer, targets=net.targets, seed=seed)
     independent = net.independent(settings["independent_classifier"], seed)
-    reference = None if independent is None else reference_measures(independent, net.data)
+    reference = None if independent is None or net.data is None else reference_measures(independent, net.data)
     summary = summarize(model, images, independent, net.class_names, net.targets)
     counts = attainment(summary, reference)
+    if independent is not None and reference is None:
+        counts["judge"] = independent.kind
     for variant, numbers in counts["variants"].items():
-        judged = (f", pixel classifier {numbers['independent_correct']}/{numbers['classes']}, mean r with class "
-                  f"mean {numbers['mean_image_correlation_mean']:.3f}" if "independent_correct" in numbers else "")
+        judged = (f", judge {numbers['independent_correct']}/{numbers['classes']} top-1 "
+                  f"{numbers['independent_top5']}/{numbers['classes']} top-5" if "independent_correct" in numbers else "")
+        if "mean_image_correlation_mean" in numbers:
+            judged += f", mean r with class mean {numbers['mean_image_correlation_mean']:.3f}"
         log.info("%s: network %d/%d%s", variant, numbers["cnn_correct"], numbers["classes"], judged)
     log.info("reference: %s", reference)
     write_csv(summary_csv, summary)
     write_json(attainment_json, counts)
-    means = None if independent is None else independent.class_means[net.targets]
-    save_figure(classes_figure(images, summary, means, net.target_names, settings, reference), grid_png)
+    means = None if reference is None else independent.class_means[net.targets]
+    judge = None if independent is None or reference is not None else independent.kind
+    save_figure(classes_figure(images, summary, means, net.target_names, settings, reference, judge), grid_png)
     return summary

@@ -3,9 +3,9 @@
 Either the pipeline's trained CNN (every class of the dataset, judged as well by a pixel
 classifier fitted on the same training set), or any network of a backbone spec
 (``cnnpipe.backbone_spec``): an ImageNet network (the configured ``imagenet_classes`` only, on
-square RGB images of ``image_size`` pixels), a network of your own (all its classes), or
-another run's checkpoint (all its classes, at its image size). Their training sets are not
-here, so these images get no ``independent_prediction``.
+square RGB images of ``image_size`` pixels, judged by a second ImageNet network,
+:mod:`cnnpipe.judge`), a network of your own (all its classes), or another run's checkpoint
+(all its classes, at its image size). The last two have no independent judge here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnpipe.backbone_spec import TRAINED, parse_backbone
+from cnnpipe.backbone_spec import TRAINED, BackboneSpec, parse_backbone
 
 # The layer whose outputs are the class scores y^i: the trained CNN's module name, and an
 # alias that every ImageNet backbone resolves (classifier, classifier.6, fc).
@@ -36,15 +36,24 @@ class Classifier:
     class_names: list[str]
     data: dict | None
     backbone: str
+    # the independent ImageNet judge (cnnpipe.judge) of an ImageNet network's images, and the
+    # cache its weights may come from
+    judge: BackboneSpec | None = None
+    cache_dir: str | os.PathLike | None = None
 
     @property
     def target_names(self) -> list[str]:
         return [self.class_names[i] for i in self.targets]
 
     def independent(self, kind: str, seed: int):
-        """The pixel classifier fitted on the training set, or None where there is none."""
+        """The independent judge of the images: the pixel classifier fitted on the training set
+        (the trained CNN), the ImageNet judge (an ImageNet network), or None."""
         if self.data is None:
-            return None
+            if self.judge is None:
+                return None
+            from cnnpipe.judge import ImageNetJudge
+
+            return ImageNetJudge(self.judge, cache_dir=self.cache_dir)
         from cnnpipe.independent import fit_on_prepared
 
         return fit_on_prepared(self.data, kind, num_classes=len(self.class_names), seed=seed)
@@ -87,7 +96,11 @@ def load_classifier(
         return Classifier(model, SCORES_LAYER, shape, list(range(len(names))), names, None, spec.label)
     targets = class_targets(key, spec, settings.get("imagenet_classes"))
     size = int(settings["image_size"] or model.input_size)  # null: the network's native size
-    return Classifier(model, resolve_layer(model, SCORES_LAYER), (3, size, size), targets, names, None, spec.label)
+    from cnnpipe.judge import DEFAULT_JUDGE, check_judge
+
+    judge = check_judge(key, settings.get("judge", DEFAULT_JUDGE), spec)
+    return Classifier(model, resolve_layer(model, SCORES_LAYER), (3, size, size), targets, names, None, spec.label,
+                      judge, cache_dir)
 
 
 def class_targets(key: str, backbone, indices) -> list[int]:

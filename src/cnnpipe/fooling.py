@@ -54,6 +54,7 @@ CSV_COLUMNS = [
     "confidence_after_png",
     "independent_prediction",
     "independent_probability",
+    "independent_rank",
     "predicted_after_png",
     "reached_target",
     "iterations",
@@ -317,8 +318,10 @@ def evolve_fooling(
 
 
 def fooling_table(result: FoolingResult, class_names, independent) -> pd.DataFrame:
-    """One row per target class; the pixel classifier (if any) judges the images read back
-    from PNG. ``class_names`` names every class of the network."""
+    """One row per target class; the independent judge (pixel classifier or ImageNet judge, if
+    any) judges the images read back from PNG: its prediction, that prediction's probability,
+    and the target class's rank among its predictions (0 = top-1). ``class_names`` names every
+    class of the network."""
     columns = {
         "class": [str(class_names[c]) for c in result.targets],
         "confidence": [round(float(v), 6) for v in result.confidence],
@@ -333,13 +336,16 @@ def fooling_table(result: FoolingResult, class_names, independent) -> pd.DataFra
         picks = proba.argmax(axis=1)
         columns["independent_prediction"] = [str(class_names[int(i)]) for i in picks]
         columns["independent_probability"] = [round(float(proba[j, i]), 6) for j, i in enumerate(picks)]
+        from cnnpipe.judge import target_ranks
+
+        columns["independent_rank"] = [int(r) for r in target_ranks(proba, result.targets)]
     return pd.DataFrame(columns, columns=CSV_COLUMNS)
 
 
-def fooling_figure(result: FoolingResult, table: pd.DataFrame, independent_kind: str | None):
+def fooling_figure(result: FoolingResult, table: pd.DataFrame, independent_kind: str | None, judge: bool = False):
     """The PNG-loaded images, labelled with the target class; under each: the network's
     predicted class and its confidence in the target class (after PNG), and the pixel
-    classifier's prediction where there is one."""
+    classifier's (or, with ``judge``, the ImageNet judge's) prediction where there is one."""
     names = table["class"].tolist()
     k = len(names)
     labels = [f"target {name}" for name in names]
@@ -347,7 +353,7 @@ def fooling_figure(result: FoolingResult, table: pd.DataFrame, independent_kind:
     for name, row in zip(names, table.itertuples()):
         # The confidence is always that of the target class; name it when the CNN picks another.
         cnn = f"CNN {row.predicted_after_png}" + ("" if row.predicted_after_png == name else f"; {name}:")
-        judged = f" | pix {row.independent_prediction}" if independent_kind else ""
+        judged = f" | {'judge' if judge else 'pix'} {row.independent_prediction}" if independent_kind else ""
         sublabels.append(f"{cnn} {format_percent_down(row.confidence_after_png)}{judged}")
     reached = int(table["reached_target"].sum())
     how = {
@@ -359,7 +365,11 @@ def fooling_figure(result: FoolingResult, table: pd.DataFrame, independent_kind:
     hits = [n for n, ok in zip(result.iterations, result.reached.tolist()) if ok]
     when = f", reached within {max(hits)} {unit}" if hits else ""
     under = "under each image: the network's prediction and confidence"
-    if independent_kind:
+    if independent_kind and judge:
+        top5 = int((table["independent_rank"] < 5).sum())
+        under += (f" | the judge's prediction ({independent_kind}, trained separately; the target is in its "
+                  f"top 5 for {top5}/{k})")
+    elif independent_kind:
         under += f" | the {independent_kind} pixel classifier's prediction"
     title = (
         f"Fooling images by {how}\n"
@@ -381,7 +391,8 @@ def _log_results(method: str, result: FoolingResult, table: pd.DataFrame, judged
              method, int(table["reached_target"].sum()), len(table), result.target,
              float(table["confidence_after_png"].min()))
     for row in table.to_dict("records"):
-        verdict = f"; pixel classifier says {row['independent_prediction']}" if judged else ""
+        verdict = (f"; independent judge says {row['independent_prediction']} (target at rank "
+                   f"{row['independent_rank']})") if judged else ""
         log.info("  class %s: confidence %.6f (after PNG %.6f), target reached: %s after %d iterations%s",
                  row["class"], row["confidence"], row["confidence_after_png"], row["reached_target"],
                  row["iterations"], verdict)
@@ -423,6 +434,7 @@ def run_fooling(
     table = fooling_table(result, net.class_names, independent)
     _log_results(method, result, table, independent is not None)
     write_csv(csv_path, table)
-    kind = cfg["independent_classifier"] if independent is not None else None
-    save_figure(fooling_figure(result, table, kind), png_path)
+    judge = independent is not None and net.data is None
+    kind = None if independent is None else independent.kind if judge else cfg["independent_classifier"]
+    save_figure(fooling_figure(result, table, kind, judge), png_path)
     return table

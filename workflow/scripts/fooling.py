@@ -4,6 +4,7 @@ import torch
 
 from cnnpipe.captions import fooling_key_numbers, write_caption
 from cnnpipe.fooling import run_fooling, target_confidence
+from cnnpipe.judge import check_judge
 from cnnpipe.logs import job_logging
 
 with job_logging(snakemake.log[0]):
@@ -21,4 +22,11 @@ with job_logging(snakemake.log[0]):
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,
     )
-    write_caption(snakemake.output.caption, fooling_key_numbers(snakemake.output.csv, method, target_confidence(method, cfg)))
+    judge = check_judge("fooling", cfg.get("judge"), cfg["backbone"])
+    numbers = fooling_key_numbers(
+        snakemake.output.csv,
+        method,
+        target_confidence(method, cfg),
+        judge=judge.label if judge else None,
+    )
+    write_caption(snakemake.output.caption, numbers)
