@@ -367,6 +367,6 @@ def test_a_null_image_size_means_the_native_size_of_the_weights():
     assert plan.native_size("efficientnet_lite1") == 240 and plan.native_size("inception_v3") == 299
     assert plan.native_size({"arch": "resnet18", "weights": "unused.pt", "input_size": 96}) == 96
     plan.check_input_size("classes.image_size", "vit_b_16", None)  # its native 224 px: nothing to check
-    settings = {"backbone": "efficientnet_lite1", "imagenet_classes": [281], "image_size": None}
+    settings = {"backbone": "efficientnet_lite1", "judge": None, "imagenet_classes": [281], "image_size": None}
     assert load_classifier(settings, key="classes").image_shape == (3, 240, 240)
     assert load_classifier({**settings, "image_size": 64}, key="classes").image_shape == (3, 64, 64)

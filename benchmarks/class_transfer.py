@@ -1,0 +1,95 @@
+"""Class visualizations that transfer: each variant of the classes stage on an ImageNet network,
+judged by a second, separately trained network (the measure of Fel et al., "MACO", 2023).
+
+For every variant (plain, the slide's L1, regularized) the script makes x* for the configured
+ImageNet classes on the generator, times it, reads the images back from 8-bit PNG, and prints
+side by side: the generator's own top-1 count, the judge's top-1 and top-5 counts, and the
+seconds. The judge only measures; nothing is optimized against it.
+
+Defaults follow the issue's setting: EfficientNet-Lite0 at 128 px, the default config's ten
+classes, judged by EfficientNet-Lite1 (both offline), with the ``classes`` settings of
+config.yaml (``--steps`` overrides the steps). Goals: the best variant >= 9/10 at top-1 by the
+judge, the plain variant <= 1/10, and <= 2 min for the ten classes on two CPU cores.
+
+Run: .venv/bin/python benchmarks/class_transfer.py [--generator efficientnet_lite0]
+     [--judge efficientnet_lite1] [--size 128] [--steps N] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from cnnpipe import ascent
+from cnnpipe.backbones import imagenet_class_names, load_backbone, resolve_layer
+from cnnpipe.classes import OBJECTIVES, variant_settings
+from cnnpipe.classifier import SCORES_LAYER
+from cnnpipe.judge import ImageNetJudge, target_ranks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def png_round_trip(images: torch.Tensor) -> torch.Tensor:
+    """The images as an 8-bit PNG file holds them."""
+    out = []
+    for image in images:
+        array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        buffer.seek(0)
+        out.append(torch.from_numpy(np.asarray(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "config.yaml"))
+    parser.add_argument("--generator", default="efficientnet_lite0")
+    parser.add_argument("--judge", default="efficientnet_lite1")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cfg = dict(yaml.safe_load(Path(args.config).read_text())["classes"])
+    if args.steps is not None:
+        cfg["steps"] = args.steps
+    targets = [int(i) for i in cfg["imagenet_classes"]]
+    names = imagenet_class_names()
+    model = load_backbone(args.generator)
+    layer = resolve_layer(model, SCORES_LAYER)
+    judge = ImageNetJudge(args.judge)
+    shape = (3, args.size, args.size)
+    objectives = [OBJECTIVES[cfg["objective"]](layer, i) for i in targets]
+    print(f"generator {args.generator} at {args.size} px, judge {judge.kind} at {judge.size} px, "
+          f"{len(targets)} classes, {cfg['steps']} steps, {args.threads} threads")
+    print(f"{'variant':<12} {'generator top-1':>15} {'judge top-1':>11} {'judge top-5':>11} {'seconds':>8}  judge says")
+    for name, settings in variant_settings(cfg, shape).items():
+        settings = dict(settings)
+        param = settings.pop("param")
+        start = time.perf_counter()
+        result = ascent.ascend(model, objectives, param, steps=cfg["steps"], lr=cfg["lr"], seed=args.seed,
+                               progress=False, **settings)
+        seconds = time.perf_counter() - start
+        images = png_round_trip(result.images)
+        with torch.no_grad(), ascent.frozen(model):
+            own = model(images).argmax(dim=1).numpy()
+        proba = judge.predict_proba(images)
+        ranks = target_ranks(proba, targets)
+        said = [names[i] for i in proba.argmax(axis=1)]
+        print(f"{name:<12} {int((own == np.asarray(targets)).sum()):>12}/{len(targets)} "
+              f"{int((ranks == 0).sum()):>8}/{len(targets)} {int((ranks < 5).sum()):>8}/{len(targets)} "
+              f"{seconds:>8.1f}  {', '.join(said)}")
+
+
+if __name__ == "__main__":
+    main()
