@@ -12,7 +12,8 @@ config.yaml (``--steps`` overrides the steps). Goals: the best variant >= 9/10 a
 judge, the plain variant <= 1/10, and <= 2 min for the ten classes on two CPU cores.
 
 Run: .venv/bin/python benchmarks/class_transfer.py [--generator efficientnet_lite0]
-     [--judge efficientnet_lite1] [--size 128] [--steps N] [--threads 2]
+     [--judge efficientnet_lite1] [--size 128] [--steps N] [--threads 2] [--variants regularized]
+     [--set jitter=0.15 scale=0.2]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def png_round_trip(images: torch.Tensor) -> torch.Tensor:
         buffer = io.BytesIO()
         Image.fromarray(array).save(buffer, format="PNG")
         buffer.seek(0)
-        out.append(torch.from_numpy(np.asarray(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).float() / 255)
+        out.append(torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
 
 
@@ -57,12 +58,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="*", default=None, help="only these variants (default: all)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override classes settings, e.g. jitter=0.15 (values read as YAML)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     cfg = dict(yaml.safe_load(Path(args.config).read_text())["classes"])
     if args.steps is not None:
         cfg["steps"] = args.steps
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            raise SystemExit(f"--set {item}: classes has no key {key!r}")
+        cfg[key] = yaml.safe_load(value)
     targets = [int(i) for i in cfg["imagenet_classes"]]
     names = imagenet_class_names()
     model = load_backbone(args.generator)
@@ -74,6 +83,8 @@ def main() -> None:
           f"{len(targets)} classes, {cfg['steps']} steps, {args.threads} threads")
     print(f"{'variant':<12} {'generator top-1':>15} {'judge top-1':>11} {'judge top-5':>11} {'seconds':>8}  judge says")
     for name, settings in variant_settings(cfg, shape).items():
+        if args.variants and name not in args.variants:
+            continue
         settings = dict(settings)
         param = settings.pop("param")
         start = time.perf_counter()
