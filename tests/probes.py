@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import skimage.data
 import torch
+import torch.nn.functional as F
 
 
 def forward_outputs(model, layers, image: torch.Tensor) -> dict:
@@ -18,3 +20,15 @@ def forward_outputs(model, layers, image: torch.Tensor) -> dict:
         for handle in handles:
             handle.remove()
     return outputs
+
+
+def imagenet_photo(name: str, size: int = 224) -> torch.Tensor:
+    """A scikit-image photo as ImageNet evaluation crops it: a 1x3xSxS tensor in [0, 1], the
+    shorter side scaled to size/0.875, then the centre crop."""
+    image = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float().div(255)[None]
+    height, width = image.shape[-2:]
+    scale = round(size / 0.875) / min(height, width)
+    image = F.interpolate(image, size=(round(height * scale), round(width * scale)),
+                          mode="bilinear", antialias=True, align_corners=False)
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    return image[..., top:top + size, left:left + size].clamp(0, 1)

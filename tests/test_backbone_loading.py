@@ -8,10 +8,9 @@ from __future__ import annotations
 import re
 
 import pytest
-import skimage.data
 import torch
-import torch.nn.functional as F
 import torchvision
+from probes import imagenet_photo
 
 from cnnpipe import backbones
 from cnnpipe import checkpoint as ckpt
@@ -35,18 +34,6 @@ def normalized(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 def images(n: int = 2, size: int = 64, seed: int = 1) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def photo(name: str, size: int) -> torch.Tensor:
-    """A scikit-image photo as a 1x3xSxS tensor in [0, 1]: shorter side to size/0.875, center crop
-    (the same as tests/test_backbones.py, copied so the two files do not depend on each other)."""
-    image = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float().div(255)[None]
-    height, width = image.shape[-2:]
-    scale = round(size / 0.875) / min(height, width)
-    image = F.interpolate(image, size=(round(height * scale), round(width * scale)),
-                          mode="bilinear", antialias=True, align_corners=False)
-    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
-    return image[..., top:top + size, left:left + size].clamp(0, 1)
 
 
 def assert_frozen(model: torch.nn.Module) -> None:
@@ -272,7 +259,7 @@ def test_lite1_takes_inception_normalization_at_240(lite1):
 
 def test_lite1_recognizes_the_cat_and_the_espresso(lite1):
     with torch.no_grad():
-        logits = lite1(torch.cat([photo("chelsea", 240), photo("coffee", 240)]))
+        logits = lite1(torch.cat([imagenet_photo("chelsea", 240), imagenet_photo("coffee", 240)]))
     names = lite1.class_names
     cat = logits[0].argmax().item()
     assert 281 <= cat <= 285, names[cat]  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -8,10 +8,9 @@ import re
 from types import SimpleNamespace
 
 import pytest
-import skimage.data
 import torch
-import torch.nn.functional as F
 import torchvision
+from probes import imagenet_photo
 from torch import nn
 
 from cnnpipe import backbones
@@ -26,17 +25,6 @@ from cnnpipe.backbones import (
 )
 from cnnpipe.fileio import torch_save
 from cnnpipe.models import LectureCNN
-
-
-def photo(name: str, size: int = 224) -> torch.Tensor:
-    """A scikit-image photo as a 1x3xSxS tensor in [0, 1]: shorter side to size/0.875, center crop."""
-    image = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float().div(255)[None]
-    height, width = image.shape[-2:]
-    scale = round(size / 0.875) / min(height, width)
-    image = F.interpolate(image, size=(round(height * scale), round(width * scale)),
-                          mode="bilinear", antialias=True, align_corners=False)
-    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
-    return image[..., top:top + size, left:left + size].clamp(0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +78,7 @@ def test_lite0_recognizes_the_cat_and_the_espresso(lite0):
     names = imagenet_class_names()
     assert len(names) == 1000 and names[967] == "espresso"
     with torch.no_grad():
-        logits = lite0(torch.cat([photo("chelsea"), photo("coffee")]))
+        logits = lite0(torch.cat([imagenet_photo("chelsea"), imagenet_photo("coffee")]))
     cat, coffee = logits.argmax(dim=1).tolist()
     assert cat in {281, 282, 285}, names[cat]
     assert coffee == 967, names[coffee]
@@ -98,7 +86,7 @@ def test_lite0_recognizes_the_cat_and_the_espresso(lite0):
 
 def test_lite0_normalization_fits_the_stem_batchnorm_statistics(lite0):
     """The weights' own BatchNorm statistics pick (x - 127) / 128 over the ImageNet mean/std."""
-    x = torch.cat([photo("chelsea"), photo("coffee"), photo("astronaut"), photo("rocket")])
+    x = torch.cat([imagenet_photo("chelsea"), imagenet_photo("coffee"), imagenet_photo("astronaut"), imagenet_photo("rocket")])
     stats = lite0.bn1
     keep = stats.running_var > 1e-2  # a few stem channels are dead
 
