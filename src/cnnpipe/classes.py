@@ -38,6 +38,7 @@ from cnnpipe import ascent
 from cnnpipe.classifier import SCORES_LAYER, load_classifier
 from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv, write_json
+from cnnpipe.judge import target_ranks
 from cnnpipe.plots import image_grid
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,6 @@ def summarize(
         probs = torch.softmax(logits, dim=1)
         classes = np.arange(len(batch)) if targets is None else np.asarray(targets)
         if independent is not None:
-            from cnnpipe.judge import target_ranks
-
             pixel_probs = independent.predict_proba(batch)
             ranks = target_ranks(pixel_probs, classes)
             correlation = (independent.mean_image_correlation(batch, classes)

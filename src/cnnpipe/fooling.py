@@ -42,6 +42,7 @@ from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.formatting import format_percent_down
 from cnnpipe.images import load_image, pil_to_tensor, save_png
+from cnnpipe.judge import target_ranks
 from cnnpipe.logs import progress
 from cnnpipe.plots import image_grid
 
@@ -336,8 +337,6 @@ def fooling_table(result: FoolingResult, class_names, independent) -> pd.DataFra
         picks = proba.argmax(axis=1)
         columns["independent_prediction"] = [str(class_names[int(i)]) for i in picks]
         columns["independent_probability"] = [round(float(proba[j, i]), 6) for j, i in enumerate(picks)]
-        from cnnpipe.judge import target_ranks
-
         columns["independent_rank"] = [int(r) for r in target_ranks(proba, result.targets)]
     return pd.DataFrame(columns, columns=CSV_COLUMNS)
 

@@ -118,11 +118,9 @@ def check_input_size(key: str, backbone, size: int, layers: Sequence[str] | None
         return  # null: the network's native size, which it runs at
     import torch
 
-    from cnnpipe.backbones import default_layers
-
     model = _meta_network(spec, None, None)
     if layers is not None and not layers:  # style transfer's defaults: the content and style layers
-        defaults = default_layers(model)
+        defaults = default_layers_for(spec)
         layers = [defaults["content"], *defaults["style"]] if defaults else None
     targets = [_qualified_layer(model, spec, name) for name in layers or []]
 
