@@ -32,3 +32,9 @@ def imagenet_photo(name: str, size: int = 224) -> torch.Tensor:
                           mode="bilinear", antialias=True, align_corners=False)
     top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
     return image[..., top:top + size, left:left + size].clamp(0, 1)
+
+
+def visible_files(folder) -> list[str]:
+    """The names of the files in ``folder``, sorted, without hidden ones (Snakemake marks a
+    directory output with a ``.snakemake_timestamp`` file)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))

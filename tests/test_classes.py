@@ -11,9 +11,11 @@ import pytest
 import torch
 import yaml
 from pipeline import snakemake
+from probes import visible_files
 
 from cnnpipe import ascent, classes
 from cnnpipe.checkpoint import load_model
+from cnnpipe.images import read_images
 from cnnpipe.independent import fit_pixel_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,17 +202,21 @@ def test_attainment_counts_by_hand():
 OUTPUTS = ["results/classes/summary.csv", "results/classes/attainment.json", "results/classes/classes.png"]
 
 
-def tiny_run_classes(tiny_run, tiny_config):
-    """The tiny run's trained CNN, its prepared data, and x* of every variant rendered again
-    with the run's settings and seed (the rule's images are only in its figure)."""
+def tiny_run_classes(tiny_run):
+    """The tiny run's trained CNN, its prepared data, and its x* of every variant as the rule
+    saved them (results/classes/images/<variant>/<class>.png), read back."""
     from cnnpipe.checkpoint import load_model
     from cnnpipe.data import load_prepared
 
     results = tiny_run / "results"
-    model = load_model(results / "train" / "model.pt")
+    model = load_model(results / "train" / "model.pt").eval()
     data = load_prepared(results / "data" / "dataset.pt")
-    images = classes.visualize_classes(model, tuple(data["train_images"].shape[1:]), tiny_config["classes"],
-                                       seed=tiny_config["seed"], show_progress=False)
+    folder = results / "classes" / "images"
+    assert visible_files(folder) == sorted(classes.VARIANTS)
+    images = {variant: read_images([folder / variant / f"{c}.png" for c in range(10)], "L")
+              for variant in classes.VARIANTS}
+    for variant in classes.VARIANTS:  # nothing but the ten classes' files
+        assert visible_files(folder / variant) == sorted(f"{c}.png" for c in range(10))
     return model, data, images
 
 
@@ -239,7 +245,7 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
     summary = pd.read_csv(tiny_run / OUTPUTS[0], dtype={"class": str, "independent_prediction": str,
                                                         "cnn_prediction": str})
     counts = json.loads((tiny_run / OUTPUTS[1]).read_text())
-    model, data, images = tiny_run_classes(tiny_run, tiny_config)
+    model, data, images = tiny_run_classes(tiny_run)
     names = [str(i) for i in range(10)]
     assert summary["variant"].tolist() == [v for v in classes.VARIANTS for _ in names]
     assert summary["class"].tolist() == names * 3
@@ -280,19 +286,22 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
     classes.run_classes(
         tiny_config["classes"], seed=tiny_config["seed"], device_name="cpu", summary_csv=tmp_path / "summary.csv",
         attainment_json=tmp_path / "attainment.json", grid_png=tmp_path / "classes.png",
-        model_path=results / "train" / "model.pt", data_path=results / "data" / "dataset.pt",
+        image_dir=tmp_path / "images", model_path=results / "train" / "model.pt", data_path=results / "data" / "dataset.pt",
     )
     for name in OUTPUTS:
         assert (tmp_path / Path(name).name).read_bytes() == (tiny_run / name).read_bytes(), name
+    for file in (results / "classes" / "images").rglob("*.png"):
+        relative = file.relative_to(results / "classes" / "images")
+        assert (tmp_path / "images" / relative).read_bytes() == file.read_bytes(), relative
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("variant", ["plain", "l1", "regularized"])
-def test_each_class_image_is_the_networks_top1_after_png(tiny_run, tiny_config, tmp_path, variant, read_back_png):
-    """What the stage is for: x*_i, read back from an 8-bit PNG file, is the network's class i."""
-    model, _, images = tiny_run_classes(tiny_run, tiny_config)
+def test_each_class_image_is_the_networks_top1_after_png(tiny_run, variant):
+    """What the stage is for: x*_i, its 8-bit PNG file read back, is the network's class i."""
+    model, _, images = tiny_run_classes(tiny_run)
     with torch.no_grad():
-        top = model(read_back_png(images[variant], tmp_path)).argmax(dim=1)
+        top = model(images[variant]).argmax(dim=1)
     assert top.tolist() == list(range(10))
 
 
@@ -331,3 +340,13 @@ def test_rule_on_an_imagenet_backbone_needs_no_training(tmp_path):
         assert numbers["independent_correct"] == int((ranks == 0).sum())
         assert numbers["independent_top5"] == int((ranks < 5).sum())
     assert "efficientnet_lite0, 2 classes on 3x32x32 images" in (tmp_path / "results/logs/classes.log").read_text()
+    # The judge's numbers are its verdicts on the saved files themselves.
+    from cnnpipe.judge import ImageNetJudge, target_ranks
+
+    judge = ImageNetJudge("efficientnet_lite1")
+    for variant in classes.VARIANTS:
+        files = [tmp_path / f"results/classes/images/{variant}/{name}.png" for name in ("goldfish", "flamingo")]
+        proba = judge.predict_proba(read_images(files, "RGB"))
+        rows = summary[summary["variant"] == variant]
+        assert rows["independent_probability"].to_numpy() == pytest.approx(proba[[0, 1], [1, 130]], abs=1e-6)
+        assert rows["independent_rank"].tolist() == target_ranks(proba, [1, 130]).tolist()

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from probes import visible_files
 from torch import nn
 
 from cnnpipe import filters, plan
 from cnnpipe.fileio import write_csv
+from cnnpipe.images import read_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,7 +238,9 @@ def test_run_filters_on_an_imagenet_backbone(tmp_path):
     settings = {"backbone": "efficientnet_lite0", "image_size": 32, "max_filters": 3, "steps": 3, "lr": 0.05,
                 "parameterization": "fft", "jitter": 0.1, "leak": 0.01, "memory_mb": 256}
     png, csv = tmp_path / "b.png", tmp_path / "b.csv"
-    filters.run_filters("blocks.1", settings, seed=0, png_path=png, csv_path=csv, progress=False)
+    filters.run_filters("blocks.1", settings, seed=0, png_path=png, csv_path=csv, image_dir=tmp_path / "x",
+                        progress=False)
+    assert visible_files(tmp_path / "x") == ["0.png", "1.png", "2.png"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     written = pd.read_csv(csv)
     assert written["filter"].tolist() == [0, 1, 2]
@@ -278,8 +282,8 @@ def degree_of_activation(model: nn.Module, layer: str, images: torch.Tensor) -> 
 @pytest.mark.e2e
 def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
     """The tables of the tiny run, each column derived again here: dataset_max by a plain
-    forward pass over every training image, activation by the same pass over x* (the ascent
-    repeated with the run's settings and seed)."""
+    forward pass over every training image, activation by the same pass over the saved x*
+    files; the start (noise or data) by repeating the ascent with the run's settings and seed."""
     from cnnpipe.checkpoint import load_model
     from cnnpipe.data import load_prepared
 
@@ -313,6 +317,13 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
                 if again_acts[j] > activation[k]:
                     activation[k], from_data[k] = again_acts[j], True
         assert table["start"].tolist() == ["data" if d else "noise" for d in from_data.tolist()]
+        # The numbers are those of the saved files (results/filters/<layer>/<unit>.png), read back.
+        folder = results / "filters" / layer
+        assert visible_files(folder) == sorted(f"{k}.png" for k in range(count))
+        saved = read_images([folder / f"{k}.png" for k in range(count)], "L")
+        from_noise = ~from_data
+        assert (saved[from_noise] - x_star[from_noise]).abs().max() <= 0.5 / 255 + 1e-6  # x* in 8 bits
+        activation = degree_of_activation(model, layer, saved).diagonal()
         assert table["activation"].to_numpy() == pytest.approx(activation.numpy(), rel=1e-4, abs=1e-3)
         assert table["ratio"].to_numpy() == pytest.approx((activation / data_max).numpy(), rel=1e-3)
         won = int((activation > data_max).sum())
@@ -323,10 +334,12 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
     for layer in TINY_FILTERS:
         again = {ext: tmp_path / f"{layer}.{ext}" for ext in ("png", "csv")}
         filters.run_filters(layer, settings, seed=tiny_config["seed"], png_path=again["png"], csv_path=again["csv"],
-                            model_path=results / "train" / "model.pt", data_path=results / "data" / "dataset.pt",
-                            progress=False)
+                            image_dir=tmp_path / layer, model_path=results / "train" / "model.pt",
+                            data_path=results / "data" / "dataset.pt", progress=False)
         for ext, path in again.items():
             assert path.read_bytes() == (results / "filters" / f"{layer}.{ext}").read_bytes(), (layer, ext)
+        for file in (results / "filters" / layer).glob("*.png"):
+            assert (tmp_path / layer / file.name).read_bytes() == file.read_bytes(), (layer, file.name)
 
 
 # What the tiny run reaches (seed 0, 6 epochs, 60 steps): conv1 all four filters from noise, min

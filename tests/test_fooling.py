@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from probes import visible_files
 
 from cnnpipe import cppn, fooling
 from cnnpipe.formatting import format_percent_down
@@ -193,7 +194,7 @@ def test_a_subset_of_classes_keeps_image_and_class_apart(tiny_cnn):
 
 def test_bad_arguments_are_named(tiny_cnn):
     with pytest.raises(ValueError, match="method"):
-        fooling.run_fooling("genetic", {}, seed=0, device_name="cpu", csv_path="x", png_path="y")
+        fooling.run_fooling("genetic", {}, seed=0, device_name="cpu", csv_path="x", png_path="y", image_dir="z")
     with pytest.raises(ValueError, match="target"):
         fooling.gradient_fooling(tiny_cnn(**FITTED), (1, 8, 8), target=1.5)
     with pytest.raises(ValueError, match="offspring"):
@@ -213,7 +214,9 @@ def test_imagenet_backbone_fools_named_imagenet_classes(tmp_path):
     for method in fooling.METHODS:
         tables[method] = fooling.run_fooling(method, cfg, seed=0, device_name="cpu",
                                              csv_path=tmp_path / f"{method}.csv",
-                                             png_path=tmp_path / f"{method}.png")
+                                             png_path=tmp_path / f"{method}.png", image_dir=tmp_path / method)
+        files = visible_files(tmp_path / method)
+        assert files == ["flamingo.png", "goldfish.png"]
         table = pd.read_csv(tmp_path / f"{method}.csv")
         assert table["class"].tolist() == ["goldfish", "flamingo"] and table["class_index"].tolist() == [1, 130]
         assert table["independent_prediction"].notna().all() and table["independent_rank"].between(0, 999).all()
@@ -221,7 +224,7 @@ def test_imagenet_backbone_fools_named_imagenet_classes(tmp_path):
     assert (tables["gradient"]["confidence_after_png"] > 0.1).all()
     with pytest.raises(ValueError, match=r"fooling.imagenet_classes: need distinct ImageNet class indices in 0..999"):
         fooling.run_fooling("gradient", {**cfg, "imagenet_classes": [1, 1000]}, seed=0, device_name="cpu",
-                            csv_path=tmp_path / "x.csv", png_path=tmp_path / "x.png")
+                            csv_path=tmp_path / "x.csv", png_path=tmp_path / "x.png", image_dir=tmp_path / "x")
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -229,35 +232,31 @@ OUTPUTS = [f"results/fooling/{m}.{ext}" for m in fooling.METHODS for ext in ("cs
 
 
 @pytest.mark.e2e
-def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path, read_back_png):
+def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
     """What the stage is for, checked without the stage's own measuring code: every class's
-    image, written to a PNG file and read back, is given its class with the target confidence.
-    The images are made again with the run's settings and seed (the rule keeps only its figure);
-    the CSV must hold the confidences measured here. Reached on the tiny run: gradient, all ten
-    at 0.999 (the last at step 60 of 100); evolution, all ten at 0.9 (the lowest 0.975)."""
+    image file (results/fooling/<method>/<class>.png), read back, is given its class with the
+    target confidence, and the CSV holds exactly the confidences measured here on those files.
+    Reached on the tiny run: gradient, all ten at 0.999; evolution, all ten at 0.9."""
     from cnnpipe.checkpoint import load_model
-    from cnnpipe.data import load_prepared
+    from cnnpipe.images import read_images
 
     results = tiny_run / "results"
-    model = load_model(results / "train" / "model.pt")
-    shape = tuple(load_prepared(results / "data" / "dataset.pt")["train_images"].shape[1:])
+    model = load_model(results / "train" / "model.pt").eval()
     cfg, seed = tiny_config["fooling"], tiny_config["seed"]
-    runs = {
-        "gradient": (cfg["target_confidence"], cfg["gradient_steps"], fooling.gradient_fooling(
-            model, shape, target=cfg["target_confidence"], steps=cfg["gradient_steps"], lr=cfg["gradient_lr"],
-            seed=seed, show_progress=False)),
-        "evolution": (cfg["evolution_target"], cfg["generations"], fooling.evolve_fooling(
-            model, shape, target=cfg["evolution_target"], generations=cfg["generations"], offspring=cfg["offspring"],
-            hidden=cfg["cppn_nodes"], seed=seed, show_progress=False)),
-    }
+    targets = {"gradient": (cfg["target_confidence"], cfg["gradient_steps"]),
+               "evolution": (cfg["evolution_target"], cfg["generations"])}
     names = [str(i) for i in range(10)]
-    for method, (target, budget, result) in runs.items():
+    for method, (target, budget) in targets.items():
         table = pd.read_csv(results / f"fooling/{method}.csv", dtype={"class": str, "predicted_after_png": str})
         assert table["class"].tolist() == names
+        assert visible_files(results / "fooling" / method) == [f"{n}.png" for n in names]
+        files = [results / "fooling" / method / f"{n}.png" for n in names]
+        images = read_images(files, "L")
+        assert images.shape[1:] == model.image_shape
         with torch.no_grad():
-            probabilities = torch.softmax(model(read_back_png(result.images, tmp_path / method)), dim=1)
+            probabilities = torch.softmax(model(images), dim=1)
         confidence = probabilities.diagonal()
-        assert table["confidence_after_png"].to_numpy() == pytest.approx(confidence.numpy(), abs=1e-5)
+        assert table["confidence_after_png"].to_numpy() == pytest.approx(confidence.numpy(), abs=1e-6)
         assert (confidence >= target).all(), (method, confidence.tolist())
         assert probabilities.argmax(dim=1).tolist() == list(range(10))
         assert table["reached_target"].all() and table["predicted_after_png"].tolist() == names
@@ -266,8 +265,10 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path, read_back_png)
     # The rule's function again (one thread, as the rule runs it): the same bytes.
     for method in fooling.METHODS:
         fooling.run_fooling(method, cfg, seed=seed, device_name="cpu", csv_path=tmp_path / f"{method}.csv",
-                            png_path=tmp_path / f"{method}.png", model_path=results / "train/model.pt",
-                            data_path=results / "data/dataset.pt")
+                            png_path=tmp_path / f"{method}.png", image_dir=tmp_path / method,
+                            model_path=results / "train/model.pt", data_path=results / "data/dataset.pt")
         for ext in ("csv", "png"):
             produced = (results / f"fooling/{method}.{ext}").read_bytes()
             assert (tmp_path / f"{method}.{ext}").read_bytes() == produced, (method, ext)
+        for file in (results / "fooling" / method).glob("*.png"):
+            assert (tmp_path / method / file.name).read_bytes() == file.read_bytes(), (method, file.name)

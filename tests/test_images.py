@@ -9,12 +9,15 @@ from PIL import Image
 
 from cnnpipe.images import (
     ImageError,
+    file_stems,
     list_images,
     load_image,
     pil_to_tensor,
+    read_images,
     resize_to_fit,
     save_png,
     tensor_to_pil,
+    write_image_folder,
 )
 
 
@@ -262,3 +265,30 @@ def test_resize_to_fit():
     assert resize_to_fit(small, 100, upscale=True).size == (100, 50)
     with pytest.raises(ValueError, match="max_side"):
         resize_to_fit(img, 0)
+
+
+def test_file_stems_are_safe_and_unique():
+    names = ["golden retriever", "crane", "crane", "Crane", "a/b", "..", "Granny Smith", "x:y*?"]
+    assert file_stems(names) == ["golden_retriever", "crane", "crane-2", "Crane-3", "a_b", "image",
+                                 "Granny_Smith", "x_y"]
+    assert file_stems(str(i) for i in range(3)) == ["0", "1", "2"]
+
+
+def test_write_image_folder_writes_every_image_and_reads_back_8_bit_values(tmp_path):
+    images = torch.rand(3, 3, 5, 4)
+    folder = tmp_path / "out" / "regularized"
+    paths = write_image_folder(images, ["cat", "dog", "sports car"], folder)
+    assert [p.name for p in paths] == ["cat.png", "dog.png", "sports_car.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.png", "dog.png", "sports_car.png"]
+    loaded = read_images(paths, "RGB")
+    assert torch.equal(loaded, images.mul(255).round().div(255))
+    # A second write replaces the whole folder: no stale file survives, no staging folder is left.
+    write_image_folder(images[:1], ["bee"], folder)
+    assert [p.name for p in folder.iterdir()] == ["bee.png"]
+    assert [p.name for p in folder.parent.iterdir()] == ["regularized"]
+
+
+def test_write_image_folder_refuses_a_count_mismatch_and_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="2 images but 1 names"):
+        write_image_folder(torch.rand(2, 1, 4, 4), ["a"], tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []

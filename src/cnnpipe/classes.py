@@ -28,6 +28,7 @@ classifier or take class means on, so those columns stay empty.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from cnnpipe import ascent
 from cnnpipe.classifier import SCORES_LAYER, load_classifier
 from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv, write_json
+from cnnpipe.images import read_images, write_image_folder
 from cnnpipe.judge import target_ranks
 from cnnpipe.plots import image_grid
 
@@ -306,6 +308,13 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
     return image_grid(torch.cat(panels), labels, "\n".join(lines), ncols=k, sublabels=sublabels)
 
 
+def saved_as_files(images: dict[str, torch.Tensor], folder: Path, names) -> dict[str, torch.Tensor]:
+    """Each variant's images saved as ``folder/<variant>/<name>.png`` and read back from the files."""
+    mode = "L" if next(iter(images.values())).shape[1] == 1 else "RGB"
+    return {variant: read_images(write_image_folder(batch, names, folder / variant), mode)
+            for variant, batch in images.items()}
+
+
 def run_classes(
     settings: dict,
     *,
@@ -314,11 +323,13 @@ def run_classes(
     summary_csv,
     attainment_json,
     grid_png,
+    image_dir,
     model_path=None,
     data_path=None,
     cache_dir=None,
 ) -> pd.DataFrame:
-    """Rule `classes`: the images of all variants, their summary, counts and the grid."""
+    """Rule `classes`: the images of all variants (``image_dir/<variant>/<class>.png``), their
+    summary, counts and the grid; the numbers and the grid come from those files, read back."""
     check_config(settings)
     seed_everything(seed)
     device = select_device(device_name)
@@ -327,6 +338,7 @@ def run_classes(
     model = net.model.to(device)
     log.info("classes: %s, %d classes on %s images", net.backbone, len(net.targets), "x".join(map(str, net.image_shape)))
     images = visualize_classes(model, net.image_shape, settings, layer=net.layer, targets=net.targets, seed=seed)
+    images = saved_as_files(images, Path(image_dir), net.target_names)
     independent = net.independent(settings["independent_classifier"], seed)
     reference = None if independent is None or net.data is None else reference_measures(independent, net.data)
     summary = summarize(model, images, independent, net.class_names, net.targets)

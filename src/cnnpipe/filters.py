@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from cnnpipe import ascent
 from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
+from cnnpipe.images import read_images, write_image_folder
 
 # pandas and matplotlib are imported where they are used, so that importing this module
 # (for the ascent alone, or in tests) does not pay a second for them.
@@ -406,13 +407,15 @@ def run_filters(
     seed: int,
     png_path: str | os.PathLike,
     csv_path: str | os.PathLike,
+    image_dir: str | os.PathLike,
     device_name: str = "cpu",
     model_path: str | os.PathLike | None = None,
     data_path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """The rule: maximize every filter of ``layer``, compare with the data, write PNG and CSV.
+    """The rule: maximize every filter of ``layer``, save each x* as ``image_dir/<unit>.png``,
+    compare those files, read back, with the data, and write the grid (from the files) and CSV.
 
     ``settings`` is the ``filters`` config section (``layers`` is not read).
     """
@@ -445,6 +448,10 @@ def run_filters(
     if settings.get("data_start"):
         images, activation, start = data_start_where_short(ascend, model, target, filters, images, activation,
                                                            reference, data_acts)
+    # Every number and the grid are those of the 8-bit files a user gets.
+    mode = "L" if images.shape[1] == 1 else "RGB"
+    images = read_images(write_image_folder(images, [str(k) for k in filters], image_dir), mode)
+    activation = layer_activations(model, target, images)[index, torch.as_tensor(filters)]
     table = filter_table(filters, activation, data_acts.max(dim=0).values[: len(filters)], start, units=units)
     won = beats(table)
     log.info("%s: %d of %d %s beat %s; ratio min %s, median %s", layer, int(won.sum()), len(table),

@@ -25,6 +25,7 @@ The network is the trained CNN (every class) or an ImageNet backbone (the config
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import tempfile
@@ -41,7 +42,7 @@ from cnnpipe.classifier import SCORES_LAYER, load_classifier
 from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.formatting import format_percent_down
-from cnnpipe.images import load_image, pil_to_tensor, save_png
+from cnnpipe.images import read_images, write_image_folder
 from cnnpipe.judge import target_ranks
 from cnnpipe.logs import progress
 from cnnpipe.plots import image_grid
@@ -66,17 +67,17 @@ CSV_COLUMNS = [
 # --------------------------------------------------------------------------- shared
 
 
-def png_roundtrip(images: torch.Tensor) -> torch.Tensor:
-    """Save each image [C, H, W] in [0, 1] with ``save_png``, read it back with ``load_image``."""
+def png_roundtrip(images: torch.Tensor, folder=None, names=None) -> torch.Tensor:
+    """Save each image [C, H, W] in [0, 1] with ``save_png``, read it back with ``load_image``:
+    as ``folder/<name>.png`` (``cnnpipe.images.write_image_folder``), or in a temporary folder."""
     mode = {1: "L", 3: "RGB"}.get(images.shape[1])
     if images.dim() != 4 or mode is None:
         raise ValueError(f"png_roundtrip: expected [N, 1 or 3, H, W], got {list(images.shape)}")
-    loaded = []
-    with tempfile.TemporaryDirectory(prefix="cnnpipe-png-") as folder:
-        for i, image in enumerate(images):
-            path = save_png(image, Path(folder) / f"{i}.png")
-            loaded.append(pil_to_tensor(load_image(path, mode=mode)))
-    return torch.stack(loaded)
+    if folder is not None:
+        return read_images(write_image_folder(images, names, folder), mode)
+    with tempfile.TemporaryDirectory(prefix="cnnpipe-png-") as temporary:
+        paths = write_image_folder(images, [str(i) for i in range(len(images))], Path(temporary) / "images")
+        return read_images(paths, mode)
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -132,6 +133,19 @@ def _finish(method, model, images, iterations, target, targets, extra=None) -> F
         target=float(target),
         targets=[int(c) for c in targets],
         extra=extra or {},
+    )
+
+
+def saved_as_files(model: nn.Module, result: FoolingResult, folder, class_names) -> FoolingResult:
+    """The result with its images saved as ``folder/<class>.png`` and its after-PNG numbers
+    measured again on those very files, read back."""
+    loaded = png_roundtrip(result.images, folder, [class_names[c] for c in result.targets])
+    after = class_probabilities(model, loaded)
+    return dataclasses.replace(
+        result,
+        loaded=loaded,
+        confidence_after_png=after[torch.arange(len(loaded)), torch.as_tensor(result.targets)],
+        predicted_after_png=after.argmax(1),
     )
 
 
@@ -407,11 +421,13 @@ def run_fooling(
     device_name: str,
     csv_path,
     png_path,
+    image_dir,
     model_path=None,
     data_path=None,
     cache_dir=None,
 ) -> pd.DataFrame:
-    """Rule `fooling`: one method's images, its CSV and its grid."""
+    """Rule `fooling`: one method's images (``image_dir/<class>.png``), its CSV and its grid; every
+    number after the PNG trip is measured on those files."""
     target = target_confidence(method, cfg)
     seed_everything(seed)
     device = select_device(device_name)
@@ -429,6 +445,7 @@ def run_fooling(
             model, net.image_shape, target=target, generations=cfg["generations"],
             offspring=cfg["offspring"], hidden=cfg["cppn_nodes"], targets=net.targets, seed=seed,
         )
+    result = saved_as_files(model, result, image_dir, net.class_names)
     independent = net.independent(cfg["independent_classifier"], seed)
     table = fooling_table(result, net.class_names, independent)
     _log_results(method, result, table, independent is not None)

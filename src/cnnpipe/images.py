@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnnpipe.fileio import atomic_write_bytes
+from cnnpipe.fileio import atomic_write_bytes, umask
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so the Snakefile can import this cheaply
     import torch
@@ -195,3 +198,50 @@ def resize_to_fit(img: Image.Image, max_side: int, upscale: bool = False) -> Ima
     scale = max_side / longest
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def file_stems(names: Iterable[str]) -> list[str]:
+    """A safe, unique file name stem per name, in order: characters other than letters, digits,
+    ``.``, ``-`` and ``_`` become ``_`` ("golden retriever" -> "golden_retriever"); a stem that
+    repeats (ImageNet has two classes called "crane") gets ``-2``, ``-3``, ... appended."""
+    stems: list[str] = []
+    seen: set[str] = set()
+    for name in names:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "image"
+        unique, n = stem, 1
+        while unique.lower() in seen:  # case-insensitive file systems too
+            n += 1
+            unique = f"{stem}-{n}"
+        seen.add(unique.lower())
+        stems.append(unique)
+    return stems
+
+
+def write_image_folder(images: torch.Tensor, names: Iterable[str], folder: str | os.PathLike) -> list[Path]:
+    """Save each image [C, H, W] of ``images`` as ``folder/<name>.png`` (8-bit, lossless), the
+    names made safe by :func:`file_stems`. The folder appears whole or not at all: it is written
+    beside its final place and renamed, replacing an older one. Returns the files' paths."""
+    folder = Path(folder)
+    names = file_stems(names)
+    if len(names) != len(images):
+        raise ValueError(f"write_image_folder: {len(images)} images but {len(names)} names for {folder}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for image, name in zip(images, names):
+            save_png(image, staging / f"{name}.png")
+        os.chmod(staging, 0o777 & ~umask())
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [folder / f"{name}.png" for name in names]
+
+
+def read_images(paths: Iterable[str | os.PathLike], mode: str) -> torch.Tensor:
+    """The images at ``paths`` as one tensor [N, C, H, W] in [0, 1] (they must share a size)."""
+    import torch
+
+    return torch.stack([pil_to_tensor(load_image(path, mode=mode)) for path in paths])

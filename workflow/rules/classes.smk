@@ -25,6 +25,8 @@ rule classes:
     output:
         summary="results/classes/summary.csv",
         attainment="results/classes/attainment.json",
+        # every x* as <variant>/<class>.png; the summary and the grid are made from these files
+        images=directory("results/classes/images"),
         grid=report(
             "results/classes/classes.png",
             caption="../report/classes.rst",

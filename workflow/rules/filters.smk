@@ -33,6 +33,8 @@ rule filters:
             labels={"layer": "{layer}", "output": "table"},
         ),
         caption="results/captions/filters/{layer}.rst",
+        # every x* as <unit>.png; the table and the grid are made from these files
+        images=directory("results/filters/{layer}"),
     log:
         "results/logs/filters/{layer}.log",
     wildcard_constraints:

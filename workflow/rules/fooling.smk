@@ -24,6 +24,8 @@ rule fooling:
         code=code("fooling"),
     output:
         csv="results/fooling/{method}.csv",
+        # every image as <class>.png; the CSV's after-PNG numbers are measured on these files
+        images=directory("results/fooling/{method}"),
         grid=report(
             "results/fooling/{method}.png",
             caption="../report/fooling.rst",

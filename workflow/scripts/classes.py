@@ -17,6 +17,7 @@ with job_logging(snakemake.log[0]):
         summary_csv=snakemake.output.summary,
         attainment_json=snakemake.output.attainment,
         grid_png=snakemake.output.grid,
+        image_dir=snakemake.output.images,
         model_path=snakemake.input.backbone[0] if trained else None,
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,

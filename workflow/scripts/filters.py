@@ -16,6 +16,7 @@ with job_logging(snakemake.log[0]):
         device_name=snakemake.params.device,
         png_path=snakemake.output.grid,
         csv_path=snakemake.output.table,
+        image_dir=snakemake.output.images,
         model_path=snakemake.input.backbone[0] if trained else None,
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,

@@ -18,6 +18,7 @@ with job_logging(snakemake.log[0]):
         device_name=snakemake.params.device,
         csv_path=snakemake.output.csv,
         png_path=snakemake.output.grid,
+        image_dir=snakemake.output.images,
         model_path=snakemake.input.backbone[0] if trained else None,
         data_path=snakemake.input.data[0] if trained else None,
         cache_dir=snakemake.params.cache,
