@@ -91,3 +91,58 @@ def test_foreign_and_truncated_files_name_the_file(tmp_path):
         ckpt.load_model(truncated)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         ckpt.load_checkpoint(tmp_path / "missing.pt")
+
+
+class FakeCuda:
+    """torch.cuda's RNG calls on a machine without a GPU: records what a resume sets."""
+
+    def __init__(self, visible: int, current: int = 0):
+        self.visible, self.current, self.set = visible, current, []
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.full((4,), 7, dtype=torch.uint8))
+        monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": self.set.append((state, device)))
+
+
+def test_a_checkpoint_from_two_gpus_resumes_on_one(monkeypatch):
+    """Older checkpoints hold every visible GPU's stream; a job resumed with one GPU (SLURM's
+    --gpus=1) takes the stream of the device it runs on, where an index lookup used to fail."""
+    fake = FakeCuda(visible=1)
+    fake.install(monkeypatch)
+    generator = torch.Generator().manual_seed(1)
+    state = ckpt.capture_rng_state(generator)
+    two = [torch.full((4,), 1, dtype=torch.uint8), torch.full((4,), 2, dtype=torch.uint8)]
+    ckpt.restore_rng_state({**state, "cuda": two}, generator, torch.device("cuda"))
+    assert len(fake.set) == 1 and torch.equal(fake.set[0][0], two[0])
+    # On the second GPU of two it is that GPU's stream; on a third, absent from the file, the first.
+    fake.set.clear()
+    ckpt.restore_rng_state({**state, "cuda": two}, generator, torch.device("cuda:1"))
+    ckpt.restore_rng_state({**state, "cuda": two}, generator, torch.device("cuda:2"))
+    assert [int(s[0]) for s, _ in fake.set] == [2, 1]
+
+
+def test_new_checkpoints_keep_the_stream_of_the_device_in_use(monkeypatch):
+    fake = FakeCuda(visible=2)
+    fake.install(monkeypatch)
+    generator = torch.Generator().manual_seed(1)
+    state = ckpt.capture_rng_state(generator, torch.device("cuda"))
+    assert isinstance(state["cuda"], torch.Tensor) and state["mps"] == []
+    ckpt.restore_rng_state(state, generator, torch.device("cuda"))
+    assert torch.equal(fake.set[0][0], state["cuda"])
+    # A CPU run saves no GPU stream and restores none.
+    cpu = ckpt.capture_rng_state(generator)
+    assert cpu["cuda"] == [] and cpu["mps"] == []
+    fake.set.clear()
+    ckpt.restore_rng_state(cpu, generator)
+    assert fake.set == []
+
+
+def test_mps_stream_is_saved_and_restored(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: torch.full((2,), 9, dtype=torch.uint8))
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state: calls.append(state))
+    generator = torch.Generator().manual_seed(1)
+    state = ckpt.capture_rng_state(generator, torch.device("mps"))
+    ckpt.restore_rng_state(state, generator, torch.device("mps"))
+    assert len(calls) == 1 and torch.equal(calls[0], state["mps"])

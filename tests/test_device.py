@@ -34,3 +34,11 @@ def test_seed_everything_repeats_every_stream():
 def test_autocast_is_off_on_the_cpu():
     with autocast(torch.device("cpu")):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_seed_everything_turns_tf32_off():
+    """GPU results stay float32 (TF32 would keep ~3 digits and drift from the CPU's)."""
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    seed_everything(0)
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False

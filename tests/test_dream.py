@@ -326,14 +326,15 @@ def test_rule_dreams_a_folder_and_a_bad_file_fails_only_its_own_job(tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (folder / "notes.txt").write_text("skipped")
     override = tmp_path / "override.yaml"
+    # one image per job, as a user who wants each file judged alone sets it
     override.write_text(yaml.safe_dump({"dream": {"folder": str(folder), "max_side": None, "octaves": 1,
-                                                  "steps": 2}}, allow_unicode=True))
+                                                  "steps": 2, "per_job": 1}}, allow_unicode=True))
     configs = (TINY, override)
     work = tmp_path / "work"
     work.mkdir()
 
     # one thread per job, so the three images run side by side on two cores
-    first = snakemake(work, "--cores", "2", "--set-threads", "dream=1", "--keep-going", "results/dream/summary.csv",
+    first = snakemake(work, "--cores", "2", "--set-threads", "dream_chunk=1", "--keep-going", "results/dream/summary.csv",
                       configfiles=configs, check=False)
     assert first.returncode != 0
     results = work / "results" / "dream"
@@ -354,7 +355,7 @@ def test_rule_dreams_a_folder_and_a_bad_file_fails_only_its_own_job(tmp_path):
     (folder / "broken.png").unlink()
     second = snakemake(work, "--cores", "2", "results/dream/summary.png", configfiles=configs)
     assert second.returncode == 0, second.stderr
-    assert "rule dream:" not in second.stdout + second.stderr.replace("rule dream_summary:", "")
+    assert set(planned_jobs(second)) == {"dream_summary"}, planned_jobs(second)
     table = pd.read_csv(results / "summary.csv")
     assert list(table["name"]) == ["Größe ü", "beach day"]
 
@@ -376,7 +377,9 @@ def test_rule_asks_for_a_gpu_only_where_the_config_uses_one(tmp_path):
     """As planned for a cluster: a dream job requests one GPU when the run is on a GPU device."""
     for device, gpus in (("cuda", "1"), ("cpu", "0")):
         plan = snakemake(tmp_path, "--dry-run", "results/dream/chelsea.png", "--config", f"device={device}")
-        assert [job.get("gpu") for job in planned_resources(plan)["dream"]] == [gpus], device
+        assert [job.get("gpu") for job in planned_resources(plan)["dream_chunk"]] == [gpus], device
+        # publishing a chunk's files: a local job, no GPU
+        assert all("gpu" not in job for job in planned_resources(plan)["dream"])
 
 
 def plain_energy(model, layers, image: torch.Tensor) -> float:
@@ -454,7 +457,7 @@ def test_hostile_names_plan_and_render_as_plain_text(tmp_path):
     override.write_text(yaml.safe_dump({"dream": {"folder": str(folder)}}))
     plan = snakemake(tmp_path / "work", "--dry-run", "results/dream/summary.csv",
                      configfiles=(ROOT / ".test" / "config.yaml", override))
-    assert planned_jobs(plan)["dream"] == len(HOSTILE_NAMES)
+    assert planned_jobs(plan)["dream"] == len(HOSTILE_NAMES) and planned_jobs(plan)["dream_chunk"] == 1
     assert "new\\nline.png" in plan.stderr
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
 
@@ -485,8 +488,13 @@ def test_each_dream_job_declares_memory_for_its_photo(tmp_path):
     (folder / "small.png").write_bytes(_png_claiming(640, 480))
     (folder / "huge.png").write_bytes(_png_claiming(7746, 7746))
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"dream": {"folder": str(folder)}}))
-    plan = snakemake(tmp_path / "work", "--dry-run", "results/dream/small.png", "results/dream/huge.png",
-                     configfiles=(ROOT / ".test" / "config.yaml", override))
-    declared = sorted(int(job["mem_mb"]) for job in planned_resources(plan)["dream"])
-    assert len(declared) == 2 and declared[0] < 2000 and declared[1] > 1.1 * 4670
+    for per_job, chunks in ((1, 2), (2, 1)):
+        override.write_text(yaml.safe_dump({"dream": {"folder": str(folder), "per_job": per_job}}))
+        plan = snakemake(tmp_path / "work", "--dry-run", "results/dream/small.png", "results/dream/huge.png",
+                         configfiles=(ROOT / ".test" / "config.yaml", override))
+        declared = sorted(int(job["mem_mb"]) for job in planned_resources(plan)["dream_chunk"])
+        assert len(declared) == chunks
+        # A chunk dreams its photos one after another: it needs what its largest photo needs.
+        assert declared[-1] > 1.1 * 4670
+        if chunks == 2:
+            assert declared[0] < 2000

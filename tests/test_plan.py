@@ -79,3 +79,31 @@ def test_input_sizes_are_checked_against_the_network_only_where_they_could_fail(
     code = ("import sys, cnnpipe.plan as p; p.check_input_size('classes.image_size', 'efficientnet_lite1', 128); "
             "p.check_input_size('classes.image_size', 'trained', 16); print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_local_gpus_are_counted_without_torch(tmp_path):
+    from cnnpipe.plan import local_gpu_count
+
+    driver = tmp_path / "gpus"
+    assert local_gpu_count({}, driver) == 0  # no NVIDIA driver
+    driver.mkdir()
+    for bus in ("0000:01:00.0", "0000:02:00.0"):
+        (driver / bus).mkdir()
+    assert local_gpu_count({}, driver) == 2
+    # What the job may use, where set (SLURM sets it to the GPUs it allocated).
+    assert local_gpu_count({"CUDA_VISIBLE_DEVICES": "1"}, driver) == 1
+    assert local_gpu_count({"CUDA_VISIBLE_DEVICES": ""}, driver) == 0
+    assert local_gpu_count({"CUDA_VISIBLE_DEVICES": "-1"}, driver) == 0
+    assert local_gpu_count({"CUDA_VISIBLE_DEVICES": "GPU-5f1c,GPU-77aa"}, tmp_path / "none") == 2
+
+
+def test_gpu_resource_per_job():
+    from cnnpipe.plan import gpus_per_job
+
+    assert gpus_per_job("cpu", local=True, local_gpus=4) == 0
+    assert gpus_per_job("cuda", local=True, local_gpus=0) == 1
+    assert gpus_per_job("mps", local=True, local_gpus=0) == 1
+    # auto: locally where there is a GPU; on a cluster always (its nodes are not this host)
+    assert gpus_per_job("auto", local=True, local_gpus=0) == 0
+    assert gpus_per_job("auto", local=True, local_gpus=1) == 1
+    assert gpus_per_job("auto", local=False, local_gpus=0) == 1

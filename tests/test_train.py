@@ -143,3 +143,21 @@ def test_fingerprint_changes_with_every_setting():
     assert base != fingerprint({"a": 1}, {"epochs": 3}, 0, torch.device("cpu"), "hash")
     assert base != fingerprint({"a": 1}, {"epochs": 2}, 1, torch.device("cpu"), "hash")
     assert base != fingerprint({"a": 1}, {"epochs": 2}, 0, torch.device("cpu"), "other")
+
+
+def test_mixed_precision_only_on_gpus_that_run_bfloat16_natively(monkeypatch):
+    from cnnpipe.train import use_amp
+
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return native
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    cuda = torch.device("cuda")
+    for native in (True, False):
+        assert use_amp(cuda, True) is native
+        assert use_amp(cuda, False) is False
+    assert asked == [False, False]  # emulated bfloat16 (slower than float32) does not count
+    assert use_amp(torch.device("cpu"), True) is False and use_amp(torch.device("mps"), True) is False

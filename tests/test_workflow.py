@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline import ROOT, TINY, planned_jobs, snakemake
+from pipeline import ROOT, TINY, planned_jobs, planned_resources, snakemake
 
 from cnnpipe.codegraph import package_files_used_by
 
@@ -71,7 +71,7 @@ def test_nothing_to_do_after_a_complete_run(tiny_run):
         ({"filters": {"steps": 7}}, {"filters"}),
         ({"classes": {"l1_weight": 0.5}}, {"classes"}),
         ({"fooling": {"target_confidence": 0.95}}, {"fooling"}),
-        ({"dream": {"octaves": 1}}, {"dream", "dream_summary"}),
+        ({"dream": {"octaves": 1}}, {"dream_chunk", "dream", "dream_summary"}),
         ({"style": {"steps": 4}}, {"style"}),
         # An ImageNet backbone: no training behind it, the weights download where needed.
         ({"classes": {"backbone": "vgg19"}}, {"backbone_weights", "classes"}),
@@ -90,13 +90,15 @@ def test_a_config_change_reruns_exactly_the_stages_it_affects(tiny_run, tmp_path
 SCRIPTS = {
     "download": "download", "train": "train", "lecture": "lecture",
     "first_layer_filters": "first_layer_filters", "sample_photo": "sample_photo", "filters": "filters",
-    "classes": "classes", "fooling": "fooling", "dream": "dream", "dream_summary": "dream_summary",
+    "classes": "classes", "fooling": "fooling", "dream_chunk": "dream", "dream": "dream",
+    "dream_summary": "dream_summary",
     "style": "style",
 }
 CONSUMERS = {
     "download": {"train", "lecture"} | TRAINED,
     "train": TRAINED,
-    "sample_photo": {"dream", "dream_summary", "style"},
+    "sample_photo": {"dream_chunk", "dream", "dream_summary", "style"},
+    "dream_chunk": {"dream"},
     "dream": {"dream_summary"},
 }
 
@@ -222,3 +224,12 @@ def test_snakefmt_check_passes():
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(ROOT)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_local_runs_give_the_gpu_to_one_job_at_a_time(tmp_path):
+    """profiles/default sets a global `gpu` limit of 1 (Snakemake only limits what is set
+    globally): jobs that declare a GPU never share it."""
+    result = snakemake(tmp_path, "--cores", "1", "results/photos/chelsea.png")
+    assert 'Provided resources: gpu=Resource("gpu", 1)' in result.stdout + result.stderr
+    plan = snakemake(tmp_path, "--dry-run", "results/dream/summary.csv", "--config", "device=cuda")
+    assert {job["gpu"] for job in planned_resources(plan)["dream_chunk"]} == {"1"}

@@ -34,12 +34,15 @@ REQUIRED_KEYS = (
 )
 
 
-def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream training draws from, in a weights_only-safe form."""
+def capture_rng_state(generator: torch.Generator, device: torch.device | str | None = None) -> dict[str, Any]:
+    """Every random stream training draws from, in a weights_only-safe form: on a GPU, the
+    stream of the device in use only (a job resumed with fewer visible GPUs must still load it)."""
+    device = torch.device("cpu" if device is None else device)
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else [],
+        "mps": torch.mps.get_rng_state() if device.type == "mps" else [],
         "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": list(random.getstate()[1]),
@@ -49,10 +52,26 @@ def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:
     }
 
 
-def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _device_stream(saved, device: torch.device) -> torch.Tensor | None:
+    """The saved CUDA stream for ``device``: a single state, or (checkpoints that saved every
+    visible GPU's) the entry of the device's index where there is one, else the first."""
+    if isinstance(saved, torch.Tensor):
+        return saved
+    if not saved:
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return saved[index] if index < len(saved) else saved[0]
+
+
+def restore_rng_state(state: dict[str, Any], generator: torch.Generator,
+                      device: torch.device | str | None = None) -> None:
+    device = torch.device("cpu" if device is None else device)
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and (stream := _device_stream(state.get("cuda"), device)) is not None:
+        torch.cuda.set_rng_state(stream, device)
+    mps = state.get("mps")
+    if device.type == "mps" and isinstance(mps, torch.Tensor):
+        torch.mps.set_rng_state(mps)  # else dropout masks would repeat after a resume
     numpy = state["numpy"]
     np.random.set_state((numpy["name"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
                          numpy["has_gauss"], numpy["cached"]))

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "COLUMNS",
     "dream_file",
-    "run_dream",
+    "run_dream_chunk",
     "write_summary",
 ]
 
@@ -108,23 +108,54 @@ def dream_file(
     return row
 
 
-def run_dream(
-    image_path: str | os.PathLike,
-    output_png: str | os.PathLike,
-    output_csv: str | os.PathLike,
+def run_dream_chunk(
+    images: Mapping[str, str | os.PathLike],
+    folder: str | os.PathLike,
     settings: Mapping,
     *,
-    name: str | None = None,
     seed: int = 0,
     device_name: str = "auto",
     cache_dir=None,
     checkpoint=None,
-) -> dict:
-    """Rule `dream`: seed, load the backbone (``checkpoint``: the trained CNN's), dream one file."""
+) -> list[dict]:
+    """Rule `dream_chunk`: DeepDream every image of a chunk (name -> file) in this one process,
+    the network loaded once. Each image gets ``folder/<name>.png``, ``.csv``, ``.rst`` (its
+    caption's key numbers) and ``.log`` (its own log lines).
+    The seed is set again before each image, so an image's result does not depend on the
+    other images of its chunk or on their order."""
+    from cnnpipe.captions import dream_key_numbers, write_caption
+    from cnnpipe.chunks import ERROR_SUFFIX
+    from cnnpipe.fileio import atomic_write_text
+    from cnnpipe.logs import image_log
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
     seed_everything(seed)
     model = load_backbone(settings["backbone"], cache_dir=cache_dir, checkpoint=checkpoint, key="dream.backbone")
-    return dream_file(image_path, output_png, output_csv, model, settings, name=name, seed=seed,
-                      device=select_device(device_name))
+    device = select_device(device_name)
+    loaded = time.perf_counter() - began
+    log.info("start-up: network %s loaded in %.2f s, shared by the chunk's %d image(s)",
+             getattr(model, "backbone_name", type(model).__name__), loaded, len(images))
+    rows, computing = [], 0.0
+    for name, path in images.items():
+        start = time.perf_counter()
+        try:
+            with image_log(folder / f"{name}.log"):
+                seed_everything(seed)
+                rows.append(dream_file(path, folder / f"{name}.png", folder / f"{name}.csv", model, settings,
+                                       name=name, seed=seed, device=device))
+                log.info("%s: done; it shared its job's start-up with %d other image(s)", name, len(images) - 1)
+        except Exception as error:  # one bad image must not cost its chunk-mates their results
+            log.exception("%s: failed; the other images of this chunk go on", name)
+            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+            continue
+        finally:
+            computing += time.perf_counter() - start
+        write_caption(folder / f"{name}.rst", dream_key_numbers(folder / f"{name}.csv"))
+    log.info("chunk: %d image(s) in %.2f s of DeepDream (reading and writing included), %.2f s per image",
+             len(images), computing, computing / max(1, len(images)))
+    return rows
 
 
 # --------------------------------------------------------------------------- summary

@@ -81,3 +81,32 @@ def progress(iterable: Iterable | None = None, **kwargs) -> tqdm:
     kwargs.setdefault("ascii", not interactive)
     kwargs.setdefault("dynamic_ncols", interactive)
     return tqdm(iterable, file=sys.stderr, **kwargs)
+
+
+@contextlib.contextmanager
+def image_log(path: str | os.PathLike) -> Iterator[None]:
+    """Also send the ``logging`` records made inside the block to ``path``: one image's own log
+    within a job that processes several (the job's log keeps every line)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    except BaseException:
+        handler.stream.write(traceback.format_exc())
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: from /proc), or None where unknown."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -441,3 +441,28 @@ def _check_feature_map(model, qualified: str, input_shape: Sequence[int], what: 
     wanted = "a feature map [B, C, H, W] or units [B, N]" if units_allowed else "a feature map [B, C, H, W]"
     raise ValueError(f"{what} gives an output of shape {shape}, not {wanted}"
                      + ("" if units_allowed else " (this stage needs a layer with a spatial output)"))
+
+
+def local_gpu_count(environ: Mapping[str, str] | None = None, driver: str | os.PathLike = "/proc/driver/nvidia/gpus"
+                    ) -> int:
+    """NVIDIA GPUs this machine shows to its jobs, found without importing torch:
+    CUDA_VISIBLE_DEVICES where it is set ("" or "-1": none), else the driver's GPU list."""
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
+        return 0 if not entries or entries[0] == "-1" else len(entries)
+    driver = Path(driver)
+    return sum(1 for _ in driver.iterdir()) if driver.is_dir() else 0
+
+
+def gpus_per_job(device: str, *, local: bool, local_gpus: int) -> int:
+    """The ``gpu`` resource a GPU-capable job declares: none with ``device: cpu``; one with cuda
+    or mps; with auto, one on a cluster (its nodes may have GPUs that this host lacks) and
+    locally only where this machine has a GPU, so that a CPU-only workstation, whose global
+    ``gpu`` limit (profiles/default) is 1, still runs such jobs side by side."""
+    if device == "cpu":
+        return 0
+    if device == "auto" and local:
+        return 1 if local_gpus > 0 else 0
+    return 1

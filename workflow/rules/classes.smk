@@ -44,7 +44,7 @@ rule classes:
     # jobs run side by side (and give the same bytes with any --cores). ImageNet backbones use more.
     threads: backbone_threads(CLASSES_BACKBONE)
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=GPU_PER_JOB,
         mem_mb=2000 if CLASSES_BACKBONE.kind == "trained" else 6000,
         runtime=20,
     params:

@@ -10,7 +10,7 @@ from cnnpipe.backbone_spec import parse_backbone
 from cnnpipe.codegraph import package_files_used_by
 from cnnpipe.judge import check_judge
 from cnnpipe.photos import SAMPLE_PHOTOS
-from cnnpipe.plan import check_backbone_weights
+from cnnpipe.plan import check_backbone_weights, gpus_per_job, local_gpu_count
 from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
 
 # One run at a time in this folder, held by the kernel until the process ends (see
@@ -20,6 +20,13 @@ if workflow.is_main_process and not runs_no_jobs(sys.argv):
         acquire(".", sys.argv)
     except RunLockError as error:
         raise WorkflowError(str(error)) from None
+
+
+# The `gpu` resource of every job that can use a GPU (cnnpipe.plan.gpus_per_job): our jobs
+# all use the first GPU, and profiles/default lets one such job run at a time.
+GPU_PER_JOB = gpus_per_job(
+    config["device"], local=workflow.local_exec, local_gpus=local_gpu_count()
+)
 
 
 def code(script):

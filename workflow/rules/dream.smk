@@ -1,7 +1,9 @@
-# DeepDream: one job per image (the bundled photos, or every image in dream.folder), then a
-# summary table and figure.
+# DeepDream over the bundled photos or every image in dream.folder: one job per chunk of
+# dream.per_job images (one process, the network loaded once), each image's files published
+# to results/dream/ by a local job, then a summary table and figure.
 import re
 
+from cnnpipe.chunks import assign_chunks, publish_item
 from cnnpipe.plan import (
     check_dream_tile,
     check_layer_names,
@@ -29,8 +31,61 @@ DREAM_IMAGES = dream_inputs(
 )
 
 
+# Images go to chunks by a hash of their name (cnnpipe.chunks): adding, removing or editing
+# one image reruns only the chunk that holds it.
+DREAM_CHUNKS = assign_chunks(DREAM_IMAGES, config["dream"]["per_job"])
+DREAM_CHUNK_OF = {
+    name: chunk for chunk, names in DREAM_CHUNKS.items() for name in names
+}
+# What the images' results depend on besides their image: a change reruns every chunk.
+DREAM_SETTINGS = {
+    k: v
+    for k, v in section("dream").items()
+    if k not in ("folder", "photos", "per_job")
+}
+
+
+rule dream_chunk:
+    input:
+        images=lambda wildcards: [
+            DREAM_IMAGES[n] for n in DREAM_CHUNKS[wildcards.chunk]
+        ],
+        backbone=backbone_inputs(BACKBONES["dream"]),
+        code=code("dream"),
+    output:
+        # each image's PNG, CSV, caption and log; the dream rule publishes them
+        temp(directory("results/dream/chunks/{chunk}")),
+    log:
+        "results/logs/dream/chunks/{chunk}.log",
+    wildcard_constraints:
+        chunk=r"[0-9a-f]+",
+    conda:
+        "../envs/cnnpipe.yaml"
+    # One thread per job: jobs run side by side instead, and the bytes do not depend on
+    # --cores. Raise it with --set-threads for large images.
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
+        # the largest photo's need: the chunk's photos are dreamed one after another
+        # (plan.dream_mem_mb, measured by benchmarks/dream_memory.py)
+        mem_mb=lambda wildcards, input: max(
+            dream_mem_mb(image, config["dream"]) for image in input.images
+        ),
+        runtime=lambda wildcards: 10 + 5 * len(DREAM_CHUNKS[wildcards.chunk]),
+    params:
+        names=lambda wildcards: DREAM_CHUNKS[wildcards.chunk],
+        dream=DREAM_SETTINGS,
+        seed=config["seed"],
+        device=config["device"],
+        cache=backbone_cache(BACKBONES["dream"]),
+    script:
+        "../scripts/dream.py"
+
+
 rule dream:
     input:
+        chunk=lambda wildcards: f"results/dream/chunks/{DREAM_CHUNK_OF[wildcards.name]}",
+        # as the chunk's: an edited image, network or code reruns this image's results
         image=lambda wildcards: DREAM_IMAGES[wildcards.name],
         backbone=backbone_inputs(BACKBONES["dream"]),
         code=code("dream"),
@@ -47,27 +102,20 @@ rule dream:
         "results/logs/dream/{name}.log",
     wildcard_constraints:
         name="|".join(re.escape(name) for name in DREAM_IMAGES),
-    conda:
-        "../envs/cnnpipe.yaml"
-    # One thread per job: jobs run side by side instead, and the bytes do not depend on
-    # --cores. Raise it with --set-threads for large images.
-    threads: 1
-    resources:
-        gpu=0 if config["device"] == "cpu" else 1,
-        # from the photo's size and the tile (plan.dream_mem_mb, measured by
-        # benchmarks/dream_memory.py)
-        mem_mb=lambda wildcards, input: dream_mem_mb(input.image, config["dream"]),
-        runtime=60,
+    # links the chunk's files into place: no process to start, no cluster job
+    localrule: True
     params:
-        # the image list is left out: adding an image reruns no other image
-        dream={
-            k: v for k, v in section("dream").items() if k not in ("folder", "photos")
-        },
+        # as the chunk's: a changed setting reruns this image's results
+        dream=DREAM_SETTINGS,
         seed=config["seed"],
         device=config["device"],
-        cache=backbone_cache(BACKBONES["dream"]),
-    script:
-        "../scripts/dream.py"
+    run:
+        publish_item(
+            input.chunk,
+            wildcards.name,
+            {"png": output.image, "csv": output.csv, "rst": output.caption},
+            log[0],
+        )
 
 
 rule dream_summary:

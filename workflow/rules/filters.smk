@@ -46,7 +46,7 @@ rule filters:
     # then run side by side); ImageNet backbones use more.
     threads: backbone_threads(FILTER_BACKBONE)
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=GPU_PER_JOB,
         mem_mb=int(config["filters"]["memory_mb"]) + 2000,
         runtime=30,
     params:

@@ -73,7 +73,7 @@ rule style:
     # --cores. Raise it with --set-threads for large images.
     threads: 1
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=GPU_PER_JOB,
         mem_mb=4000,
         runtime=30,
     params:

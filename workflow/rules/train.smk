@@ -37,7 +37,7 @@ rule train:
     # whatever --cores is. Raise it for big data with --set-threads train=N.
     threads: 1
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=GPU_PER_JOB,
         mem_mb=4000,
         runtime=60,
     params:
