@@ -176,9 +176,10 @@ def test_tiny_pipeline_runs_through_slurm(slurm_run):
 def test_every_job_ran_as_a_slurm_job_with_the_profiles_resources(slurm_run, slurm_env):
     workdir, planned = slurm_run
     job_ids = _job_ids(workdir)
-    # `all` (with CNNPIPE_SLURM_TARGETS=all) only collects files: it is never submitted.
+    # `all` (with CNNPIPE_SLURM_TARGETS=all) only collects files, and `dream` links a chunk's
+    # files into place: local rules, never submitted.
     assert {rule: len(ids) for rule, ids in job_ids.items()} == {
-        rule: count for rule, count in planned.items() if rule != "all"
+        rule: count for rule, count in planned.items() if rule not in ("all", "dream")
     }
     assert "train" in job_ids
     profile = _profile()
@@ -203,3 +204,46 @@ def test_every_job_ran_as_a_slurm_job_with_the_profiles_resources(slurm_run, slu
     assert re.search(rf"\bmem={train['mem_mb']}M\b", shown), shown
     hours, minutes = divmod(train["runtime"], 60)
     assert f"TimeLimit={hours:02d}:{minutes:02d}:00" in shown, shown
+
+
+def test_a_folder_of_24_photos_in_chunks_of_8_is_3_slurm_jobs(slurm_env, tmp_path):
+    """DeepDream over 24 photos with dream.per_job 8: three SLURM jobs (one per chunk), each
+    photo's own files, and each job's time limit and memory set from its chunk's size."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnpipe.chunks import assign_chunks
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {}
+    for i in range(24):
+        sizes[f"photo {i:02d}"] = (32 + i, 24)
+        Image.fromarray(rng.integers(0, 256, (24, 32 + i, 3), dtype=np.uint8)).save(folder / f"photo {i:02d}.png")
+    override = tmp_path / "dream.yaml"
+    override.write_text(yaml.safe_dump({"dream": {"folder": str(folder), "per_job": 8, "octaves": 1, "steps": 1,
+                                                  "max_side": None}}))
+    workdir = tmp_path / "work"
+    command = ["timeout", "-s", "INT", "-k", "60", str(RUN_LIMIT_S), *_snakemake(
+        workdir, "--configfile", str(override), "--workflow-profile", str(PROFILE), "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "1",
+        "--slurm-keep-successful-logs", "--latency-wait", "5", "results/dream/summary.csv")]
+    result = subprocess.run(command, capture_output=True, text=True, env=slurm_env, timeout=RUN_LIMIT_S + 120)
+    assert result.returncode == 0, result.stdout + result.stderr[-20000:]
+    chunks = assign_chunks(sizes, 8)
+    assert len(chunks) == 3
+    job_ids = _job_ids(workdir)
+    assert {rule: len(ids) for rule, ids in job_ids.items()} == {"dream_chunk": 3, "dream_summary": 1}
+    for name, size in sizes.items():
+        with Image.open(workdir / "results" / "dream" / f"{name}.png") as dreamed:
+            assert dreamed.size == size, name
+        assert f"{name}: done" in (workdir / "results" / "logs" / "dream" / f"{name}.log").read_text()
+    # Each chunk's job asked for 10 + 5 minutes per photo.
+    limits = []
+    for job_id in job_ids["dream_chunk"]:
+        shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, env=slurm_env,
+                               check=True).stdout
+        hours, minutes = re.search(r"TimeLimit=(\d+):(\d+):00", shown).groups()
+        limits.append(60 * int(hours) + int(minutes))
+    assert sorted(limits) == sorted(10 + 5 * len(names) for names in chunks.values())

@@ -23,7 +23,6 @@ from cnnpipe.deepdream import DreamResult, deep_dream, resize
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.plots import image_grid
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +211,8 @@ def write_summary(
              f"{octaves} octave{'s' if octaves != 1 else ''} x {first['steps']} steps; energy = mean a\u00b2")
     if len(table) > len(shown):
         title += f"; first {len(shown)} of {len(table)} images"
+    from cnnpipe.plots import image_grid  # matplotlib: only the summary draws
+
     fig = image_grid(torch.stack(panels), labels, title, ncols=2, sublabels=sublabels)
     save_figure(fig, output_png, dpi=240)
     return table
