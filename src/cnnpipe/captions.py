@@ -202,13 +202,26 @@ def dream_key_numbers(row_csv) -> list[str]:
 
 
 def style_key_numbers(losses_csv) -> list[str]:
-    """Initial and final style, content and total losses."""
+    """Initial and final style, content and total losses; the judge's style distance and
+    whether the content was kept, where there is a judge."""
     row = pd.read_csv(losses_csv).iloc[0]
-    return [
+    smoothing = row.get("smoothing", "none")
+    smoothed = "" if pd.isna(smoothing) or smoothing == "none" else f", features smoothed by {rst_text(smoothing)}"
+    lines = [
         f"{rst_text(row['content'])} in the style of {rst_text(row['style'])}, {int(row['evaluations'])} "
         f"{row['optimizer']} evaluations on {rst_text(row['backbone'])}; content layer(s) "
-        f"{rst_text(row['content_layers'])}, style layers {rst_text(row['style_layers'])}:",
+        f"{rst_text(row['content_layers'])}, style layers {rst_text(row['style_layers'])}{smoothed}:",
         f"style loss **{_num(row['style_loss_initial'])} -> {_num(row['style_loss_final'])}**, content loss "
         f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "
         f"{_num(row['total_loss_initial'])} -> **{_num(row['total_loss_final'])}**.",
     ]
+    if not pd.isna(row.get("judge")) and not pd.isna(row.get("style_distance")):
+        kept = str(row["content_kept"]).lower() == "true"
+        lines.append(
+            f"The judge, {rst_text(row['judge'])}, trained separately and never optimized against: style distance "
+            f"**{row['style_distance']:.2f}** (its Gram matrices; 1 = as far from the style image as the content "
+            f"photo, 0 = the style image's); content kept: **{'yes' if kept else 'no'}** (its top-1 for the "
+            f"photo, {rst_text(row['content_class'])}, is {'' if kept else 'not '}in its top 5 for the result; "
+            f"its top-1 for the result: {rst_text(row['result_class'])})."
+        )
+    return lines

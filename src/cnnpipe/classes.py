@@ -72,6 +72,8 @@ CONFIG_KEYS = (
     "blur_sigma",
     "tv_weight",
     "regularized_l1_weight",
+    "copies",
+    "imagenet_regularized",
     "independent_classifier",
 )
 
@@ -83,8 +85,21 @@ def check_config(cfg: dict) -> None:
         raise KeyError(f"config section 'classes' lacks {missing}")
     if cfg["objective"] not in OBJECTIVES:
         raise ValueError(f"classes.objective must be one of {list(OBJECTIVES)}, got {cfg['objective']!r}")
-    if cfg["parameterization"] not in ("pixel", "fft"):
-        raise ValueError(f"classes.parameterization must be 'pixel' or 'fft', got {cfg['parameterization']!r}")
+    # The regularized variant's keys that an ImageNet network may set apart from the trained CNN's.
+    regularized_keys = ("parameterization", "copies", "jitter", "scale", "degrees", "blur_every", "blur_sigma",
+                        "tv_weight", "regularized_l1_weight")
+    block = cfg["imagenet_regularized"] or {}
+    unknown = sorted(set(block) - set(regularized_keys))
+    if unknown:
+        raise ValueError(f"classes.imagenet_regularized sets only {list(regularized_keys)}, not {unknown}")
+    for where, settings in (("classes", cfg), ("classes.imagenet_regularized", {**cfg, **block})):
+        if settings["parameterization"] not in ("pixel", "fft", "phase"):
+            raise ValueError(f"{where}: parameterization must be 'pixel', 'fft' or 'phase', "
+                             f"got {settings['parameterization']!r}")
+        if isinstance(settings["copies"], bool) or not isinstance(settings["copies"], int) or settings["copies"] < 1:
+            raise ValueError(f"{where}: copies must be an integer >= 1, got {settings['copies']!r}")
+        if settings["parameterization"] == "phase" and settings["blur_every"]:
+            raise ValueError(f"{where}: parameterization 'phase' keeps its spectrum fixed, so blur_every must be 0")
 
 
 def regularized_transforms(cfg: dict) -> list[ascent.Transform]:
@@ -100,17 +115,25 @@ def regularized_transforms(cfg: dict) -> list[ascent.Transform]:
 
 
 def variant_settings(cfg: dict, shape) -> dict[str, dict]:
-    """Variant name -> keyword arguments for ``ascent.ascend`` (param, transforms, penalties)."""
+    """Variant name -> keyword arguments for ``ascent.ascend`` (param, transforms, penalties).
+
+    The regularized variant on an ImageNet network takes ``imagenet_regularized`` over the
+    trained CNN's settings."""
+    from cnnpipe.backbone_spec import parse_backbone
+
     check_config(cfg)
     pixels = ascent.pixel_image(shape)
-    regularized_param = ascent.fft_image(shape) if cfg["parameterization"] == "fft" else ascent.pixel_image(shape)
+    if parse_backbone(cfg.get("backbone", "trained"), "classes.backbone", must_exist=False).imagenet:
+        cfg = {**cfg, **(cfg["imagenet_regularized"] or {})}
+    params = {"pixel": ascent.pixel_image, "fft": ascent.fft_image, "phase": ascent.phase_image}
     penalties = {"l1": cfg["regularized_l1_weight"], "tv": cfg["tv_weight"]}
     return {
         "plain": {"param": pixels},
         "l1": {"param": pixels, "regularizers": {"l1": cfg["l1_weight"]}},
         "regularized": {
-            "param": regularized_param,
+            "param": params[cfg["parameterization"]](shape),
             "transforms": regularized_transforms(cfg),
+            "copies": cfg["copies"],
             "blur_every": cfg["blur_every"] or None,
             "blur_sigma": cfg["blur_sigma"],
             "regularizers": {name: w for name, w in penalties.items() if w},
@@ -237,9 +260,13 @@ VARIANT_LABELS = {"plain": "plain", "l1": "L1", "regularized": "reg."}
 
 def regularization_words(cfg: dict) -> list[str]:
     """What the regularized variant does, for the figure title."""
-    words = [cfg["parameterization"].upper() if cfg["parameterization"] == "fft" else "pixels"]
+    from cnnpipe.backbone_spec import parse_backbone
+
+    if parse_backbone(cfg.get("backbone", "trained"), "classes.backbone", must_exist=False).imagenet:
+        cfg = {**cfg, **(cfg["imagenet_regularized"] or {})}
+    words = [{"fft": "FFT", "phase": "Fourier phase (photos' magnitude)"}.get(cfg["parameterization"], "pixels")]
     if cfg["jitter"] > 0 or cfg["scale"] > 0 or cfg["degrees"] > 0:
-        words.append("jitter/zoom/rotation")
+        words.append("jitter/zoom/rotation" + (f" of {cfg['copies']} copies a step" if cfg["copies"] > 1 else ""))
     if cfg["blur_every"]:
         words.append(f"blur every {cfg['blur_every']} steps")
     if cfg["regularized_l1_weight"]:

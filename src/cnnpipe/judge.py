@@ -10,20 +10,27 @@ PyPI wheel; any backbone spec with ImageNet's 1000 classes works, other than the
 Its interface is the pixel classifier's (:class:`cnnpipe.independent.PixelClassifier`) as far
 as the classes and fooling stages use it: ``predict_proba`` and ``kind``. Each image is
 resized (bilinear, antialiased) to the judge's native input size before it is classified.
+For the style stage it also measures style, ``gram_matrices`` at its own ``style_layers``
+(each image at its own size: a Gram matrix does not depend on it).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnpipe.backbone_spec import BackboneSpec, parse_backbone
+from cnnpipe.backbone_spec import BackboneSpec, default_layers_for, parse_backbone
 
 DEFAULT_JUDGE = "efficientnet_lite1"
+# Where the judge measures style: the end of each of EfficientNet-Lite's stages at 1/2 ... 1/16
+# and one at 1/32, not the generator's default style layers (the first block at each stride),
+# so the measure is not the loss that was minimized. Other networks: their default style layers.
+_LITE_STYLE_LAYERS = ("stem", "blocks.1", "blocks.2", "blocks.3", "blocks.5")
+JUDGE_STYLE_LAYERS = {"efficientnet_lite0": _LITE_STYLE_LAYERS, "efficientnet_lite1": _LITE_STYLE_LAYERS}
 
 
 def check_judge(key: str, judge, generator) -> BackboneSpec | None:
@@ -45,6 +52,15 @@ def check_judge(key: str, judge, generator) -> BackboneSpec | None:
     return spec
 
 
+def style_layers(spec: BackboneSpec) -> tuple[str, ...]:
+    """The layers (names or aliases) where a judge measures Gram matrices; () where none are
+    known for its architecture."""
+    if spec.arch in JUDGE_STYLE_LAYERS:
+        return JUDGE_STYLE_LAYERS[spec.arch]
+    default = (default_layers_for(spec) or {}).get("style", ())
+    return (default,) if isinstance(default, str) else tuple(default)
+
+
 class ImageNetJudge:
     """A frozen ImageNet network that classifies images in [0, 1] at its native size."""
 
@@ -53,6 +69,7 @@ class ImageNetJudge:
         from cnnpipe.backbones import load_backbone
 
         self.model = load_backbone(spec, cache_dir=cache_dir, key="judge")
+        self.spec = self.model.backbone_spec
         self.kind = self.model.backbone_name
         self.size = int(self.model.input_size)
         self.batch_size = batch_size
@@ -73,6 +90,40 @@ class ImageNetJudge:
             rows.append(torch.softmax(self.model(batch).float(), dim=1))
         return torch.cat(rows).numpy()
 
+    @torch.no_grad()
+    def gram_matrices(self, image: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:
+        """Gram matrices [C, C] (``style_transfer.gram_matrix``) of one image [3, H, W] in
+        [0, 1], seen at its own size, at ``layers`` (names or aliases)."""
+        from cnnpipe import ascent
+        from cnnpipe.backbones import resolve_layer
+        from cnnpipe.style_transfer import gram_matrix
+
+        names = [resolve_layer(self.model, layer) for layer in layers]
+        image = torch.as_tensor(image).float().cpu()[None]
+        with ascent.frozen(self.model), ascent.capture(self.model, names) as acts:
+            acts.run(image)
+            return [gram_matrix(acts[name].float())[0] for name in names]
+
+    def style_distance(self, result: torch.Tensor, style: torch.Tensor, content: torch.Tensor,
+                       layers: Sequence[str] | None = None) -> dict[str, float]:
+        """How far the result's style is from the style image's, in the judge's eyes: per layer
+        the relative squared error of the result's Gram matrix to the style image's, divided
+        by the same error of the content image (1 = as far as the content image, 0 = the
+        style image's Gram matrix). Keys: the layers and ``mean``, the mean over them."""
+        layers = list(style_layers(self.spec) if layers is None else layers)
+        if not layers:
+            raise ValueError(f"style.judge: no layers known to measure style on {self.kind!r}; judge with "
+                             f"efficientnet_lite1, efficientnet_lite0, vgg19 or googlenet")
+        grams = {name: self.gram_matrices(image, layers) for name, image in
+                 (("result", result), ("style", style), ("content", content))}
+        distances = {}
+        for layer, target, got, start in zip(layers, grams["style"], grams["result"], grams["content"]):
+            # a ratio of two errors relative to one target: the target's size cancels
+            before = max(float((start - target).square().mean()), 1e-30)
+            distances[layer] = float((got - target).square().mean()) / before
+        distances["mean"] = float(np.mean([distances[layer] for layer in layers]))
+        return distances
+
 
 def target_ranks(proba: np.ndarray, targets) -> np.ndarray:
     """The rank of each image's target class among its probabilities (0 = top-1)."""
@@ -80,3 +131,15 @@ def target_ranks(proba: np.ndarray, targets) -> np.ndarray:
     targets = np.asarray(targets, dtype=np.int64)
     chosen = proba[np.arange(len(proba)), targets]
     return (proba > chosen[:, None]).sum(axis=1)
+
+
+def top_classes(proba: np.ndarray, k: int = 5) -> np.ndarray:
+    """Each row's k most probable class indices, most probable first, [N, k]."""
+    return np.argsort(-np.asarray(proba), axis=1, kind="stable")[:, :k]
+
+
+def content_kept(content_proba: np.ndarray, result_proba: np.ndarray, k: int = 5) -> bool:
+    """Whether the judge's top-1 class for the content image is among its top ``k`` for the
+    result (one image each: probabilities [1000] or [1, 1000])."""
+    first = int(top_classes(np.reshape(content_proba, (1, -1)), 1)[0, 0])
+    return first in top_classes(np.reshape(result_proba, (1, -1)), k)[0]

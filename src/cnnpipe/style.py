@@ -3,7 +3,11 @@
 Reads both images at the configured sizes, loads and prepares the backbone, runs
 :func:`cnnpipe.style_transfer.transfer` (the algorithm: Gram matrices, losses, the
 optimization) and writes the stylized PNG, a content | style | result figure and a one-row
-CSV of the losses before and after.
+CSV of the losses before and after. An independent ImageNet judge (``style.judge``, a second
+network that is never optimized against) then measures the PNG as written: how close its Gram
+matrices come to the style image's (``style_distance``: 1 = as far as the content image, 0 =
+the style image's), and whether it still shows what the content photo shows (``content_kept``:
+the judge's top-1 class for the photo is among its top 5 for the result).
 """
 
 from __future__ import annotations
@@ -14,18 +18,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from cnnpipe.backbones import load_backbone
+from cnnpipe.backbones import imagenet_class_names, load_backbone
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
+from cnnpipe.judge import ImageNetJudge, check_judge, content_kept, top_classes
 from cnnpipe.style_transfer import StyleResult, prepare_model, transfer
 
 __all__ = [
     "load_pair",
     "side_by_side",
+    "judge_result",
     "run_pair",
 ]
 
@@ -55,6 +62,24 @@ def load_pair(content_path, style_path, image_size: int, style_scale: float = 1.
     factor = math.sqrt(area / (sw * sh))
     style = _resize(style, (max(8, round(sw * factor)), max(8, round(sh * factor))))
     return pil_to_tensor(content), pil_to_tensor(style)
+
+
+# --------------------------------------------------------------------------- the judge
+
+
+def judge_result(judge: ImageNetJudge, content: Tensor, style: Tensor, result: Tensor) -> dict:
+    """The judge's measures of one result [3, H, W] (best read back from its PNG): the mean
+    ``style_distance`` over the judge's style layers and each layer's (``style_distance_<layer>``),
+    ``content_kept``, and the judge's top-1 class for the content photo and for the result."""
+    distances = judge.style_distance(result, style, content)
+    proba = judge.predict_proba(torch.stack([content, result]))
+    names = imagenet_class_names()
+    row = {"judge": judge.kind, "style_distance": distances.pop("mean")}
+    row.update({f"style_distance_{layer}": value for layer, value in distances.items()})
+    first = top_classes(proba, 1)[:, 0]
+    row.update(content_kept=bool(content_kept(proba[0], proba[1])), content_class=names[first[0]],
+               result_class=names[first[1]])
+    return row
 
 
 # --------------------------------------------------------------------------- figure, table, job
@@ -94,28 +119,45 @@ def side_by_side(content: Tensor, style: Tensor, result: Tensor, *, titles=("con
     return fig
 
 
-def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapping) -> str:
-    return (
+def _smoothing(settings: Mapping) -> str:
+    smoothing = settings.get("smoothing", "none")
+    return f"softmax (T = {settings['smoothing_temperature']:g})" if smoothing == "softmax" else smoothing
+
+
+def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapping, judged: Mapping | None) -> str:
+    smoothed = f", {_smoothing(settings)}-smoothed features" if settings.get("smoothing", "none") != "none" else ""
+    lines = [
         f"{backbone}; content layer(s) {_display_layers(model, result.content_layers)}; style (Gram) layers "
-        f"{_display_layers(model, result.style_layers)}\n"
+        f"{_display_layers(model, result.style_layers)}{smoothed}",
         f"relative errors (0 = identical): style {result.initial['style_loss']:.3g} -> "
         f"{result.final['style_loss']:.3g}, content {result.initial['content_loss']:.3g} -> "
         f"{result.final['content_loss']:.3g}; {len(result.history)} "
         f"{'L-BFGS evaluations' if settings['optimizer'] == 'lbfgs' else 'Adam steps'} from the "
-        f"{settings['init']} image{', colours of the content kept' if settings.get('preserve_color') else ''}"
-    )
+        f"{settings['init']} image{', colours of the content kept' if settings.get('preserve_color') else ''}",
+    ]
+    if judged:
+        lines.append(
+            f"judge {judged['judge']} (never optimized against): style distance {judged['style_distance']:.2f} "
+            f"(1 = the content photo's, 0 = the style image's); content kept: "
+            f"{'yes' if judged['content_kept'] else 'no'} (photo: {judged['content_class']!r}, "
+            f"result: {judged['result_class']!r})"
+        )
+    return "\n".join(lines)
 
 
 def _losses_row(content_name: str, style_name: str, backbone: str, model: nn.Module, result: StyleResult,
-                settings: Mapping) -> dict:
+                settings: Mapping, judged: Mapping | None) -> dict:
     row = {"content": content_name, "style": style_name, "backbone": backbone,
            "content_layers": " ".join(_display_layers(model, result.content_layers).split(", ")),
            "style_layers": " ".join(_display_layers(model, result.style_layers).split(", ")),
-           "optimizer": settings["optimizer"], "evaluations": len(result.history)}
+           "smoothing": _smoothing(settings), "optimizer": settings["optimizer"],
+           "evaluations": len(result.history)}
     for key in ("content_loss", "style_loss", "tv_loss", "total_loss"):
         row[f"{key}_initial"] = result.initial[key]
         row[f"{key}_final"] = result.final[key]
-    return row
+    # the judge's columns, empty without a judge
+    return {**row, "judge": None, "style_distance": None, "content_kept": None, "content_class": None,
+            "result_class": None, **(judged or {})}
 
 
 def run_pair(
@@ -132,11 +174,12 @@ def run_pair(
     progress: bool = True,
 ) -> StyleResult:
     """One pipeline job: load the backbone and both images, transfer, write the stylized PNG,
-    the side-by-side figure and the one-row losses CSV. ``settings`` is the config's ``style``
-    section (pairs and folders are ignored)."""
+    let the judge measure it, write the side-by-side figure and the one-row losses CSV.
+    ``settings`` is the config's ``style`` section (pairs and folders are ignored)."""
     # Images first: a bad file fails the job at once, naming the file.
     content, style = load_pair(content_path, style_path, int(settings["image_size"]),
                                float(settings.get("style_scale", 1.0)))
+    judge_spec = check_judge("style", settings.get("judge"), settings["backbone"])
     seed_everything(seed)
     device = select_device(device)
     model = load_backbone(settings["backbone"], cache_dir=cache_dir, key="style.backbone").to(device)
@@ -156,16 +199,26 @@ def run_pair(
         lr=settings.get("lr"),
         init=settings["init"],
         preserve_color=bool(settings.get("preserve_color", False)),
+        smoothing=settings.get("smoothing", "none"),
+        temperature=float(settings.get("smoothing_temperature", 1.0)),
         seed=seed,
         progress=progress,
     )
     for when in ("initial", "final"):
         log.info("%s losses: %s", when, ", ".join(f"{k}={v:.4g}" for k, v in getattr(result, when).items()))
     save_png(result.image, output_image)
+    judged = None
+    if judge_spec is not None:
+        # the PNG as written (8 bits), as anyone who opens it sees it
+        judged = judge_result(ImageNetJudge(judge_spec, cache_dir=cache_dir), content, style,
+                              pil_to_tensor(load_image(output_image)))
+        log.info("judge %s: style distance %.3f, content kept %s (%s -> %s)", judged["judge"],
+                 judged["style_distance"], judged["content_kept"], judged["content_class"], judged["result_class"])
 
     content_name, style_name = Path(str(content_path)).stem, Path(str(style_path)).stem
     title = f"Style transfer (Gatys et al.): content of {content_name!r}, style of {style_name!r}"
-    footer = _footer(name, model, result, settings)
+    footer = _footer(name, model, result, settings, judged)
     save_figure(side_by_side(content, style, result.image, title=title, footer=footer), output_figure)
-    write_csv(output_csv, pd.DataFrame([_losses_row(content_name, style_name, name, model, result, settings)]))
+    row = _losses_row(content_name, style_name, name, model, result, settings, judged)
+    write_csv(output_csv, pd.DataFrame([row]))
     return result

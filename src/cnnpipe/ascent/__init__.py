@@ -6,8 +6,8 @@ regularized. The parts, one submodule each:
 
 * ``hooks`` - find layers by name and capture their outputs, stopping the forward pass early;
 * ``objectives`` - scores per sample to maximize, composable and fusable across a batch;
-* ``param`` - how x is parameterized (pixels or decorrelated Fourier coefficients), seeded
-  per sample;
+* ``param`` - how x is parameterized (pixels, decorrelated Fourier coefficients, or the phase
+  alone under a fixed natural-image spectrum), seeded per sample;
 * ``transforms`` - random jitter, zoom and rotation applied before the model each step;
 * ``regularizers`` - penalties on x (L1, L2, total variation);
 * ``render`` - the loop (``ascend``: Adam, DeepDream's normalized step or L-BFGS) and
@@ -40,10 +40,14 @@ from cnnpipe.ascent.param import (
     FFTImage,
     FFTSpec,
     ImageParam,
+    PhaseImage,
+    PhaseSpec,
     PixelImage,
     PixelSpec,
     fft_image,
     gaussian_blur,
+    natural_spectrum,
+    phase_image,
     pixel_image,
     sample_generator,
 )
@@ -84,10 +88,14 @@ __all__ = [
     "ImageParam",
     "PixelImage",
     "FFTImage",
+    "PhaseImage",
     "PixelSpec",
     "FFTSpec",
+    "PhaseSpec",
     "pixel_image",
     "fft_image",
+    "phase_image",
+    "natural_spectrum",
     "sample_generator",
     "Transform",
     "Jitter",

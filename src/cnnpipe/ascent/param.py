@@ -2,8 +2,9 @@
 
 An ``ImageParam`` holds trainable tensors (batch first) and produces images [B, C, H, W] in
 [0, 1]: ``PixelImage`` (clamped or sigmoid pixels) and ``FFTImage`` (1/f-scaled Fourier
-coefficients, decorrelated colour, sigmoid). ``pixel_image(...)``/``fft_image(...)`` return
-*specs*, callables ``spec(indices, seed, device) -> ImageParam`` that start from seeded noise
+coefficients, decorrelated colour, sigmoid) and ``PhaseImage`` (a fixed natural-image Fourier
+magnitude, only the phase trainable: MACO, Fel et al. 2023). ``pixel_image(...)``/``fft_image(...)``/
+``phase_image(...)`` return *specs*, callables ``spec(indices, seed, device) -> ImageParam`` that start from seeded noise
 or given photos, so a chunk of samples can be built with their global indices.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -26,10 +28,14 @@ __all__ = [
     "ImageParam",
     "PixelImage",
     "FFTImage",
+    "PhaseImage",
     "PixelSpec",
     "FFTSpec",
+    "PhaseSpec",
     "pixel_image",
     "fft_image",
+    "phase_image",
+    "natural_spectrum",
 ]
 
 # Separate streams per sample, so changing the start image does not change the transforms.
@@ -189,6 +195,99 @@ class FFTImage(ImageParam):
         self.spectrum.mul_(response[..., None])
 
 
+
+# Photos bundled with scikit-image whose mean Fourier magnitude a PhaseImage keeps.
+NATURAL_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+# image = sigmoid(gain * colour-mixed linear image): slope 1 at grey, so a linear image with the
+# photos' spectrum (of their pixels minus the mean) has about their contrast.
+_PHASE_GAIN = 4.0
+
+
+def _photo_crops(photo, height: int, width: int):
+    """Crops of ``photo`` at the aspect H:W, shrunk to H x W (antialiased): the whole scene and
+    3 x 3 crops at half its side, each also mirrored. Many views make the mean spectrum smooth."""
+    side = min(photo.width / width, photo.height / height)  # the largest crop at this aspect, in units
+    for fraction, grid in ((1.0, 1), (0.5, 3)):
+        crop_w, crop_h = side * fraction * width, side * fraction * height
+        for i in range(grid):
+            for j in range(grid):
+                left = (photo.width - crop_w) * (j / (grid - 1) if grid > 1 else 0.5)
+                top = (photo.height - crop_h) * (i / (grid - 1) if grid > 1 else 0.5)
+                view = photo.resize((width, height), 3, box=(left, top, left + crop_w, top + crop_h))  # 3: bicubic
+                yield view
+                yield view.transpose(0)  # 0: mirror left-right
+
+
+@lru_cache(maxsize=8)
+def _natural_spectrum(height: int, width: int, channels: int, decorrelate: bool) -> Tensor:
+    from cnnpipe.photos import sample_photo
+
+    inverse = torch.linalg.inv(_color_matrix(channels, decorrelate))
+    # A photo is not periodic: its edges would add a cross of energy on the frequency axes (stripes
+    # in every image). A Hann window removes the edges; scaled to keep the energy.
+    window = torch.outer(torch.hann_window(height, periodic=False), torch.hann_window(width, periodic=False))
+    window = window / window.pow(2).mean().sqrt()
+    views = []
+    for name in NATURAL_PHOTOS:
+        photo = sample_photo(name).convert("RGB" if channels == 3 else "L")
+        views += [np.asarray(view, dtype=np.float32).reshape(height, width, -1) / 255
+                  for view in _photo_crops(photo, height, width)]
+    x = torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2)
+    x = (x - x.mean(dim=(2, 3), keepdim=True)).expand(-1, channels, -1, -1) * window
+    spectrum = torch.fft.rfft2(torch.einsum("cd,ndhw->nchw", inverse, x), norm="ortho").abs().mean(0)
+    spectrum[:, 0, 0] = 0.0  # no mean: the image's mean colour is the sigmoid's midpoint, grey
+    return spectrum
+
+
+def natural_spectrum(height: int, width: int, channels: int = 3, decorrelate: bool = True) -> Tensor:
+    """Mean Fourier magnitude [C, H, W // 2 + 1] (``rfft2``, norm "ortho") of views of
+    ``NATURAL_PHOTOS`` shrunk to H x W, minus their mean, Hann-windowed, per decorrelated
+    colour channel (1 channel: grey); zero at frequency 0."""
+    return _natural_spectrum(int(height), int(width), int(channels), bool(decorrelate)).clone()
+
+
+class PhaseImage(ImageParam):
+    """A fixed Fourier magnitude per decorrelated channel, a trainable phase, colour mixing, sigmoid.
+
+    Only where the frequencies sit is optimized, never how much energy each has (MACO, Fel et
+    al. 2023): the image keeps the magnitude spectrum of photos and cannot pile energy into the
+    high frequencies that adversarial patterns need. ``linear()`` is the image before the output
+    mapping; its ``rfft2`` magnitude (norm "ortho") is ``magnitude`` whatever the phase.
+    """
+
+    def __init__(self, phase: Tensor, magnitude: Tensor, size: tuple[int, int], decorrelate: bool = True):
+        super().__init__()
+        height, width = size
+        if tuple(magnitude.shape) != (phase.shape[1], height, width // 2 + 1) or phase.dim() != 4:
+            raise ValueError(f"phase {tuple(phase.shape)} and magnitude {tuple(magnitude.shape)} do not fit "
+                             f"[B, C, {height}, {width // 2 + 1}] and [C, {height}, {width // 2 + 1}]")
+        self.size = (height, width)
+        self.register_buffer("magnitude", magnitude.detach().float().clone())
+        self.register_buffer("color", _color_matrix(phase.shape[1], decorrelate))
+        # Columns kx = 0 and W/2 are spectra of real 1-D signals: irfft2 keeps only their Hermitian
+        # part, so their phase must be odd in ky (phi(-ky) = -phi(ky)) or magnitude would be lost.
+        self.register_buffer("edge_cols", torch.tensor([0] + ([width // 2] if width % 2 == 0 else [])))
+        self.register_buffer("flip", (-torch.arange(height)) % height)
+        self.phase = nn.Parameter(phase.detach().float().clone())
+
+    def effective_phase(self) -> Tensor:
+        """The phase with its kx = 0 and W/2 columns made odd in ky."""
+        edge = self.phase.index_select(-1, self.edge_cols)
+        return self.phase.index_copy(-1, self.edge_cols, (edge - edge[..., self.flip, :]) / 2)
+
+    def linear(self) -> Tensor:
+        """The decorrelated image [B, C, H, W] before colour mixing and the sigmoid."""
+        phase = self.effective_phase()
+        coefficients = torch.complex(self.magnitude * torch.cos(phase), self.magnitude * torch.sin(phase))
+        return torch.fft.irfft2(coefficients, s=self.size, norm="ortho")
+
+    def forward(self) -> Tensor:
+        return torch.sigmoid(_PHASE_GAIN * torch.einsum("cd,bdhw->bchw", self.color, self.linear()))
+
+    def blur_(self, sigma: float) -> None:
+        raise ValueError("a phase image keeps its Fourier magnitude fixed, so it cannot be blurred (blur_every: 0)")
+
+
 def _shape_of(shape, images) -> tuple[int, int, int]:
     if shape is None:
         if images is None:
@@ -288,3 +387,34 @@ def fft_image(
     coefficient space (a near-grey image) or encoded exactly from ``images``."""
     images = _check_images(images)
     return FFTSpec(_shape_of(shape, images), images, sd, decay_power, decorrelate)
+
+
+@dataclass(eq=False)
+class PhaseSpec:
+    """Recipe for a ``PhaseImage``: call with (indices, seed, device)."""
+
+    shape: tuple[int, int, int]
+    magnitude: Tensor | None = None
+    decorrelate: bool = True
+    natural_batch = None
+
+    def __call__(self, indices: Sequence[int], seed: int, device=None) -> PhaseImage:
+        channels, height, width = self.shape
+        magnitude = self.magnitude
+        if magnitude is None:
+            magnitude = natural_spectrum(height, width, channels, self.decorrelate)
+        size = (channels, height, width // 2 + 1)
+        phase = torch.stack([torch.rand(size, generator=sample_generator(seed, i)) for i in indices])
+        return PhaseImage((2 * phase - 1) * math.pi, magnitude, (height, width), self.decorrelate).to(device)
+
+
+def phase_image(shape, *, magnitude: Tensor | None = None, decorrelate: bool = True) -> PhaseSpec:
+    """Phase-only parameterization of images of ``shape`` (C, H, W), started from seeded uniform
+    random phase; ``magnitude`` [C, H, W // 2 + 1] defaults to ``natural_spectrum``."""
+    shape = _shape_of(shape, None)
+    if magnitude is not None:
+        magnitude = torch.as_tensor(magnitude).detach().float().cpu()
+        expected = (shape[0], shape[1], shape[2] // 2 + 1)
+        if tuple(magnitude.shape) != expected:
+            raise ValueError(f"magnitude has shape {tuple(magnitude.shape)}, expected {expected}")
+    return PhaseSpec(shape, magnitude, decorrelate)

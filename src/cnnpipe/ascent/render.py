@@ -1,7 +1,8 @@
 """The loop: ``ascend`` optimizes a batch of images, ``render_batched`` many in chunks.
 
-``ascend`` freezes the model, then repeats: image = param(); transformed = transforms(image);
-score = objective(capture(transformed)); maximize ``sum_b (score_b - penalty_b)`` with Adam,
+``ascend`` freezes the model, then repeats: image = param(); transformed = transforms(image)
+(``copies`` independently transformed copies of each image); score = objective(capture(
+transformed)), averaged over the copies; maximize ``sum_b (score_b - penalty_b)`` with Adam,
 DeepDream's normalized step, or L-BFGS. ``render_batched`` splits many per-sample objectives
 into chunks and concatenates the results.
 
@@ -75,6 +76,7 @@ def ascend(
     lr: float | None = None,
     optimizer: str = "adam",
     transforms: Sequence[Callable] = (),
+    copies: int = 1,
     regularizers=None,
     blur_every: int | None = None,
     blur_sigma: float = 0.5,
@@ -97,11 +99,16 @@ def ascend(
     sample), or ``"lbfgs"`` (torch L-BFGS without line search; ``steps`` counts function
     evaluations; it couples the batch through shared dot products, so batched results differ
     from one-at-a-time; random transforms make its objective noisy, so usually pass none).
+    ``copies``: each step scores that many differently transformed copies of every image (one
+    batch of B * copies) and maximizes their mean score; sample i's copies draw from its own
+    generator in turn, so results stay independent of the other samples.
     ``blur_every``: Gaussian blur of ``blur_sigma`` px every N steps. ``lr`` defaults per
     optimizer: adam 0.05, normalized 0.01, lbfgs 1.0. The model is moved to ``device``
     (default: where it is), put in eval mode with frozen parameters, and restored afterwards.
     """
     schedule = _Schedule.of(optimizer, steps, lr, blur_every, blur_sigma)
+    if int(copies) < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
     objective, n_objectives = as_objective(objective)
     indices = _resolve_batch(n_objectives, param, indices)
     device = _place_model(model, device)
@@ -110,7 +117,7 @@ def ascend(
     gens = [sample_generator(seed, i, STREAM_TRANSFORMS) for i in indices]
 
     with frozen(model), capture(model, sorted(objective.layers)) as acts:
-        loss = _Loss(objective, acts, param, transforms, gens, penalties)
+        loss = _Loss(objective, acts, param, transforms, gens, penalties, int(copies))
         with torch.no_grad():
             initial = loss.score(param()).detach()
         _optimize(loss, schedule, progress, desc)
@@ -193,10 +200,11 @@ class _Loss:
         transforms: Sequence[Callable],
         gens: Sequence[torch.Generator],
         penalties: Sequence[tuple[float, Callable[[Tensor], Tensor]]],
+        copies: int = 1,
     ):
         self.objective, self.acts, self.param = objective, acts, param
         self.transforms, self.gens, self.penalties = transforms, gens, penalties
-        self.batch = len(gens)
+        self.batch, self.copies = len(gens), copies
         self.scores: list[Tensor] = []
         self.pens: list[Tensor] = []
 
@@ -206,8 +214,15 @@ class _Loss:
         return value
 
     def score(self, x: Tensor) -> Tensor:
-        """The objective [B] of the model's activations on ``x``."""
-        return self._check(self.objective(self.acts.run(x)), "objective")
+        """The objective [B] of the model's activations on ``x``; for ``x`` of copies * B images
+        (copy k of sample b at k * B + b), the mean over the copies."""
+        acts = self.acts.run(x)
+        if len(x) == self.batch:
+            return self._check(self.objective(acts), "objective")
+        batch = self.batch
+        per_copy = [self.objective({name: a[k * batch : (k + 1) * batch] for name, a in acts.items()})
+                    for k in range(len(x) // batch)]
+        return torch.stack([self._check(score, "objective") for score in per_copy]).mean(0)
 
     def penalty(self, x: Tensor) -> Tensor:
         """The weighted sum of the regularizers [B] on ``x``."""
@@ -218,9 +233,10 @@ class _Loss:
 
     def __call__(self) -> Tensor:
         x = self.param()
-        seen = x
+        seen = x.repeat(self.copies, 1, 1, 1) if self.copies > 1 else x
+        gens = list(self.gens) * self.copies
         for transform in self.transforms:
-            seen = transform(seen, self.gens)
+            seen = transform(seen, gens)
         score = self.score(seen)
         pen = self.penalty(x)
         self.scores.append(score.detach())

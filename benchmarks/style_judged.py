@@ -1,0 +1,122 @@
+"""Style transfer judged by a second network: feature smoothing off (``none``) against softmax
+smoothing (Wang, Li and Vasconcelos, CVPR 2021), on the style stage's pairs.
+
+For every pair and smoothing option the script runs the style stage's algorithm with the
+``style`` settings of config.yaml (the generator, EfficientNet-Lite0 by default, its layers,
+weights, steps and image size), times the transfer alone, writes the result as an 8-bit PNG,
+reads it back and lets the judge (``style.judge``, EfficientNet-Lite1 by default; it only
+measures, nothing is optimized against it) measure it, as the stage does
+(:func:`cnnpipe.style.judge_result`): the style distance (the result's Gram matrices against
+the style image's at the judge's layers, relative to the content photo's: 1 = unchanged,
+0 = the style image's) and whether the judge's top-1 class for the content photo is in its
+top 5 for the result. It prints one row per pair, the options side by side, and the means.
+Goal: style distance <= 0.3 and the content kept in every pair, without visible blocks (look
+at the PNGs in ``--out``).
+
+Run: .venv/bin/python benchmarks/style_judged.py [--options none softmax] [--temperature 0.5 1]
+     [--steps N] [--size PX] [--pairs chelsea__ihc] [--out /tmp/style_judged] [--threads 2]
+     [--set style_weight=50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from cnnpipe.backbones import load_backbone
+from cnnpipe.images import load_image, pil_to_tensor, save_png
+from cnnpipe.judge import ImageNetJudge, check_judge
+from cnnpipe.photos import export_sample_photo
+from cnnpipe.style import judge_result, load_pair
+from cnnpipe.style_transfer import prepare_model, transfer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "config.yaml"))
+    parser.add_argument("--options", nargs="*", default=["none", "softmax"], help="smoothing options to compare")
+    parser.add_argument("--temperature", nargs="*", type=float, default=None,
+                        help="softmax temperatures to try (default: the config's)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None, help="image size (default: the config's)")
+    parser.add_argument("--pairs", nargs="*", default=None, help="only these pairs, as content__style")
+    parser.add_argument("--out", default="/tmp/style_judged", help="folder for the photos and results")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override style settings, e.g. style_weight=50 (values read as YAML)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cfg = dict(yaml.safe_load(Path(args.config).read_text())["style"])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            raise SystemExit(f"--set {item}: style has no key {key!r}")
+        cfg[key] = yaml.safe_load(value)
+    cfg["steps"] = cfg["steps"] if args.steps is None else args.steps
+    cfg["image_size"] = cfg["image_size"] if args.size is None else args.size
+    temperatures = args.temperature or [cfg["smoothing_temperature"]]
+    # (label, smoothing, temperature), one column group each
+    variants = [(option, option, 1.0) for option in args.options if option != "softmax"]
+    if "softmax" in args.options:
+        variants += [(f"softmax T={t:g}", "softmax", t) for t in temperatures]
+
+    out = Path(args.out)
+    pairs = [(p["content"], p["style"]) for p in cfg["pairs"]]
+    if args.pairs:
+        pairs = [pair for pair in pairs if "__".join(pair) in args.pairs]
+    for name in {name for pair in pairs for name in pair}:
+        if not (out / "photos" / f"{name}.png").exists():
+            export_sample_photo(name, out / "photos" / f"{name}.png")
+
+    spec = check_judge("style", cfg["judge"] or "efficientnet_lite1", cfg["backbone"])
+    judge = ImageNetJudge(spec)
+    model = prepare_model(load_backbone(cfg["backbone"]))
+    print(f"generator {cfg['backbone']} at {cfg['image_size']} px, {cfg['steps']} {cfg['optimizer']} steps, "
+          f"style_weight {cfg['style_weight']}, tv_weight {cfg['tv_weight']}; judge {judge.kind}; "
+          f"{args.threads} threads")
+    print("columns per option: style distance (1 = the content photo's, 0 = the style image's), "
+          "content kept (judge top-1 of the photo in its top 5 of the result), seconds")
+    width = 24
+    print(f"{'pair':<30}" + "".join(f"{label:>{width}}" for label, _, _ in variants))
+    totals = {label: [] for label, _, _ in variants}
+    for content_name, style_name in pairs:
+        content, style = load_pair(out / "photos" / f"{content_name}.png", out / "photos" / f"{style_name}.png",
+                                   int(cfg["image_size"]), float(cfg["style_scale"]))
+        cells = []
+        for label, smoothing, temperature in variants:
+            start = time.perf_counter()
+            result = transfer(model, content, style, content_layers=cfg["content_layers"] or (),
+                              style_layers=cfg["style_layers"] or (), content_weight=cfg["content_weight"],
+                              style_weight=cfg["style_weight"], tv_weight=cfg["tv_weight"], steps=cfg["steps"],
+                              optimizer=cfg["optimizer"], lr=cfg["lr"], init=cfg["init"],
+                              preserve_color=cfg["preserve_color"], smoothing=smoothing,
+                              temperature=temperature, seed=args.seed, progress=False)
+            seconds = time.perf_counter() - start
+            path = out / label.replace(" ", "_") / f"{content_name}__{style_name}.png"
+            save_png(result.image, path)
+            judged = judge_result(judge, content, style, pil_to_tensor(load_image(path)))
+            totals[label].append((judged["style_distance"], judged["content_kept"], seconds))
+            cells.append(f"{judged['style_distance']:.3f} {'yes' if judged['content_kept'] else 'NO':>3} "
+                         f"{seconds:6.1f}s")
+        print(f"{content_name + '__' + style_name:<30}" + "".join(f"{cell:>{width}}" for cell in cells),
+              flush=True)
+    means = []
+    for label in totals:
+        rows = totals[label]
+        distance = sum(r[0] for r in rows) / len(rows)
+        kept = sum(r[1] for r in rows)
+        means.append(f"{distance:.3f} {kept}/{len(rows)} {sum(r[2] for r in rows) / len(rows):6.1f}s")
+    print(f"{'mean (kept: count)':<30}" + "".join(f"{cell:>{width}}" for cell in means))
+    print(f"images: {out}/<option>/<pair>.png")
+
+
+if __name__ == "__main__":
+    main()
