@@ -22,7 +22,7 @@ image, so even a free conv2 would leave the ratio under ~6.5x. Computing only th
 filter of conv2 per image (a grouped convolution) did not make the step faster. On a GPU,
 where a single image's step is all launch overhead, the bound is much higher.
 
-Run: .venv/bin/python benchmarks/filters_speed.py [--config config.yaml] [--threads 1]
+Run: .venv/bin/python benchmarks/filters_speed.py [--config config.yaml] [--threads 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import torch
 import yaml
 
 from cnnpipe import ascent
+from cnnpipe.device import select_device
 from cnnpipe.filters import feature_map_layer, image_spec, leaky_relus, maximize_filters, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="default: the config's filters.steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the rule uses 1)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (benchmarks/gpu.sh: cuda)")
     parser.add_argument("--channels-first", action="store_true",
                         help="keep the model in [B, C, H, W] memory format (the stage uses channels last)")
     args = parser.parse_args()
@@ -80,6 +82,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)  # as in the pipeline's seed_everything
     model, shape, origin = load_default_model(config, args.model)
+    model.to(select_device(args.device))  # the engine runs where the model is
     if not args.channels_first:
         prepare_model(model)  # as the stage does
     widths = list(config["model"]["conv_channels"])
@@ -113,7 +116,7 @@ def main() -> None:
     print("ablation of batching (cnnpipe against itself, not against another tool): "
           "all filters in one batched ascent vs one ascent per filter")
     print(f"model: {origin}; layer {layer} (a^k read at {target}), {len(filters)} filters, "
-          f"images {'x'.join(map(str, shape))}, {steps} Adam steps, {args.threads} thread(s), "
+          f"images {'x'.join(map(str, shape))}, {steps} Adam steps, on {args.device}, {args.threads} thread(s), "
           f"{'channels first' if args.channels_first else 'channels last'}")
     print(f"batched (one render_batched call): {t_batch:.3f} s   runs {[round(t, 3) for t in batch_times]}")
     print(f"one filter at a time ({len(filters)} ascend calls): {t_loop:.3f} s   runs "

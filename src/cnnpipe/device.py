@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -47,6 +48,9 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # cuBLAS is bitwise reproducible only with a fixed workspace per stream; it reads this when
+    # a process first uses it (an explicit setting by the user wins).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     # Full float32 on GPUs too: TF32 (the default for convolutions on Ampere and newer) keeps
     # about 3 decimal digits, so GPU results would drift from CPU ones and exactness checks
