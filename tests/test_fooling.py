@@ -48,6 +48,18 @@ def test_coordinates_by_hand():
     assert (bias == 1).all()
 
 
+def test_span_widens_the_coordinate_plane():
+    x, y, d, bias = cppn.coordinates(3, 3, span=2.0).reshape(4, 3, 3)
+    assert x[0].tolist() == [-2.0, 0.0, 2.0] and y[:, 2].tolist() == [-2.0, 0.0, 2.0]
+    assert d[0, 0] == pytest.approx(2.0) and d[1, 1] == 0.0 and (bias == 1).all()
+    # Output <- x with weight 1 on a plane twice as wide: pixel = sigmoid(2x) on [-1, 1].
+    g = cppn.random_cppn(np.random.default_rng(0), 1, hidden=2, channels=1, initial_nodes=0)
+    g.weights[:] = 0.0
+    g.weights[0, 2, 0] = 1.0
+    wide = cppn.render_cppn(g, 2, 5, span=2.0)
+    assert wide[0, 0, 0] == pytest.approx(1 / (1 + np.exp(-2 * np.linspace(-1, 1, 5))), abs=1e-6)
+
+
 def test_units_by_hand():
     z = np.array([[0.0, 1.0, 10.0]] * 4)
     out = cppn._activate(z, np.array([0, 1, 2, 3]))
@@ -106,6 +118,64 @@ def test_mutation_keeps_genomes_valid_and_is_seeded():
     assert images.min() >= 0 and images.max() <= 1
 
 
+NO_STRUCTURE = dict.fromkeys(cppn.STRUCTURE_RATES, 0.0)
+
+
+def test_each_genome_mutates_with_its_own_step_size_within_the_limits():
+    parents = cppn.random_cppn(np.random.default_rng(1), 3, hidden=4, channels=3, initial_nodes=4)
+    sigma = np.array([1e-3, 0.3, 50.0])
+    children = cppn.mutate(parents, np.random.default_rng(2), weight_rate=1.0, weight_sigma=sigma, **NO_STRUCTURE)
+    change = np.abs(children.weights - parents.weights)
+    assert 0 < change[0].max() < 0.01  # tiny steps for genome 0 ...
+    assert 0.01 < change[1].max() < 2.0  # ... moderate for genome 1 ...
+    assert np.abs(children.weights).max() <= cppn.WEIGHT_LIMIT  # ... and genome 2's huge ones clipped
+    assert (np.abs(children.weights[2][parents.enabled[2]]) == cppn.WEIGHT_LIMIT).mean() > 0.8
+    assert np.array_equal(children.enabled, parents.enabled) and np.array_equal(children.units, parents.units)
+    # One step size for all, given as a number or per genome, draws the same children.
+    same = [cppn.mutate(parents, np.random.default_rng(2), weight_sigma=s, **NO_STRUCTURE) for s in (0.5, [0.5] * 3)]
+    assert np.array_equal(same[0].weights, same[1].weights)
+
+
+def test_crossover_takes_every_row_whole_from_one_parent():
+    rng = np.random.default_rng(3)
+    a = cppn.random_cppn(rng, 40, hidden=3, channels=3, initial_nodes=3)
+    b = cppn.random_cppn(rng, 40, hidden=3, channels=3, initial_nodes=3)
+    child = cppn.crossover(a, b, np.random.default_rng(4))
+    from_a = (child.weights == a.weights).all(axis=2)  # [P, R]: row equal to parent a's
+    from_b = (child.weights == b.weights).all(axis=2)
+    assert (from_a ^ from_b).all()  # parents' rows differ, so exactly one matches
+    assert 0.3 < from_a.mean() < 0.7
+    assert np.array_equal(child.units, np.where(from_a[:, :3], a.units, b.units))
+    # Parents of different sizes: a slot the child leaves empty feeds nothing.
+    small = cppn.random_cppn(rng, 40, hidden=3, channels=3, initial_nodes=0)
+    child = cppn.crossover(a, small, np.random.default_rng(5))
+    dead = ~child.live_sources()[:, None, :].repeat(6, axis=1)
+    assert not child.enabled[dead].any() and (child.weights[~child.enabled] == 0).all()
+    assert (child.nodes() < 3).any() and (child.nodes() > 0).any()
+    with pytest.raises(ValueError, match="crossover"):
+        cppn.crossover(a, cppn.random_cppn(rng, 40, hidden=2, channels=3), rng)
+
+
+def test_step_sizes_follow_the_one_fifth_success_rule():
+    sigma = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 1.99, 0.021])
+    better = np.array([0, 1, 1, 4, 3, 5, 0])
+    worse = np.array([8, 4, 1, 0, 12, 0, 9])  # rates 0, 1/5, 1/2, 1, 1/5 (ties left out), 1, 0
+    after = fooling.adapt_sigma(sigma, better, worse)
+    assert after[0] < 0.5 and after[1] == pytest.approx(0.5) and 0.5 < after[2] < after[3]
+    assert after[4] == pytest.approx(0.5)
+    assert after[3] == pytest.approx(0.5 * math.exp(0.25))  # at most exp(1/4) per generation
+    assert after[5] == fooling.SIGMA_RANGE[1] and after[6] == fooling.SIGMA_RANGE[0]  # kept within range
+    # Only ties (the same 8-bit image): no evidence, the step stays.
+    assert fooling.adapt_sigma(np.array([0.3]), np.array([0]), np.array([0]))[0] == pytest.approx(0.3)
+
+
+def test_classes_at_the_target_pass_on_most_of_their_children():
+    assert fooling.allocate_offspring([True, False, False], 8).tolist() == [2, 11, 11]
+    assert fooling.allocate_offspring([False, True, False, False], 5).tolist() == [7, 1, 6, 6]  # 19 = 7 + 6 + 6
+    assert fooling.allocate_offspring([True, True], 5).tolist() == [5, 5]
+    assert fooling.allocate_offspring([False, False], 5).tolist() == [5, 5]
+
+
 # --------------------------------------------------------------------------- the searches
 
 
@@ -145,6 +215,22 @@ def test_evolution_improves_and_is_seeded(tiny_cnn):
     again = fooling.evolve_fooling(model, (1, 8, 8), target=0.99, generations=15, offspring=6, hidden=4,
                                    seed=0, show_progress=False)
     assert torch.equal(again.images, evolved.images) and again.iterations == evolved.iterations
+
+
+def test_evolution_options_stay_seeded_and_stop_when_asked(tiny_cnn):
+    model = tiny_cnn(**FITTED)
+    kwargs = dict(target=0.99, generations=12, offspring=5, hidden=4, span=2.0, crossover=0.5, structure=0.0,
+                  adapt=True, seed=1, show_progress=False)
+    seen = []
+    result = fooling.evolve_fooling(model, (1, 8, 8), **kwargs, on_generation=lambda g, f: seen.append(g) or g == 4)
+    assert seen == [1, 2, 3, 4] and result.extra["budget"] == 4 and max(result.iterations) <= 4
+    assert result.extra["nodes"] == [2, 2, 2]  # structure 0: weights only, no node is ever added
+    assert all(fooling.SIGMA_RANGE[0] <= s <= fooling.SIGMA_RANGE[1] for s in result.extra["sigma"])
+    assert result.extra["sigma"] != [0.5] * 3  # adapted from the start value
+    again = fooling.evolve_fooling(model, (1, 8, 8), **kwargs, on_generation=lambda g, f: g == 4)
+    assert torch.equal(again.images, result.images)
+    with pytest.raises(ValueError, match="crossover"):
+        fooling.evolve_fooling(model, (1, 8, 8), crossover=1.5)
 
 
 def test_table_and_figure(tiny_cnn):

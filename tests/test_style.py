@@ -1,5 +1,6 @@
 """Style transfer: Gram/content/TV losses, BatchNorm folding, layers, images, the transfer
-itself on tiny networks, the pair list, one job, and the `style` rule end to end."""
+itself on tiny networks, the pair list, one pair, and the `style` rules end to end (chunks of
+pairs: test_style_chunks.py)."""
 
 from __future__ import annotations
 
@@ -407,7 +408,7 @@ def test_style_rule_end_to_end(tmp_path):
                for kind, ext in (("", "png"), ("figures/", "png"), ("losses/", "csv"))]
     work = tmp_path / "work"
     work.mkdir()
-    # The corrupt image fails its own job, naming the file; the other pairs finish.
+    # The corrupt image fails its own pair, naming the file; the other pairs (of its chunk) finish.
     run = snakemake(work, "--cores", "2", "--keep-going", *targets, "results/style/kaputt__wellen.png",
                     configfiles=configs, check=False)
     assert run.returncode != 0
@@ -429,10 +430,12 @@ def test_style_rule_end_to_end(tmp_path):
 
 
 def test_the_rule_asks_for_a_gpu_only_where_the_config_uses_one(tmp_path):
-    """As planned for a cluster: a style job requests one GPU when the run is on a GPU device."""
+    """As planned for a cluster: a style chunk's job requests one GPU when the run is on a GPU
+    device; the local job that publishes a pair's files requests none."""
     for device, gpus in (("cuda", "1"), ("cpu", "0")):
         plan = snakemake(tmp_path, "--dry-run", "results/style/chelsea__ihc.png", "--config", f"device={device}")
-        assert [job.get("gpu") for job in planned_resources(plan)["style"]] == [gpus], device
+        assert [job.get("gpu") for job in planned_resources(plan)["style_chunk"]] == [gpus], device
+        assert [job.get("gpu") for job in planned_resources(plan)["style"]] == [None], device
 
 
 def read_rgb(path: Path) -> torch.Tensor:

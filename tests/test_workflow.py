@@ -72,7 +72,9 @@ def test_nothing_to_do_after_a_complete_run(tiny_run):
         ({"classes": {"l1_weight": 0.5}}, {"classes"}),
         ({"fooling": {"target_confidence": 0.95}}, {"fooling"}),
         ({"dream": {"octaves": 1}}, {"dream_chunk", "dream", "dream_summary"}),
-        ({"style": {"steps": 4}}, {"style"}),
+        ({"style": {"steps": 4}}, {"style_chunk", "style"}),
+        # Other chunks: the pairs' results are the same bytes, but their chunks' folders are new.
+        ({"style": {"per_job": 1}}, {"style_chunk", "style"}),
         # An ImageNet backbone: no training behind it, the weights download where needed.
         ({"classes": {"backbone": "vgg19"}}, {"backbone_weights", "classes"}),
         ({"fooling": {"backbone": "efficientnet_lite0"}}, {"fooling"}),
@@ -92,14 +94,15 @@ SCRIPTS = {
     "first_layer_filters": "first_layer_filters", "sample_photo": "sample_photo", "filters": "filters",
     "classes": "classes", "fooling": "fooling", "dream_chunk": "dream", "dream": "dream",
     "dream_summary": "dream_summary",
-    "style": "style",
+    "style_chunk": "style", "style": "style",
 }
 CONSUMERS = {
     "download": {"train", "lecture"} | TRAINED,
     "train": TRAINED,
-    "sample_photo": {"dream_chunk", "dream", "dream_summary", "style"},
+    "sample_photo": {"dream_chunk", "dream", "dream_summary", "style_chunk", "style"},
     "dream_chunk": {"dream"},
     "dream": {"dream_summary"},
+    "style_chunk": {"style"},
 }
 
 # Run in a fresh interpreter: execute only the import statements of each script, and list the

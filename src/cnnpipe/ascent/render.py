@@ -85,6 +85,7 @@ def ascend(
     progress: bool = True,
     device=None,
     desc: str = "ascent",
+    lbfgs_history: int | None = None,
 ) -> AscentResult:
     """Maximize ``objective(model(transform(x))) - sum_w w * reg(x)`` over images x, per sample.
 
@@ -103,10 +104,11 @@ def ascend(
     batch of B * copies) and maximizes their mean score; sample i's copies draw from its own
     generator in turn, so results stay independent of the other samples.
     ``blur_every``: Gaussian blur of ``blur_sigma`` px every N steps. ``lr`` defaults per
-    optimizer: adam 0.05, normalized 0.01, lbfgs 1.0. The model is moved to ``device``
+    optimizer: adam 0.05, normalized 0.01, lbfgs 1.0. ``lbfgs_history``: curvature pairs L-BFGS
+    keeps (default ``LBFGS_HISTORY``; each costs two image-sized buffers). The model is moved to ``device``
     (default: where it is), put in eval mode with frozen parameters, and restored afterwards.
     """
-    schedule = _Schedule.of(optimizer, steps, lr, blur_every, blur_sigma)
+    schedule = _Schedule.of(optimizer, steps, lr, blur_every, blur_sigma, lbfgs_history)
     if int(copies) < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
     objective, n_objectives = as_objective(objective)
@@ -146,15 +148,20 @@ class _Schedule:
     lr: float
     blur_every: int | None
     blur_sigma: float
+    lbfgs_history: int = 20
 
     @classmethod
-    def of(cls, optimizer: str, steps: int, lr: float | None, blur_every, blur_sigma: float) -> _Schedule:
+    def of(cls, optimizer: str, steps: int, lr: float | None, blur_every, blur_sigma: float,
+           lbfgs_history: int | None = None) -> _Schedule:
         if optimizer not in _DEFAULT_LR:
             raise ValueError(f"optimizer must be one of {sorted(_DEFAULT_LR)}, got {optimizer!r}")
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
+        history = LBFGS_HISTORY if lbfgs_history is None else int(lbfgs_history)
+        if history < 1:
+            raise ValueError(f"lbfgs_history must be >= 1, got {lbfgs_history}")
         lr = _DEFAULT_LR[optimizer] if lr is None else float(lr)
-        return cls(optimizer, steps, lr, blur_every, blur_sigma)
+        return cls(optimizer, steps, lr, blur_every, blur_sigma, history)
 
 
 def _resolve_batch(n_objectives, param, indices) -> list[int]:
@@ -306,7 +313,8 @@ LBFGS_HISTORY = 20
 def _run_lbfgs(loss: _Loss, params: list[Tensor], schedule: _Schedule, bar) -> None:
     """L-BFGS in rounds of at most ``blur_every`` evaluations; projection and blur between rounds."""
     param, steps, blur_every = loss.param, schedule.steps, schedule.blur_every
-    opt = torch.optim.LBFGS(params, lr=schedule.lr, max_iter=1, line_search_fn=None, history_size=LBFGS_HISTORY)
+    opt = torch.optim.LBFGS(params, lr=schedule.lr, max_iter=1, line_search_fn=None,
+                            history_size=schedule.lbfgs_history)
     evals = 0
 
     def closure():
