@@ -11,26 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_style import tiny_net
 from torch import nn
 
 from cnnpipe import plan, style, style_transfer
-from cnnpipe.models import Normalize
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "hubble_deep_field", "ihc", "rocket"]
-
-
-def tiny_net(seed: int = 0) -> nn.Sequential:
-    """normalize -> conv1 -> relu1 -> pool1 -> conv2 -> relu2: named layers like a backbone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return nn.Sequential(OrderedDict(
-            normalize=Normalize([0.5] * 3, [0.25] * 3),
-            conv1=nn.Conv2d(3, 8, 3, padding=1),
-            relu1=nn.ReLU(),
-            pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(8, 16, 3, padding=1),
-            relu2=nn.ReLU(),
-        )).eval().requires_grad_(False)
 
 
 def pixel_net() -> nn.Sequential:

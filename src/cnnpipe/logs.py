@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -110,3 +111,19 @@ def process_age() -> float | None:
         return uptime - ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+class StartupClock:
+    """Where a chunk job's start-up time goes. Made at the top of its script, before the heavy
+    imports; ``log_imports`` then logs the time of Python and Snakemake's script preamble
+    (``process_age`` at creation) and of the imports since creation."""
+
+    def __init__(self):
+        self.before_imports = process_age()
+        self.began = time.perf_counter()
+
+    def log_imports(self, log: logging.Logger) -> None:
+        imported = time.perf_counter() - self.began
+        if self.before_imports is not None:
+            log.info("start-up: %.2f s for Python and Snakemake's script preamble", self.before_imports)
+        log.info("start-up: %.2f s importing torch and cnnpipe", imported)
