@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -88,6 +90,31 @@ def test_an_image_the_chunk_could_not_process_fails_in_its_own_job_with_its_log(
         publish_item(chunk, "broken", {"png": tmp_path / "broken.png"}, tmp_path / "broken.log")
     assert "cannot read image" in (tmp_path / "broken.log").read_text()
     assert not (tmp_path / "broken.png").exists()
+
+
+def test_the_publish_command_starts_without_torch_and_reports_a_failed_image(tmp_path):
+    chunk = tmp_path / "chunk"
+    chunk.mkdir()
+    name = "it's a $(dream) [1]"  # a hostile file name, as the shell rule passes it
+    (chunk / f"{name}.png").write_bytes(b"png bytes")
+    (chunk / f"{name}.log").write_text("log\n")
+    target = tmp_path / "out" / f"{name}.png"
+    code = (
+        "import sys; from cnnpipe.chunks import main; status = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'the publish command imported torch'; sys.exit(status)"
+    )
+    args = [str(chunk), name, str(tmp_path / "logs" / f"{name}.log"), f"png={target}"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == b"png bytes"
+    (chunk / f"broken{ERROR_SUFFIX}").write_text("photos/broken.png: cannot read image\n")
+    (chunk / "broken.log").write_text("log\n")
+    done = subprocess.run([sys.executable, "-m", "cnnpipe.chunks", str(chunk), "broken", str(tmp_path / "b.log"),
+                           f"png={tmp_path / 'b.png'}"], capture_output=True, text=True)
+    assert done.returncode == 1 and "broken: photos/broken.png: cannot read image" in done.stderr
+    assert not (tmp_path / "b.png").exists()
+    done = subprocess.run([sys.executable, "-m", "cnnpipe.chunks", str(chunk), "broken"], capture_output=True, text=True)
+    assert done.returncode == 2 and "usage:" in done.stderr
 
 
 # --------------------------------------------------------------------------- end to end

@@ -21,6 +21,7 @@ from probes import forward_outputs
 from cnnpipe.deepdream import (
     TiledEnergy,
     deep_dream,
+    deep_dream_batch,
     default_layers,
     octave_sizes,
     resolve_layers,
@@ -28,9 +29,12 @@ from cnnpipe.deepdream import (
 )
 from cnnpipe.dream import (
     COLUMNS,
+    batch_size,
+    batches,
     dream_file,
-    write_summary,
+    run_dream_chunk,
 )
+from cnnpipe.dream_summary import write_summary
 from cnnpipe.images import ImageError
 from cnnpipe.plan import dream_inputs, find_images, folder_files
 
@@ -189,6 +193,65 @@ def test_an_image_smaller_than_the_network_takes_is_dreamed_at_the_smallest_size
     assert result.image.shape == (3, 12, 20)
 
 
+def test_a_batch_dreams_each_photo_as_it_would_be_dreamed_alone(tiny_cnn):
+    model = tiny_cnn(**LECTURE_CNN)
+    images = [photo(30, 44, seed=s) for s in range(3)]
+    kwargs = dict(octaves=2, steps=4, lr=0.02, jitter=4, tile=0, seed=3, progress=False)
+    together = deep_dream_batch(model, images, **kwargs)
+    alone = [deep_dream(model, image, **kwargs) for image in images]
+    for batched, single in zip(together, alone):
+        # the same rolls and per-photo steps: only the batch's rounding differs (8-bit output)
+        assert (batched.image - single.image).abs().max() <= 1 / 255 + 1e-6
+        assert batched.energy_after == pytest.approx(single.energy_after, rel=1e-4)
+        assert batched.sizes == single.sizes and batched.energy_after > batched.energy_before
+    assert not torch.equal(together[0].image, together[1].image)
+    with pytest.raises(ValueError, match="of one size"):
+        deep_dream_batch(model, [photo(30, 44), photo(30, 40)], **kwargs)
+    with pytest.raises(ValueError, match="deep_dream_batch"):
+        deep_dream(model, torch.stack(images), **kwargs)
+
+
+def test_batch_size_and_batches_group_photos_of_one_shape():
+    assert batch_size("auto", torch.device("cpu")) == 1 and batch_size("auto", torch.device("cuda")) == 8
+    assert batch_size(3, torch.device("cpu")) == 3
+    for bad in (0, -1, 1.5, True, "eight"):
+        with pytest.raises(ValueError, match="dream.batch"):
+            batch_size(bad, torch.device("cpu"))
+    shapes = {"a": (3, 8, 8), "b": (3, 8, 9), "c": (3, 8, 8), "d": (3, 8, 8), "e": (3, 8, 9)}
+    photos = {name: torch.zeros(shape) for name, shape in shapes.items()}
+    assert batches(photos, 2) == [["a", "c"], ["d"], ["b", "e"]]
+    assert batches(photos, 1) == [["a"], ["c"], ["d"], ["b"], ["e"]]
+
+
+def test_a_chunk_in_batches_writes_every_photo_and_fails_a_bad_one_alone(tiny_cnn, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from cnnpipe import dream
+
+    caplog.set_level(logging.INFO)  # as a job's logging does
+
+    model = tiny_cnn(**LECTURE_CNN)
+    monkeypatch.setattr(dream, "load_backbone", lambda *args, **kwargs: model)
+    files = {}
+    for i, (height, width) in enumerate([(30, 44), (30, 44), (24, 24), (30, 44)]):
+        files[f"p{i}"] = _save(tmp_path / f"p{i}.png", (photo(height, width, seed=i).permute(1, 2, 0).numpy() * 255)
+                               .astype(np.uint8))
+    files["broken"] = tmp_path / "broken.png"
+    files["broken"].write_bytes(b"not a png")
+    settings = {**SETTINGS, "batch": 2}
+    rows = run_dream_chunk(files, tmp_path / "batched", settings)
+    run_dream_chunk(files, tmp_path / "single", {**settings, "batch": 1})
+    assert [r["name"] for r in rows] == ["p0", "p1", "p3", "p2"]  # two 30x44 batches, then the 24x24 photo
+    for name in ("p0", "p1", "p2", "p3"):
+        batched = np.asarray(Image.open(tmp_path / "batched" / f"{name}.png"), dtype=int)
+        alone = np.asarray(Image.open(tmp_path / "single" / f"{name}.png"), dtype=int)
+        assert np.abs(batched - alone).max() <= 1
+        assert "octave 2/2" in (tmp_path / "batched" / f"{name}.log").read_text()
+        assert (tmp_path / "batched" / f"{name}.rst").exists()
+    assert "p2.png" in (tmp_path / "batched" / "p2.log").read_text()  # its read line, kept on appending
+    assert (tmp_path / "batched" / "broken.error").exists() and not (tmp_path / "batched" / "broken.png").exists()
+
+
 # ----------------------------------------------------------------------------- files
 
 
@@ -295,6 +358,16 @@ def test_dream_inputs_default_photos_and_the_summary_name_guard(tmp_path):
     (tmp_path / "summary.png").write_bytes(b"")
     with pytest.raises(ImageError, match="collide"):
         dream_inputs({"folder": str(tmp_path), "photos": []}, ["summary.png"])
+
+
+def test_the_summary_job_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, cnnpipe.dream_summary, cnnpipe.captions, cnnpipe.logs, cnnpipe.plots; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_write_summary_concatenates_rows_by_name_and_draws_the_pairs(tiny_cnn, tmp_path):

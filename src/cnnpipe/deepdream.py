@@ -56,6 +56,7 @@ __all__ = [
     "octave_sizes",
     "resize",
     "deep_dream",
+    "deep_dream_batch",
 ]
 
 # ITU-R 601 luma, the weights PIL's convert("L") uses: the gray image a 1-channel CNN sees.
@@ -324,13 +325,20 @@ class DreamResult:
     layer_energy: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def _photo_batch(image: Tensor) -> Tensor:
-    """[1, 3, H, W] from [3, H, W] or [1, 3, H, W]; anything else is an error."""
-    if image.dim() == 3:
-        image = image[None]
-    if image.dim() != 4 or image.shape[:2] != (1, 3):
-        raise ValueError(f"deep_dream takes one RGB image [3, H, W], got {tuple(image.shape)}")
-    return image
+def _photo_batch(images) -> Tensor:
+    """[B, 3, H, W] from one image [3, H, W] or [1, 3, H, W], or from a sequence of [3, H, W]
+    images of one size; anything else is an error."""
+    if not torch.is_tensor(images):
+        images = list(images)
+        shapes = {tuple(image.shape) for image in images}
+        if not images or len(shapes) != 1:
+            raise ValueError(f"deep_dream_batch takes RGB images [3, H, W] of one size, got shapes {sorted(shapes)}")
+        images = torch.stack(images)
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] != 3 or len(images) < 1:
+        raise ValueError(f"deep_dream takes RGB images [3, H, W], got {tuple(images.shape)}")
+    return images
 
 
 def _octave_plan(height: int, width: int, min_side: int, layers: Sequence[str], *, octaves: int,
@@ -371,21 +379,32 @@ def _dream_octaves(energy: TiledEnergy, photo: Tensor, sizes: Sequence[tuple[int
         began = time.perf_counter()
         result = ascent.ascend(
             energy, objective, param, steps=steps, lr=lr, optimizer="normalized", transforms=transforms,
-            seed=seed, indices=[octave], progress=step_bars, device=device,
+            # every photo of a batch takes the octave's rolls, as it would alone
+            seed=seed, indices=[octave] * len(photo), progress=step_bars, device=device,
             desc=f"octave {octave + 1}/{len(sizes)} {size[1]}x{size[0]}",
         )
-        log.info("octave %d/%d at %dx%d: energy %.4g -> %.4g (%d steps, %.1f s)", octave + 1, len(sizes),
-                 size[1], size[0], float(result.initial_objective[0]), float(result.objective[0]), steps,
-                 time.perf_counter() - began)
+        energies = ", ".join(f"{float(a):.4g} -> {float(b):.4g}" for a, b in zip(result.initial_objective,
+                                                                               result.objective))
+        log.info("octave %d/%d at %dx%d: energy %s (%d steps, %.1f s)", octave + 1, len(sizes),
+                 size[1], size[0], energies, steps, time.perf_counter() - began)
         detail = result.images.to(device) - base
         octave_bar.update(1)
     octave_bar.close()
     return detail
 
 
-def deep_dream(
+def deep_dream(model: nn.Module, image: Tensor, **settings) -> DreamResult:
+    """DeepDream one ``image`` ([3, H, W] or [1, 3, H, W], RGB in [0, 1]) with ``model``;
+    ``settings`` as for :func:`deep_dream_batch`."""
+    image = _photo_batch(image)
+    if len(image) != 1:
+        raise ValueError(f"deep_dream takes one image, got a batch of {len(image)}; use deep_dream_batch")
+    return deep_dream_batch(model, image, **settings)[0]
+
+
+def deep_dream_batch(
     model: nn.Module,
-    image: Tensor,
+    images,
     *,
     layers: Sequence[str] | None = None,
     octaves: int = 4,
@@ -399,22 +418,26 @@ def deep_dream(
     device=None,
     progress: bool = True,
     margin: int | None = None,
-) -> DreamResult:
-    """DeepDream ``image`` ([3, H, W] or [1, 3, H, W], RGB in [0, 1]) with ``model``.
+) -> list[DreamResult]:
+    """DeepDream ``images`` (a list of [3, H, W] of one size, or [B, 3, H, W], RGB in [0, 1])
+    with ``model``, all in one batch: one forward and backward per step for all of them.
 
+    Each image is dreamed as it would be alone (its own energy, its own normalized step, the
+    same random rolls): a batch changes only the floating-point rounding of the network's
+    sums, which is why the stage batches on a GPU only (``dream.batch``).
     ``layers``: names or aliases (empty: :func:`default_layers`). ``steps`` normalized steps
     of size ``lr`` per octave, a random roll of up to ``jitter`` px each step, gradients in
     windows of at most ``tile`` px. ``max_side``: dream at this longer side and add the
     upscaled detail to the full-size photo (None: dream at full size). A network with one
     input channel dreams on the luma and the change is added to every colour channel.
     """
-    image = _photo_batch(image)
+    images = _photo_batch(images)
     device = model_device(model) if device is None else torch.device(device)
     model.to(device)
     names = resolve_layers(model, layers)
     channels = _input_channels(model)
     energy = TiledEnergy(model, names, tile=tile, margin=margin).to(device)
-    original = image.float().clamp(0, 1)
+    original = images.float().clamp(0, 1)
     height, width = original.shape[-2:]
     sizes = _octave_plan(height, width, energy.min_side, names, octaves=octaves, octave_scale=octave_scale,
                          max_side=max_side)
@@ -425,13 +448,16 @@ def deep_dream(
     dreamed = (original.to(device) + resize(detail, (height, width))).clamp(0, 1)
     dreamed = torch.round(dreamed * 255) / 255  # what the PNG will hold
     with ascent.frozen(energy), torch.no_grad():
-        before = energy(_to_channels(original.to(device), channels))[0].cpu()
-        after = energy(_to_channels(dreamed, channels))[0].cpu()
-    return DreamResult(
-        image=dreamed[0].cpu(),
-        layers=names,
-        sizes=sizes,
-        energy_before=float(before.sum()),
-        energy_after=float(after.sum()),
-        layer_energy={n: (float(b), float(a)) for n, b, a in zip(names, before, after)},
-    )
+        before = energy(_to_channels(original.to(device), channels)).cpu()
+        after = energy(_to_channels(dreamed, channels)).cpu()
+    return [
+        DreamResult(
+            image=dreamed[b].cpu(),
+            layers=names,
+            sizes=sizes,
+            energy_before=float(before[b].sum()),
+            energy_after=float(after[b].sum()),
+            layer_energy={n: (float(x), float(y)) for n, x, y in zip(names, before[b], after[b])},
+        )
+        for b in range(len(images))
+    ]

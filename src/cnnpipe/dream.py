@@ -1,8 +1,8 @@
-"""DeepDream, the stage: dream each photo file, then summarize them all.
+"""DeepDream, the stage: dream each photo file of a chunk.
 
 The algorithm is :mod:`cnnpipe.deepdream`; this module reads a photo, runs it and writes
-what the rules promise: the dreamed PNG (the photo's size) and a one-row CSV per photo, then
-one CSV of every row and a before/after figure.
+what the rules promise: the dreamed PNG (the photo's size) and a one-row CSV per photo. The
+table and figure of them all are :mod:`cnnpipe.dream_summary` (no torch).
 """
 
 from __future__ import annotations
@@ -10,27 +10,27 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from cnnpipe.backbones import load_backbone
-from cnnpipe.deepdream import DreamResult, deep_dream, resize
+from cnnpipe.deepdream import DreamResult, deep_dream_batch
 from cnnpipe.device import seed_everything, select_device
-from cnnpipe.fileio import save_figure, write_csv
+from cnnpipe.fileio import write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "COLUMNS",
+    "batch_size",
+    "batches",
     "dream_file",
     "run_dream_chunk",
-    "write_summary",
 ]
 
 # CSV columns, in order.
@@ -69,6 +69,33 @@ def _row(image_path: Path, name: str | None, model: nn.Module, settings: Mapping
     }
 
 
+def _dream_kwargs(settings: Mapping) -> dict:
+    """deep_dream_batch's settings from the ``dream`` config section."""
+    return {
+        "layers": settings.get("layers"), "octaves": int(settings["octaves"]),
+        "octave_scale": float(settings["octave_scale"]), "steps": int(settings["steps"]),
+        "lr": float(settings["lr"]), "jitter": int(settings["jitter"]), "tile": int(settings["tile"]),
+        "max_side": settings.get("max_side"),
+    }
+
+
+def _write_result(image_path: Path, name: str | None, photo: Tensor, result: DreamResult, seconds: float,
+                  output_png, output_csv, model: nn.Module, settings: Mapping) -> dict:
+    for layer, (b, a) in result.layer_energy.items():
+        log.info("layer %s: mean a^2 %.4g -> %.4g", layer, b, a)
+    log.info("energy %.4g -> %.4g in %.1f s", result.energy_before, result.energy_after, seconds)
+    row = _row(image_path, name, model, settings, tuple(photo.shape[-2:]), result)
+    save_png(result.image, output_png)
+    write_csv(output_csv, pd.DataFrame([row], columns=COLUMNS))
+    return row
+
+
+def _read_photo(image_path: Path) -> Tensor:
+    photo = pil_to_tensor(load_image(image_path, "RGB"))
+    log.info("%s: %dx%d", image_path, photo.shape[-1], photo.shape[-2])
+    return photo
+
+
 def dream_file(
     image_path: str | os.PathLike,
     output_png: str | os.PathLike,
@@ -88,23 +115,32 @@ def dream_file(
     :class:`~cnnpipe.images.ImageError` naming it, before anything is written.
     """
     image_path = Path(image_path)
-    photo = pil_to_tensor(load_image(image_path, "RGB"))
-    height, width = photo.shape[-2:]
-    log.info("%s: %dx%d", image_path, width, height)
+    photo = _read_photo(image_path)
     began = time.perf_counter()
-    result = deep_dream(
-        model, photo, layers=settings.get("layers"), octaves=int(settings["octaves"]),
-        octave_scale=float(settings["octave_scale"]), steps=int(settings["steps"]), lr=float(settings["lr"]),
-        jitter=int(settings["jitter"]), tile=int(settings["tile"]), max_side=settings.get("max_side"),
-        seed=seed, device=device, progress=progress,
-    )
-    for layer, (b, a) in result.layer_energy.items():
-        log.info("layer %s: mean a^2 %.4g -> %.4g", layer, b, a)
-    log.info("energy %.4g -> %.4g in %.1f s", result.energy_before, result.energy_after, time.perf_counter() - began)
-    row = _row(image_path, name, model, settings, (height, width), result)
-    save_png(result.image, output_png)
-    write_csv(output_csv, pd.DataFrame([row], columns=COLUMNS))
-    return row
+    (result,) = deep_dream_batch(model, [photo], seed=seed, device=device, progress=progress,
+                                 **_dream_kwargs(settings))
+    return _write_result(image_path, name, photo, result, time.perf_counter() - began, output_png, output_csv,
+                         model, settings)
+
+
+def batch_size(setting, device: torch.device) -> int:
+    """Images per forward pass for ``dream.batch``: a number, or "auto": 8 on CUDA (where one
+    image leaves most of the GPU idle), else 1 (the CPU is busy with one image, and a batch
+    would change the rounding, hence the bytes, with the chunk's make-up)."""
+    if setting == "auto":
+        return 8 if torch.device(device).type == "cuda" else 1
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"dream.batch must be a positive integer or 'auto', got {setting!r}")
+    return setting
+
+
+def batches(photos: Mapping[str, Tensor], size: int) -> list[list[str]]:
+    """The names of ``photos`` in batches of at most ``size`` photos of one shape: in name
+    order within each shape, shapes in order of their first photo."""
+    groups: dict[tuple, list[str]] = {}
+    for name in photos:
+        groups.setdefault(tuple(photos[name].shape), []).append(name)
+    return [names[i : i + size] for names in groups.values() for i in range(0, len(names), size)]
 
 
 def run_dream_chunk(
@@ -120,8 +156,12 @@ def run_dream_chunk(
     """Rule `dream_chunk`: DeepDream every image of a chunk (name -> file) in this one process,
     the network loaded once. Each image gets ``folder/<name>.png``, ``.csv``, ``.rst`` (its
     caption's key numbers) and ``.log`` (its own log lines).
-    The seed is set again before each image, so an image's result does not depend on the
-    other images of its chunk or on their order."""
+    The seed is set again before each image (each batch), so an image's result does not depend
+    on the other images of its chunk or on their order; with ``dream.batch`` > 1 (on a GPU,
+    by default) photos of one size are dreamed together, and the batch's lines go to each of
+    its images' logs."""
+    from contextlib import ExitStack
+
     from cnnpipe.captions import dream_key_numbers, write_caption
     from cnnpipe.chunks import ERROR_SUFFIX
     from cnnpipe.fileio import atomic_write_text
@@ -133,86 +173,47 @@ def run_dream_chunk(
     seed_everything(seed)
     model = load_backbone(settings["backbone"], cache_dir=cache_dir, checkpoint=checkpoint, key="dream.backbone")
     device = select_device(device_name)
+    per_batch = batch_size(settings.get("batch", 1), device)
     loaded = time.perf_counter() - began
-    log.info("start-up: network %s loaded in %.2f s, shared by the chunk's %d image(s)",
-             getattr(model, "backbone_name", type(model).__name__), loaded, len(images))
-    rows, computing = [], 0.0
-    for name, path in images.items():
-        start = time.perf_counter()
+    log.info("start-up: network %s loaded in %.2f s, shared by the chunk's %d image(s); %d image(s) per batch",
+             getattr(model, "backbone_name", type(model).__name__), loaded, len(images), per_batch)
+
+    def failed(names, error):  # one bad image must not cost its chunk-mates their results
+        log.exception("%s: failed; the other images of this chunk go on", ", ".join(names))
+        for name in names:
+            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+
+    rows, computing, photos = [], 0.0, {}
+    start = time.perf_counter()
+    for name, path in images.items():  # read first: a batch holds photos of one size
         try:
             with image_log(folder / f"{name}.log"):
+                photos[name] = _read_photo(Path(path))
+        except Exception as error:
+            failed([name], error)
+    computing += time.perf_counter() - start
+    for names in batches(photos, per_batch):
+        start = time.perf_counter()
+        try:
+            with ExitStack() as logs:
+                for name in names:  # appended to: each log already holds its photo's line
+                    logs.enter_context(image_log(folder / f"{name}.log", mode="a"))
                 seed_everything(seed)
-                rows.append(dream_file(path, folder / f"{name}.png", folder / f"{name}.csv", model, settings,
-                                       name=name, seed=seed, device=device))
-                log.info("%s: done; it shared its job's start-up with %d other image(s)", name, len(images) - 1)
-        except Exception as error:  # one bad image must not cost its chunk-mates their results
-            log.exception("%s: failed; the other images of this chunk go on", name)
-            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+                results = deep_dream_batch(model, [photos[n] for n in names], seed=seed, device=device,
+                                           **_dream_kwargs(settings))
+                seconds = time.perf_counter() - start
+                for name, result in zip(names, results):
+                    rows.append(_write_result(Path(images[name]), name, photos[name], result, seconds,
+                                              folder / f"{name}.png", folder / f"{name}.csv", model, settings))
+                    log.info("%s: done; it shared its job's start-up with %d other image(s)", name,
+                             len(images) - 1)
+        except Exception as error:
+            failed(names, error)
             continue
         finally:
             computing += time.perf_counter() - start
-        write_caption(folder / f"{name}.rst", dream_key_numbers(folder / f"{name}.csv"))
+        for name in names:
+            write_caption(folder / f"{name}.rst", dream_key_numbers(folder / f"{name}.csv"))
     log.info("chunk: %d image(s) in %.2f s of DeepDream (reading and writing included), %.2f s per image",
              len(images), computing, computing / max(1, len(images)))
     return rows
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def _letterbox(image: Tensor, box: tuple[int, int]) -> Tensor:
-    """``image`` [3, H, W] scaled to fit ``box`` (H, W), centred on white."""
-    height, width = image.shape[-2:]
-    factor = min(box[0] / height, box[1] / width)
-    size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    small = resize(image[None].float(), size)[0].clamp(0, 1)
-    canvas = torch.ones(3, *box)
-    top, left = (box[0] - size[0]) // 2, (box[1] - size[1]) // 2
-    canvas[:, top : top + size[0], left : left + size[1]] = small
-    return canvas
-
-
-def write_summary(
-    csv_paths: Sequence[str | os.PathLike],
-    originals: Sequence[str | os.PathLike],
-    dreams: Sequence[str | os.PathLike],
-    output_csv: str | os.PathLike,
-    output_png: str | os.PathLike,
-    *,
-    max_images: int = 6,
-    thumb: int = 480,
-) -> pd.DataFrame:
-    """All per-image rows in one CSV (sorted by name), and a figure of the first
-    ``max_images`` photos: original and dreamed side by side, with their energies."""
-    if not csv_paths:
-        raise ValueError("write_summary: no DeepDream results to summarize")
-    if not len(csv_paths) == len(originals) == len(dreams):
-        raise ValueError("write_summary: one CSV, original and dream per image")
-    frames = [pd.read_csv(path) for path in csv_paths]
-    table = pd.concat(frames, ignore_index=True)
-    order = np.argsort(table["name"].astype(str).to_numpy(), kind="stable")
-    table = table.iloc[order].reset_index(drop=True)
-    write_csv(output_csv, table)
-
-    shown = [int(i) for i in order[:max_images]]
-    pairs = [(pil_to_tensor(load_image(originals[i])), pil_to_tensor(load_image(dreams[i]))) for i in shown]
-    aspect = min(2.0, max(p[0].shape[-1] / p[0].shape[-2] for p in pairs))
-    box = (round(thumb / aspect), thumb)
-    panels, labels, sublabels = [], [], []
-    for (original, dreamed), i in zip(pairs, shown):
-        row = frames[i].iloc[0]
-        panels += [_letterbox(original, box), _letterbox(dreamed, box)]
-        labels += [f"{row['name']}: photo", f"{row['name']}: DeepDream"]
-        sublabels += [f"energy {row['energy_before']:.3g}",
-                      f"energy {row['energy_after']:.3g} (x{row['energy_after'] / row['energy_before']:.2f})"]
-    first = frames[shown[0]].iloc[0]
-    octaves = int(first["octaves"])
-    title = (f"DeepDream with {first['backbone']} at {first['layers']}\n"
-             f"{octaves} octave{'s' if octaves != 1 else ''} x {first['steps']} steps; energy = mean a\u00b2")
-    if len(table) > len(shown):
-        title += f"; first {len(shown)} of {len(table)} images"
-    from cnnpipe.plots import image_grid  # matplotlib: only the summary draws
-
-    fig = image_grid(torch.stack(panels), labels, title, ncols=2, sublabels=sublabels)
-    save_figure(fig, output_png, dpi=240)
-    return table

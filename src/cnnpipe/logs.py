@@ -85,11 +85,12 @@ def progress(iterable: Iterable | None = None, **kwargs) -> tqdm:
 
 
 @contextlib.contextmanager
-def image_log(path: str | os.PathLike) -> Iterator[None]:
-    """Also send the ``logging`` records made inside the block to ``path``: one image's own log
-    within a job that processes several (the job's log keeps every line)."""
+def image_log(path: str | os.PathLike, mode: str = "w") -> Iterator[None]:
+    """Also send the ``logging`` records made inside the block to ``path`` (``mode`` "w": a new
+    file, "a": appended): one image's own log within a job that processes several (the job's
+    log keeps every line)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler = logging.FileHandler(path, mode=mode, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)

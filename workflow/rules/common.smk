@@ -22,6 +22,17 @@ if workflow.is_main_process and not runs_no_jobs(sys.argv):
         raise WorkflowError(str(error)) from None
 
 
+# Shell jobs run `python` (cnnpipe's small commands) as if the environment running Snakemake
+# were activated: `make run` calls .venv/bin/snakemake without activating it. A rule's conda
+# environment, under --sdm conda, still comes first.
+envvars:
+    "PATH",
+
+
+_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
+
 # The `gpu` resource of every job that can use a GPU (cnnpipe.plan.gpus_per_job): our jobs
 # all use the first GPU, and profiles/default lets one such job run at a time.
 GPU_PER_JOB = gpus_per_job(

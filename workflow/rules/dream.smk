@@ -3,7 +3,7 @@
 # to results/dream/ by a local job, then a summary table and figure.
 import re
 
-from cnnpipe.chunks import assign_chunks, publish_item
+from cnnpipe.chunks import assign_chunks
 from cnnpipe.plan import (
     check_dream_tile,
     check_layer_names,
@@ -102,20 +102,18 @@ rule dream:
         "results/logs/dream/{name}.log",
     wildcard_constraints:
         name="|".join(re.escape(name) for name in DREAM_IMAGES),
-    # links the chunk's files into place: no process to start, no cluster job
+    # links the chunk's files into place: a torch-free command, no cluster job
     localrule: True
+    conda:
+        "../envs/cnnpipe.yaml"
     params:
         # as the chunk's: a changed setting reruns this image's results
         dream=DREAM_SETTINGS,
         seed=config["seed"],
         device=config["device"],
-    run:
-        publish_item(
-            input.chunk,
-            wildcards.name,
-            {"png": output.image, "csv": output.csv, "rst": output.caption},
-            log[0],
-        )
+    shell:
+        "python -m cnnpipe.chunks {input.chunk:q} {wildcards.name:q} {log:q}"
+        " png={output.image:q} csv={output.csv:q} rst={output.caption:q}"
 
 
 rule dream_summary:

@@ -3,7 +3,7 @@
 # once), each pair's files published to results/style/ by a local job.
 import re
 
-from cnnpipe.chunks import assign_chunks, publish_item
+from cnnpipe.chunks import assign_chunks
 from cnnpipe.judge import check_judge, style_layers
 from cnnpipe.plan import (
     check_input_size,
@@ -161,22 +161,16 @@ rule style:
         "results/logs/style/{pair}.log",
     wildcard_constraints:
         pair="|".join(re.escape(name) for name in STYLE_PAIRS),
-    # links the chunk's files into place: no process to start, no cluster job
+    # links the chunk's files into place: a torch-free command, no cluster job
     localrule: True
+    conda:
+        "../envs/cnnpipe.yaml"
     params:
         # as the chunk's: a changed setting reruns this pair's results
         style=STYLE_SETTINGS,
         seed=config["seed"],
         device=config["device"],
-    run:
-        publish_item(
-            input.chunk,
-            wildcards.pair,
-            {
-                "png": output.image,
-                "figure.png": output.figure,
-                "csv": output.losses,
-                "rst": output.caption,
-            },
-            log[0],
-        )
+    shell:
+        "python -m cnnpipe.chunks {input.chunk:q} {wildcards.pair:q} {log:q}"
+        " png={output.image:q} figure.png={output.figure:q} csv={output.losses:q}"
+        " rst={output.caption:q}"
