@@ -51,7 +51,8 @@ def worker(args) -> None:
 
     from cnnpipe.backbones import load_backbone
     from cnnpipe.images import load_image, pil_to_tensor, save_png
-    from cnnpipe.judge import ImageNetJudge, check_judge
+    from cnnpipe.judge import ImageNetJudge
+    from cnnpipe.plan import check_judge
     from cnnpipe.style import judge_result, load_pair
     from cnnpipe.style_transfer import prepare_model, transfer_configured
 

@@ -16,7 +16,8 @@ from cnnpipe import backbones
 from cnnpipe import checkpoint as ckpt
 from cnnpipe.backbones import load_backbone, weights_path
 from cnnpipe.checkpoint import load_model
-from cnnpipe.classifier import class_targets, load_classifier
+from cnnpipe.classifier import load_classifier
+from cnnpipe.plan import class_targets
 
 KEY = "classes.backbone"
 

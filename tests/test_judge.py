@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from cnnpipe.backbones import imagenet_class_names
-from cnnpipe.judge import ImageNetJudge, check_judge, target_ranks
+from cnnpipe.judge import ImageNetJudge, target_ranks
 from cnnpipe.photos import sample_photo
+from cnnpipe.plan import check_judge
 
 
 @pytest.fixture(scope="module")

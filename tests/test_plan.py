@@ -107,3 +107,17 @@ def test_gpu_resource_per_job():
     assert gpus_per_job("auto", local=True, local_gpus=0) == 0
     assert gpus_per_job("auto", local=True, local_gpus=1) == 1
     assert gpus_per_job("auto", local=False, local_gpus=0) == 1
+
+
+def test_the_workflow_parses_without_importing_torch():
+    """Every cnnpipe module the Snakefile and its rules import is torch-free: each dry run, and
+    each SLURM job (which parses the workflow again), would otherwise pay torch's import."""
+    import re
+
+    sources = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    modules = sorted({m for path in sources for m in re.findall(r"^\s*from (cnnpipe[\w.]*) import", path.read_text(),
+                                                              re.MULTILINE)})
+    assert "cnnpipe.plan" in modules and "cnnpipe.chunks" in modules
+    code = f"import sys; import {', '.join(modules)}; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, f"{modules}: {done.stderr}"

@@ -14,7 +14,8 @@ from test_style import TINY, TINY_LAYERS, smooth_image, tiny_net, write_png
 
 from cnnpipe import style, style_transfer
 from cnnpipe.backbone_spec import parse_backbone
-from cnnpipe.judge import ImageNetJudge, check_judge, content_kept, style_layers, top_classes
+from cnnpipe.judge import ImageNetJudge, content_kept, top_classes
+from cnnpipe.plan import check_judge, style_layers
 
 
 @pytest.fixture(scope="module")

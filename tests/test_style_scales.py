@@ -310,7 +310,8 @@ def test_style_sizes():
 
 
 def test_the_judge_measures_a_blend_against_the_weighted_mean_gram():
-    from cnnpipe.judge import ImageNetJudge, style_layers
+    from cnnpipe.judge import ImageNetJudge
+    from cnnpipe.plan import style_layers
 
     judge = ImageNetJudge("efficientnet_lite1")
     gen = torch.Generator().manual_seed(0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnpipe.backbone_spec import TRAINED, BackboneSpec, parse_backbone
+from cnnpipe.plan import class_targets
 
 # The layer whose outputs are the class scores y^i: the trained CNN's module name, and an
 # alias that every ImageNet backbone resolves (classifier, classifier.6, fc).
@@ -96,26 +97,10 @@ def load_classifier(
         return Classifier(model, SCORES_LAYER, shape, list(range(len(names))), names, None, spec.label)
     targets = class_targets(key, spec, settings.get("imagenet_classes"))
     size = int(settings["image_size"] or model.input_size)  # null: the network's native size
-    from cnnpipe.judge import DEFAULT_JUDGE, check_judge
+    from cnnpipe.plan import DEFAULT_JUDGE, check_judge
 
     judge = check_judge(key, settings.get("judge", DEFAULT_JUDGE), spec)
     return Classifier(model, resolve_layer(model, SCORES_LAYER), (3, size, size), targets, names, None, spec.label,
                       judge, cache_dir)
 
 
-def class_targets(key: str, backbone, indices) -> list[int]:
-    """The class indices a backbone's ``classes``/``fooling`` images are made for: the listed
-    ``imagenet_classes`` on an ImageNet network, every class of a network with another number
-    of classes (the list must then be null). Checked at parse time too, naming ``key``."""
-    spec = parse_backbone(backbone, f"{key}.backbone", must_exist=False)
-    if not spec.imagenet:
-        if indices is not None:
-            raise ValueError(f"{key}.imagenet_classes: backbone {spec.label!r} has {spec.num_classes} classes, not "
-                             f"ImageNet's 1000; set {key}.imagenet_classes: null to visualize all of them")
-        return list(range(spec.num_classes))
-    targets = [int(i) for i in indices or []]
-    bad = [i for i in targets if not 0 <= i < 1000]
-    if not targets or bad or len(set(targets)) != len(targets):
-        raise ValueError(f"{key}.imagenet_classes: need distinct ImageNet class indices in 0..999 for backbone "
-                         f"{spec.label!r}, got {indices!r}")
-    return targets

@@ -23,42 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnpipe.backbone_spec import BackboneSpec, default_layers_for, parse_backbone
+from cnnpipe.backbone_spec import BackboneSpec
 
-DEFAULT_JUDGE = "efficientnet_lite1"
-# Where the judge measures style: the end of each of EfficientNet-Lite's stages at 1/2 ... 1/16
-# and one at 1/32, not the generator's default style layers (the first block at each stride),
-# so the measure is not the loss that was minimized. Other networks: their default style layers.
-_LITE_STYLE_LAYERS = ("stem", "blocks.1", "blocks.2", "blocks.3", "blocks.5")
-JUDGE_STYLE_LAYERS = {"efficientnet_lite0": _LITE_STYLE_LAYERS, "efficientnet_lite1": _LITE_STYLE_LAYERS}
-
-
-def check_judge(key: str, judge, generator) -> BackboneSpec | None:
-    """The judge's spec for the stage ``key`` (``classes``/``fooling``), or None where it has
-    nothing to judge (a generator without ImageNet's classes, or ``judge: null``). Raises
-    ``ValueError`` naming ``<key>.judge`` when the judge is the generator itself or does not
-    predict ImageNet's 1000 classes. Torch-free: called while the workflow is parsed."""
-    generator = parse_backbone(generator, f"{key}.backbone", must_exist=False)
-    if judge is None or not generator.imagenet:
-        return None
-    spec = parse_backbone(judge, f"{key}.judge")
-    if not spec.imagenet:
-        raise ValueError(f"{key}.judge: {spec.label!r} does not predict ImageNet's 1000 classes, so it cannot "
-                         f"judge images made for them")
-    if spec.to_config() == generator.to_config():
-        raise ValueError(f"{key}.judge: {spec.label!r} is the network the images are optimized on "
-                         f"({key}.backbone); an independent judge must be another network, e.g. "
-                         f"{'efficientnet_lite0' if spec.arch == DEFAULT_JUDGE else DEFAULT_JUDGE}")
-    return spec
-
-
-def style_layers(spec: BackboneSpec) -> tuple[str, ...]:
-    """The layers (names or aliases) where a judge measures Gram matrices; () where none are
-    known for its architecture."""
-    if spec.arch in JUDGE_STYLE_LAYERS:
-        return JUDGE_STYLE_LAYERS[spec.arch]
-    default = (default_layers_for(spec) or {}).get("style", ())
-    return (default,) if isinstance(default, str) else tuple(default)
+# the checks the workflow makes while it parses live in the torch-free cnnpipe.plan
+from cnnpipe.plan import style_layers
 
 
 class ImageNetJudge:

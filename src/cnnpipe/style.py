@@ -30,8 +30,8 @@ from cnnpipe.backbones import imagenet_class_names, load_backbone
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.judge import ImageNetJudge, check_judge, content_kept, top_classes
-from cnnpipe.plan import blend_label, blend_part
+from cnnpipe.judge import ImageNetJudge, content_kept, top_classes
+from cnnpipe.plan import blend_label, blend_part, check_judge
 from cnnpipe.style_transfer import StyleResult, blend_weights, prepare_model, scale_columns, transfer_configured
 
 __all__ = [

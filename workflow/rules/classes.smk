@@ -1,6 +1,6 @@
 # Per-class activation maximization ("can we see digits?"): x* = argmax_x y^i for every class,
 # plain, with the slide's L1 term, and regularized; judged by an independent pixel classifier.
-from cnnpipe.classifier import class_targets
+from cnnpipe.plan import class_targets
 from cnnpipe.plan import check_input_size
 
 CLASSES_BACKBONE = BACKBONES["classes"]

@@ -8,9 +8,13 @@ from snakemake.exceptions import WorkflowError
 
 from cnnpipe.backbone_spec import parse_backbone
 from cnnpipe.codegraph import package_files_used_by
-from cnnpipe.judge import check_judge
 from cnnpipe.photos import SAMPLE_PHOTOS
-from cnnpipe.plan import check_backbone_weights, gpus_per_job, local_gpu_count
+from cnnpipe.plan import (
+    check_backbone_weights,
+    check_judge,
+    gpus_per_job,
+    local_gpu_count,
+)
 from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
 
 # One run at a time in this folder, held by the kernel until the process ends (see

@@ -1,6 +1,6 @@
 # Fooling images (Nguyen et al. 2015): unrecognizable images the network is sure about, by
 # gradient ascent from noise and by evolving CPPN images.
-from cnnpipe.classifier import class_targets
+from cnnpipe.plan import class_targets
 from cnnpipe.plan import check_input_size
 
 FOOLING_BACKBONE = BACKBONES["fooling"]

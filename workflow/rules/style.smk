@@ -4,7 +4,7 @@
 import re
 
 from cnnpipe.chunks import assign_chunks
-from cnnpipe.judge import check_judge, style_layers
+from cnnpipe.plan import check_judge, style_layers
 from cnnpipe.plan import (
     check_input_size,
     check_layer_names,

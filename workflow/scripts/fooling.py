@@ -4,8 +4,8 @@ import torch
 
 from cnnpipe.captions import fooling_key_numbers, write_caption
 from cnnpipe.fooling import run_fooling, target_confidence
-from cnnpipe.judge import check_judge
 from cnnpipe.logs import job_logging
+from cnnpipe.plan import check_judge
 
 with job_logging(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
