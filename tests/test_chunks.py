@@ -95,26 +95,31 @@ def test_an_image_the_chunk_could_not_process_fails_in_its_own_job_with_its_log(
 def test_the_publish_command_starts_without_torch_and_reports_a_failed_image(tmp_path):
     chunk = tmp_path / "chunk"
     chunk.mkdir()
-    name = "it's a $(dream) [1]"  # a hostile file name, as the shell rule passes it
+    name = "-it's a $(dream) [1]"  # a hostile file name, as the shell rule passes it (after --)
     (chunk / f"{name}.png").write_bytes(b"png bytes")
     (chunk / f"{name}.log").write_text("log\n")
     target = tmp_path / "out" / f"{name}.png"
     code = (
-        "import sys; from cnnpipe.chunks import main; status = main(sys.argv[1:]); "
+        "import sys; from cnnpipe.__main__ import main; status = main(sys.argv[1:]); "
         "assert 'torch' not in sys.modules, 'the publish command imported torch'; sys.exit(status)"
     )
-    args = [str(chunk), name, str(tmp_path / "logs" / f"{name}.log"), f"png={target}"]
+    args = ["publish", "--", str(chunk), name, str(tmp_path / "logs" / f"{name}.log"), f"png={target}"]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert target.read_bytes() == b"png bytes"
+
+    def publish_command(*args):
+        return subprocess.run([sys.executable, "-m", "cnnpipe", "publish", *map(str, args)], capture_output=True,
+                              text=True)
+
     (chunk / f"broken{ERROR_SUFFIX}").write_text("photos/broken.png: cannot read image\n")
     (chunk / "broken.log").write_text("log\n")
-    done = subprocess.run([sys.executable, "-m", "cnnpipe.chunks", str(chunk), "broken", str(tmp_path / "b.log"),
-                           f"png={tmp_path / 'b.png'}"], capture_output=True, text=True)
+    done = publish_command(chunk, "broken", tmp_path / "b.log", f"png={tmp_path / 'b.png'}")
     assert done.returncode == 1 and "broken: photos/broken.png: cannot read image" in done.stderr
     assert not (tmp_path / "b.png").exists()
-    done = subprocess.run([sys.executable, "-m", "cnnpipe.chunks", str(chunk), "broken"], capture_output=True, text=True)
-    assert done.returncode == 2 and "usage:" in done.stderr
+    done = publish_command(chunk, "broken", tmp_path / "b.log", "png")
+    assert done.returncode == 2 and "'png' is not EXT=TARGET" in done.stderr
+    assert publish_command(chunk, "broken").returncode == 2  # usage
 
 
 # --------------------------------------------------------------------------- end to end

@@ -1,6 +1,8 @@
 """Command-line tools next to the pipeline: ``python -m cnnpipe layers <backbone spec>`` lists a
 network's layer names (the values the config's ``layers``/``layer`` keys take) with their output
-shapes, so a layer can be chosen without reading the network's source.
+shapes, so a layer can be chosen without reading the network's source. ``python -m cnnpipe
+publish`` is the chunked stages' publishing job (:func:`cnnpipe.chunks.publish_item`); it does
+not import torch, so it starts in a fraction of a second.
 
     python -m cnnpipe layers alexnet
     python -m cnnpipe layers resnet50 --size 128
@@ -37,6 +39,18 @@ def _layers(args: argparse.Namespace) -> None:
     print(format_table(listing.rows))
 
 
+def _publish(args: argparse.Namespace) -> None:
+    from cnnpipe.chunks import publish_item
+
+    outputs = {}
+    for item in args.outputs:
+        ext, sep, target = item.partition("=")
+        if not (ext and sep and target):
+            raise ValueError(f"{item!r} is not EXT=TARGET")
+        outputs[ext] = target
+    publish_item(args.folder, args.name, outputs, args.log)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cnnpipe", description="cnnpipe's command-line tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("--config", default="config.yaml",
                         help="the config whose model and dataset sections describe 'trained' (default: %(default)s)")
     layers.set_defaults(run=_layers)
+    publish = commands.add_parser(
+        "publish", help="put one image's files from its chunk's folder in place (the chunked stages' local jobs)",
+        description="Publish one image's files from a chunk job's folder: FOLDER/NAME.log to LOG first, then "
+                    "FOLDER/NAME.EXT to TARGET for each EXT=TARGET, as hard links (or copies), each target "
+                    "whole or absent. An image the chunk could not process fails here with its error.")
+    publish.add_argument("folder", help="the chunk job's output folder")
+    publish.add_argument("name", help="the image's (or pair's) name in that folder")
+    publish.add_argument("log", help="where the image's own log goes")
+    publish.add_argument("outputs", nargs="+", metavar="EXT=TARGET", help="a file of the image and its target path")
+    publish.set_defaults(run=_publish)
     return parser
 
 
@@ -62,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a wrong name or size is the user's to fix: the message, not a traceback
         print(f"cnnpipe {args.command}: {error}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as error:  # publish: a file that cannot be put in place, a failed image
+        print(f"cnnpipe {args.command}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

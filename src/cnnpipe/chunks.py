@@ -10,7 +10,7 @@ names that land in the new chunk (about 1/(n + 1) of them). Chunk sizes vary aro
 ``per_job`` as hashes fall.
 
 Torch-free: the Snakefile imports this, and the publishing jobs run it as a command
-(``python -m cnnpipe.chunks``), which starts in a fraction of a second; a ``run:`` block would
+(``python -m cnnpipe publish``), which starts in a fraction of a second; a ``run:`` block would
 make Snakemake start a whole new Snakemake process, which parses the workflow again, per image.
 """
 
@@ -20,7 +20,6 @@ import hashlib
 import math
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -101,23 +100,3 @@ def publish_item(folder: str | os.PathLike, name: str, outputs: Mapping[str, str
     if error.exists():
         raise RuntimeError(f"{name}: {error.read_text(encoding='utf-8').strip()} (log: {log})")
     publish({folder / f"{name}.{ext}": target for ext, target in outputs.items()})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cnnpipe.chunks FOLDER NAME LOG EXT=TARGET ...``: publish_item as a command."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 4 or not all("=" in arg for arg in args[3:]):
-        print("usage: python -m cnnpipe.chunks FOLDER NAME LOG EXT=TARGET [EXT=TARGET ...]", file=sys.stderr)
-        return 2
-    folder, name, log = args[:3]
-    outputs = dict(arg.split("=", 1) for arg in args[3:])
-    try:
-        publish_item(folder, name, outputs, log)
-    except (OSError, RuntimeError) as error:
-        print(f"cnnpipe.chunks: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -112,7 +112,7 @@ rule dream:
         seed=config["seed"],
         device=config["device"],
     shell:
-        "python -m cnnpipe.chunks {input.chunk:q} {wildcards.name:q} {log:q}"
+        "python -m cnnpipe publish -- {input.chunk:q} {wildcards.name:q} {log:q}"
         " png={output.image:q} csv={output.csv:q} rst={output.caption:q}"
 
 

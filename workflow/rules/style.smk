@@ -171,6 +171,6 @@ rule style:
         seed=config["seed"],
         device=config["device"],
     shell:
-        "python -m cnnpipe.chunks {input.chunk:q} {wildcards.pair:q} {log:q}"
+        "python -m cnnpipe publish -- {input.chunk:q} {wildcards.pair:q} {log:q}"
         " png={output.image:q} figure.png={output.figure:q} csv={output.losses:q}"
         " rst={output.caption:q}"
