@@ -207,6 +207,48 @@ grep -h "^RESULT amp=" "$LOG" | while read -r _ amp applied first median acc; do
     number "train_${amp}" test_accuracy "${acc#*=}"
 done
 
+# ------------------------------------------------------------------------ DeepDream, batched or not
+DREAM_ARGS=$([[ $MODE == gpu ]] && echo "256 8 4" || echo "64 2 1")  # side, photos, octaves
+# shellcheck disable=SC2086
+part dream_batch 120 "$PY" - "$DEVICE" $DREAM_ARGS <<'PY'
+"""DeepDream of equal-sized photos one at a time against one batch (dream.batch), same settings."""
+import sys
+import time
+
+import torch
+
+from cnnpipe.backbones import load_backbone
+from cnnpipe.deepdream import deep_dream, deep_dream_batch
+from cnnpipe.images import pil_to_tensor
+from cnnpipe.photos import SAMPLE_PHOTOS, sample_photo
+
+device, side, count, octaves = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model = load_backbone("efficientnet_lite0").to(device)
+names = sorted(SAMPLE_PHOTOS)
+photos = [pil_to_tensor(sample_photo(names[i % len(names)]).convert("RGB").resize((side, side))) for i in range(count)]
+settings = dict(octaves=octaves, steps=10, jitter=min(32, side // 8), tile=512, device=device, progress=False)
+
+
+def timed(run):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    out = run()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - began
+
+
+deep_dream(model, photos[0], **settings)  # warm-up: kernels, caches
+alone, single_s = timed(lambda: [deep_dream(model, x, **settings) for x in photos])
+together, batch_s = timed(lambda: deep_dream_batch(model, photos, **settings))
+diff = max(float((a.image - b.image).abs().max()) for a, b in zip(alone, together))
+print(f"RESULT dream_batch photos={count} side={side} one_at_a_time_s={single_s:.3f} batched_s={batch_s:.3f} "
+      f"speedup={single_s / batch_s:.2f} max_pixel_diff_255={diff * 255:.1f}")
+PY
+grep -h "^RESULT dream_batch" "$LOG" | tail -1 | tr ' ' '\n' | grep "=" | while IFS== read -r key value; do
+    number dream_batch "$key" "$value"; done
+
 # ------------------------------------------------------------------------ filters batching ratio
 if part filters_speed 120 "$PY" benchmarks/filters_speed.py --device "$DEVICE" --threads "$(nproc)" \
     --model "$WORK/no-model.pt" "${FILTER_ARGS[@]}"; then
@@ -246,7 +288,7 @@ fi
     echo
     echo "| part | status |"
     echo "| --- | --- |"
-    for name in environment tests pipeline train_amp filters_speed pipeline_rerun rerun_identical; do
+    for name in environment tests pipeline train_amp dream_batch filters_speed pipeline_rerun rerun_identical; do
         echo "| $name | ${STATUS[$name]:-not run} |"
     done
     echo
@@ -259,6 +301,8 @@ fi
     echo; echo "## Training epoch time, ${TRAIN_CONFIG:-config.yaml}'s model and recipe, $EPOCHS epochs each"
     echo; echo '```'
     grep -h "^RESULT amp=" "$LOG" || echo "(no result)"; echo '```'
+    echo; echo "## DeepDream: equal-sized photos one at a time or in one batch (dream.batch)"; echo; echo '```'
+    grep -h "^RESULT dream_batch" "$LOG" || echo "(no result)"; echo '```'
     echo; echo "## Filters: batching ratio (benchmarks/filters_speed.py)"; echo; echo '```'
     grep -hE "^(model:|batched|one filter|per step|batching ablation|images, batched)" "$LOG" || echo "(no result)"
     echo '```'

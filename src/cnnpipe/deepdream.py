@@ -424,7 +424,8 @@ def deep_dream_batch(
 
     Each image is dreamed as it would be alone (its own energy, its own normalized step, the
     same random rolls): a batch changes only the floating-point rounding of the network's
-    sums, which is why the stage batches on a GPU only (``dream.batch``).
+    sums (none with one CPU thread), but the normalized steps can amplify that to visible
+    differences, which is why the stage batches on a GPU only (``dream.batch``).
     ``layers``: names or aliases (empty: :func:`default_layers`). ``steps`` normalized steps
     of size ``lr`` per octave, a random roll of up to ``jitter`` px each step, gradients in
     windows of at most ``tile`` px. ``max_side``: dream at this longer side and add the
