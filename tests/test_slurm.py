@@ -86,7 +86,7 @@ def slurm_run(slurm_env, tmp_path_factory) -> tuple[Path, dict[str, int]]:
     command = ["timeout", "-s", "INT", "-k", "60", str(RUN_LIMIT_S), *_snakemake(
         workdir,
         "--workflow-profile", str(PROFILE),
-        # No accounting daemon here: squeue (with MinJobAge=300) instead of sacct, which
+        # No accounting daemon here: squeue (with MinJobAge=3600) instead of sacct, which
         # never reports the jobs as finished. (The plugin then fails to guess an account with
         # sacct and submits without one; --slurm-no-account does nothing in plugin 2.8.0.)
         "--slurm-status-command", "squeue",

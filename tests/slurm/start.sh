@@ -159,7 +159,9 @@ if ! running "$STATE/run/slurmctld.pid" slurmctld && ! running "$STATE/run/slurm
         echo "AccountingStorageType=accounting_storage/none"
         echo "JobCompType=jobcomp/filetxt"
         echo "JobCompLoc=$STATE/log/jobcomp.log"
-        echo "MinJobAge=300"
+        # An hour: the tests read finished jobs back after the whole run, which on two busy
+        # cores can take longer than the default 300 s.
+        echo "MinJobAge=3600"
         # A node that was down (say, after a restart) comes back when its slurmd registers.
         echo "ReturnToService=2"
         echo "NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN"
