@@ -183,17 +183,28 @@ def run_dream_chunk(
         for name in names:
             atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
 
+    def read(names) -> bool:
+        for name in names:
+            try:
+                with image_log(folder / f"{name}.log"):
+                    photos[name] = _read_photo(Path(images[name]))
+            except Exception as error:
+                failed([name], error)
+        return all(name in photos for name in names)
+
     rows, computing, photos = [], 0.0, {}
-    start = time.perf_counter()
-    for name, path in images.items():  # read first: a batch holds photos of one size
-        try:
-            with image_log(folder / f"{name}.log"):
-                photos[name] = _read_photo(Path(path))
-        except Exception as error:
-            failed([name], error)
-    computing += time.perf_counter() - start
-    for names in batches(photos, per_batch):
+    if per_batch == 1:  # each photo read just before it is dreamed: one photo in memory at a time
+        plan = [[name] for name in images]
+    else:  # all read first, to batch photos of one size (the chunk's photos in memory at once)
         start = time.perf_counter()
+        read(images)
+        computing += time.perf_counter() - start
+        plan = batches(photos, per_batch)
+    for names in plan:
+        start = time.perf_counter()
+        if per_batch == 1 and not read(names):
+            computing += time.perf_counter() - start
+            continue
         try:
             with ExitStack() as logs:
                 for name in names:  # appended to: each log already holds its photo's line
@@ -212,6 +223,8 @@ def run_dream_chunk(
             continue
         finally:
             computing += time.perf_counter() - start
+            for name in names:
+                photos.pop(name, None)
         for name in names:
             write_caption(folder / f"{name}.rst", dream_key_numbers(folder / f"{name}.csv"))
     log.info("chunk: %d image(s) in %.2f s of DeepDream (reading and writing included), %.2f s per image",
