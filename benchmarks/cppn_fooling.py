@@ -17,12 +17,13 @@ class by the independent judge, EfficientNet-Lite1 (0 = its top-1; the judge onl
 same classes and reports the same numbers for it.
 
 The machine is shared: the load average and CPU share printed with each line say how much of
-the two cores the run actually had. Options other than the budget change the search (for
-ablations): ``--adapt`` adapts each class's mutation step (from ``--sigma``) by the 1/5th
-success rule, ``--no-focus`` gives every class the same number of children throughout.
+the two cores the run actually had. The search's options default to config.yaml's fooling
+settings; changing them changes the search (for ablations): ``--adapt`` adapts each class's
+mutation step (from ``--sigma``) by the 1/5th success rule, ``--no-focus`` gives every class
+the same number of children throughout.
 
 Run: .venv/bin/python benchmarks/cppn_fooling.py [--seconds 600] [--generations N] [--every 10] [--curve curve.csv]
-     [--gradient] [--seed 0] [--offspring 16] [--hidden 12] [--span 1] [--sigma 0.5]
+     [--gradient] [--seed 0] [--offspring N] [--hidden N] [--span S] [--sigma S]
      [--structure 1] [--crossover 0] [--no-focus] [--adapt] [--threads 2]
 """
 
@@ -76,19 +77,22 @@ def main() -> None:
     parser.add_argument("--gradient", action="store_true", help="also measure the gradient method")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--offspring", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=12)
-    parser.add_argument("--span", type=float, default=1.0)
-    parser.add_argument("--sigma", type=float, default=0.5)
+    # The search's defaults are the fooling stage's (config.yaml).
+    stage = yaml.safe_load((ROOT / "config.yaml").read_text())["fooling"]
+    parser.add_argument("--offspring", type=int, default=stage["offspring"])
+    parser.add_argument("--hidden", type=int, default=stage["cppn_nodes"])
+    parser.add_argument("--span", type=float, default=stage["cppn_span"])
+    parser.add_argument("--sigma", type=float, default=stage["mutation_sigma"])
     parser.add_argument("--structure", type=float, default=1.0)
     parser.add_argument("--crossover", type=float, default=0.0)
     parser.add_argument("--no-focus", action="store_true")
-    parser.add_argument("--adapt", action="store_true", help="1/5th success rule on each class's step size")
+    parser.add_argument("--adapt", action="store_true", default=stage["adapt_sigma"],
+                        help="1/5th success rule on each class's step size")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    targets = yaml.safe_load((ROOT / "config.yaml").read_text())["fooling"]["imagenet_classes"]
+    targets = stage["imagenet_classes"]
     model = load_backbone("efficientnet_lite0")
     names = list(model.class_names)
     judge = ImageNetJudge("efficientnet_lite1")

@@ -6,8 +6,9 @@ dream settings) twice in fresh folders: with ``dream.per_job: 1`` and with ``per
 Both runs use the same cores (``--cores``, 1 by default, so that wall time and the summed
 compute time are comparable). Printed per setting: the wall time of the whole run and per
 photo, the pure DeepDream time summed from the chunk logs ("chunk: N image(s) in X s"), their
-ratio, and the start-up breakdown that the chunk logs give (Python and Snakemake's preamble,
-imports, network). The goal: wall time within 1.15x of the compute time with chunking.
+ratio, the start-up breakdown that the chunk logs give (Python and Snakemake's preamble,
+imports, network), and where the whole wall time went (``breakdown``). The goal: wall time
+within 1.15x of the compute time with chunking.
 
 Run: .venv/bin/python benchmarks/dream_chunks.py [--photos 48] [--per-job 1 16] [--cores 1]
 """
@@ -52,14 +53,32 @@ def seconds(pattern: str, text: str) -> list[float]:
     return [float(value) for value in re.findall(pattern, text)]
 
 
+def job_seconds(snakemake_log: str) -> dict[str, float]:
+    """Seconds per rule, summed over its jobs, from Snakemake's log: a job runs from the time
+    stamp above its "rule NAME:" block to the one above "Finished jobid: N" (1 s resolution;
+    with --cores 1 the jobs do not overlap, so the sums add up to the time spent in jobs)."""
+    stamp, started, spent = None, {}, {}
+    lines = snakemake_log.splitlines()
+    for i, line in enumerate(lines):
+        if m := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line.strip()):
+            stamp = time.mktime(time.strptime(m.group(1), "%a %b %d %H:%M:%S %Y"))
+        elif m := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+            job = next(re.search(r"jobid: (\d+)", later).group(1) for later in lines[i + 1:] if "jobid:" in later)
+            started[job] = (m.group(1), stamp)
+        elif m := re.search(r"Finished jobid: (\d+)", line):
+            rule, began = started.pop(m.group(1))
+            spent[rule] = spent.get(rule, 0.0) + stamp - began
+    return spent
+
+
 def run(folder: Path, work: Path, per_job: int, cores: int) -> dict:
     override = work / "per_job.yaml"
     work.mkdir(parents=True)
     override.write_text(yaml.safe_dump({"dream": {"folder": str(folder), "per_job": per_job}}))
     command = [sys.executable, "-m", "snakemake", "results/dream/summary.csv", "--snakefile", str(ROOT / "Snakefile"),
-               "--directory", str(work), "--configfile", str(override), "--cores", str(cores), "--quiet", "all"]
+               "--directory", str(work), "--configfile", str(override), "--cores", str(cores)]
     began = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - began
     logs = "".join(path.read_text() for path in sorted((work / "results/logs/dream/chunks").glob("*.log")))
     return {
@@ -69,7 +88,25 @@ def run(folder: Path, work: Path, per_job: int, cores: int) -> dict:
         "python": seconds(r"start-up: ([\d.]+) s for Python", logs),
         "imports": seconds(r"start-up: ([\d.]+) s importing", logs),
         "network": seconds(r"loaded in ([\d.]+) s", logs),
+        "rules": job_seconds(done.stderr),
     }
+
+
+def breakdown(r: dict) -> str:
+    """Where the wall time went: DeepDream itself, the chunk jobs' start-up (Python, imports,
+    network), the rest of the chunk jobs (their exit, Snakemake's handling of the job), the
+    publishing jobs, the summary job, and Snakemake outside jobs (parsing, the DAG, gaps)."""
+    rules = r["rules"]
+    start_up = sum(r["python"]) + sum(r["imports"]) + sum(r["network"])
+    parts = {
+        "DeepDream": r["compute"],
+        "chunk start-up": start_up,
+        "rest of chunk jobs": rules.get("dream_chunk", 0.0) - start_up - r["compute"],
+        "publishing jobs": rules.get("dream", 0.0),
+        "summary job": rules.get("dream_summary", 0.0),
+        "outside jobs": r["wall"] - sum(rules.values()),
+    }
+    return ", ".join(f"{name} {value:.1f} s" for name, value in parts.items())
 
 
 def main() -> None:
@@ -90,6 +127,7 @@ def main() -> None:
             print(f"{per_job:>7} {r['jobs']:>5} {r['wall']:>8.1f} {r['wall'] / args.photos:>10.2f} "
                   f"{r['compute']:>9.1f} {r['wall'] / r['compute']:>12.2f}  "
                   f"{median[0]:.2f} s, {median[1]:.2f} s, {median[2]:.2f} s")
+            print(f"{'':>7} wall = {breakdown(r)}")
 
 
 if __name__ == "__main__":

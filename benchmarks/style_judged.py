@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from cnnpipe.backbones import load_backbone
+from cnnpipe.backbones import inference_model, load_backbone
 from cnnpipe.images import load_image, pil_to_tensor, save_png
 from cnnpipe.judge import ImageNetJudge
 from cnnpipe.photos import export_sample_photo
 from cnnpipe.plan import check_judge
 from cnnpipe.style import judge_result, load_pair
-from cnnpipe.style_transfer import prepare_model, transfer
+from cnnpipe.style_transfer import transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def main() -> None:
 
     spec = check_judge("style", cfg["judge"] or "efficientnet_lite1", cfg["backbone"])
     judge = ImageNetJudge(spec)
-    model = prepare_model(load_backbone(cfg["backbone"]))
+    model = inference_model(load_backbone(cfg["backbone"]))
     print(f"generator {cfg['backbone']} at {cfg['image_size']} px, {cfg['steps']} {cfg['optimizer']} steps, "
           f"style_weight {cfg['style_weight']}, tv_weight {cfg['tv_weight']}; judge {judge.kind}; "
           f"{args.threads} threads")

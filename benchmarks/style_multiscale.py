@@ -49,18 +49,18 @@ def worker(args) -> None:
     """One run, as the stage does it; prints one JSON line."""
     import torch
 
-    from cnnpipe.backbones import load_backbone
+    from cnnpipe.backbones import inference_model, load_backbone
     from cnnpipe.images import load_image, pil_to_tensor, save_png
     from cnnpipe.judge import ImageNetJudge
     from cnnpipe.plan import check_judge
     from cnnpipe.style import judge_result, load_pair
-    from cnnpipe.style_transfer import prepare_model, transfer_configured
+    from cnnpipe.style_transfer import transfer_configured
 
     torch.set_num_threads(args.threads)
     cfg = json.loads(args.worker)
     settings, photos = cfg["settings"], Path(cfg["photos"])
     content_path, style_path = photos / f"{cfg['content']}.png", photos / f"{cfg['style']}.png"
-    model = prepare_model(load_backbone(settings["backbone"]))
+    model = inference_model(load_backbone(settings["backbone"]))
     judge = ImageNetJudge(check_judge("style", settings["judge"], settings["backbone"]))
     start = time.perf_counter()
     result = transfer_configured(

@@ -15,7 +15,7 @@ another scale, 10 instead of 1e6); the image starts as the content image; conten
 images have the same (square) size.
 
 cnnpipe runs ``transfer`` (the algorithm module, reached here as ``cnnpipe.style.transfer``
-and ``cnnpipe.style.prepare_model``) with the same objective (``relative=False``, the same
+and ``cnnpipe.backbones.inference_model``) with the same objective (``relative=False``, the same
 weights, layers, images and network, ``pad=0``: no mirrored edge border, ``tv_weight=0``: no
 smoothness term, start from the content image) and its own optimizer otherwise: one
 ``torch.optim.LBFGS`` run through ``cnnpipe.ascent`` without line search, lr 1, history_size
@@ -24,7 +24,7 @@ that ``--steps`` (300) counts function evaluations exactly, fewer only if L-BFGS
 own tolerances. Its pixels are free (unclamped) values kept near [0, 1] by a smooth penalty on
 excursions outside that range, weighted by 5 x the largest pixel gradient at the start; the
 returned image is clamped to [0, 1]. Its speed measures: the network in channels_last,
-BatchNorm folded where there is one (``prepare_model``, on a copy), a fused Gram-MSE backward,
+BatchNorm folded where there is one (``inference_model``, on a copy), a fused Gram-MSE backward,
 a forward pass that stops at the deepest needed layer. Each side's timed run includes its own
 setup: the reference builds its loss model (one forward pass per target image); cnnpipe
 prepares the network, computes the targets, takes one extra gradient for the penalty's weight
@@ -76,7 +76,7 @@ from PIL import Image
 from torch import nn
 
 from cnnpipe import style_transfer
-from cnnpipe.backbones import DEFAULT_LAYERS, load_backbone, resolve_layer, weights_path
+from cnnpipe.backbones import DEFAULT_LAYERS, inference_model, load_backbone, resolve_layer, weights_path
 from cnnpipe.images import pil_to_tensor
 from cnnpipe.photos import sample_photo
 
@@ -213,7 +213,7 @@ def cnnpipe_transfer(net, content_img, style_img, content_layers, style_layers, 
                      style_weight=1e6, content_weight=1.0):
     """cnnpipe.style with the tutorial's objective; returns the image, the number of
     evaluations and the loss at each evaluation."""
-    model = style_transfer.prepare_model(net)
+    model = inference_model(net)
     result = style_transfer.transfer(
         model, content_img[0], style_img[0],
         content_layers=content_layers, style_layers=style_layers,

@@ -370,6 +370,17 @@ def test_the_summary_job_does_not_import_torch():
     assert done.returncode == 0, done.stderr
 
 
+
+def test_a_dream_chunk_job_imports_neither_pandas_nor_matplotlib():
+    # it neither draws nor tabulates: both imports would only add to every chunk's start-up
+    import subprocess
+    import sys
+
+    code = ("import sys, cnnpipe.dream, cnnpipe.captions, cnnpipe.chunks, cnnpipe.logs; "
+            "loaded = [m for m in ('pandas', 'matplotlib') if m in sys.modules]; assert not loaded, loaded")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
 def test_write_summary_concatenates_rows_by_name_and_draws_the_pairs(tiny_cnn, tmp_path):
     model = tiny_cnn(**LECTURE_CNN)
     csvs, originals, dreams = [], [], []

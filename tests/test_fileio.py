@@ -33,6 +33,18 @@ def test_json_and_csv_are_canonical(tmp_path):
     assert fileio.write_csv(tmp_path / "f.csv", frame).read_text() == "x,y\n1,0.5\n2,0.25\n"
 
 
+
+def test_write_rows_gives_write_csvs_bytes_without_pandas(tmp_path):
+    rows = [{"image": 'a, "quoted"\nname', "steps": 10, "ratio": 0.1 + 0.2, "tiny": 1e-7, "big": 123456789.125,
+             "missing": float("nan"), "none": None, "flag": True},
+            {"image": "b", "steps": 3, "ratio": 2.0, "tiny": -0.5, "big": 1.0, "missing": float("nan"),
+             "none": None, "flag": False}]
+    columns = ["image", "steps", "ratio", "tiny", "big", "missing", "none", "flag"]
+    expected = fileio.write_csv(tmp_path / "pandas.csv", pd.DataFrame(rows, columns=columns)).read_bytes()
+    assert fileio.write_rows(tmp_path / "rows.csv", rows, columns).read_bytes() == expected
+    assert fileio.write_rows(tmp_path / "one.csv", rows[:1], columns).read_bytes() == \
+        fileio.write_csv(tmp_path / "one_pandas.csv", pd.DataFrame(rows[:1], columns=columns)).read_bytes()
+
 def test_torch_save_bytes_do_not_depend_on_where_strings_came_from(tmp_path):
     key = "".join(["ep", "och"])  # an equal string that is a different object
     first = fileio.torch_save({"epoch": 1, "rows": [{"epoch": 1}], "w": torch.ones(2)}, tmp_path / "a.pt")

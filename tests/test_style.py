@@ -17,7 +17,7 @@ from probes import forward_outputs
 from torch import nn
 
 from cnnpipe import plan, style, style_transfer
-from cnnpipe.backbones import fold_batchnorm
+from cnnpipe.backbones import fold_batchnorm, inference_model
 from cnnpipe.images import ImageError
 from cnnpipe.models import Normalize
 
@@ -170,13 +170,13 @@ def test_fold_batchnorm_falls_back_when_definition_order_is_not_run_order():
     assert fold_batchnorm(plain) is plain  # nothing to fold: no copy
 
 
-def test_prepare_model_folds_efficientnet_and_keeps_its_features():
+def test_inference_model_folds_efficientnet_and_keeps_its_features():
     from cnnpipe.backbones import load_backbone
 
     net = load_backbone("efficientnet_lite0")
     content, style_layers = style_transfer.resolve_layers(net)
     assert content == ["blocks.2"] and style_layers == ["bn1", "blocks.1.0", "blocks.2.0", "blocks.3.0"]
-    fast = style_transfer.prepare_model(net, probe_size=32)
+    fast = inference_model(net, probe_shape=(3, 32, 32))
     assert fast is not net
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     x = torch.rand(1, 3, 40, 56)

@@ -10,14 +10,13 @@ wrote, so the caption can never disagree with them.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-
-import pandas as pd
 
 from cnnpipe.fileio import atomic_write_text
 from cnnpipe.formatting import format_percent, format_percent_down
@@ -45,6 +44,19 @@ def _read_json(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def _read_csv(path, **options):
+    """A stage's table as a pandas DataFrame. pandas is imported here, not at the top: the
+    DeepDream chunk jobs write captions too, and should not pay its import (0.6 s)."""
+    import pandas as pd
+
+    return pd.read_csv(path, **options)
+
+
+def _missing(value) -> bool:
+    """An empty CSV field, as pandas reads it (NaN), or a key the table lacks (None)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _num(value: float) -> str:
     """Three significant digits, thousands separated; never scientific for ordinary sizes."""
     if not math.isfinite(value):
@@ -60,7 +72,7 @@ def _num(value: float) -> str:
 def training_key_numbers(eval_json, metrics_csv) -> list[str]:
     """Test and training accuracy, test loss, the best epoch."""
     result = _read_json(eval_json)
-    metrics = pd.read_csv(metrics_csv)
+    metrics = _read_csv(metrics_csv)
     best = metrics.loc[metrics["test_accuracy"].idxmax()]
     return [
         f"Test accuracy **{format_percent(result['test_accuracy'])}** (test loss {result['test_loss']:.4f}) on "
@@ -95,7 +107,7 @@ def parameters_key_numbers(parameters_json) -> list[str]:
 def filters_key_numbers(table_csv, layer: str) -> list[str]:
     """How many filters' (or a fully connected layer's neurons') x* beat the reference images,
     and the spread of the ratios."""
-    table = pd.read_csv(table_csv)
+    table = _read_csv(table_csv)
     units = "unit" in table
     what, a = ("neurons", "a^j") if units else ("filters", "a^k")
     won = int((table["activation"] > table["dataset_max"]).sum())
@@ -169,7 +181,7 @@ def _correlation_trend(variants: dict, reference: dict) -> list[str]:
 
 def fooling_key_numbers(table_csv, method: str, target: float, judge: str | None = None) -> list[str]:
     """How many classes reached the target after PNG, the lowest confidence, and the judge."""
-    table = pd.read_csv(table_csv, dtype={"class": str, "independent_prediction": str})
+    table = _read_csv(table_csv, dtype={"class": str, "independent_prediction": str})
     reached = table["reached_target"].astype(bool)
     unit = "steps" if method == "gradient" else "generations"
     lines = [
@@ -192,21 +204,23 @@ def fooling_key_numbers(table_csv, method: str, target: float, judge: str | None
 
 def dream_key_numbers(row_csv) -> list[str]:
     """Activation energy before and after, per image."""
-    table = pd.read_csv(row_csv)
+    with open(row_csv, newline="") as f:  # the csv module: no pandas import in the chunk jobs
+        rows = list(csv.DictReader(f))
     return [
-        f"{rst_text(row.name)}: energy (mean a^2 per layer, summed) at {rst_text(row.layers)} "
-        f"**{_num(row.energy_before)} -> {_num(row.energy_after)}** "
-        f"(x{row.energy_ratio:.2f}), {row.octaves} octaves at {row.dream_width}x{row.dream_height} px."
-        for row in table.itertuples(index=False)
+        f"{rst_text(row['name'])}: energy (mean a^2 per layer, summed) at {rst_text(row['layers'])} "
+        f"**{_num(float(row['energy_before']))} -> {_num(float(row['energy_after']))}** "
+        f"(x{float(row['energy_ratio'] or 'nan'):.2f}), {row['octaves']} octaves at "
+        f"{row['dream_width']}x{row['dream_height']} px."
+        for row in rows
     ]
 
 
 def style_key_numbers(losses_csv) -> list[str]:
     """Initial and final style, content and total losses; the judge's style distance and
     whether the content was kept, where there is a judge."""
-    row = pd.read_csv(losses_csv).iloc[0]
+    row = _read_csv(losses_csv).iloc[0]
     smoothing = row.get("smoothing", "none")
-    smoothed = "" if pd.isna(smoothing) or smoothing == "none" else f", features smoothed by {rst_text(smoothing)}"
+    smoothed = "" if _missing(smoothing) or smoothing == "none" else f", features smoothed by {rst_text(smoothing)}"
     # multiscale: scale<k>_size and scale<k>_evaluations per scale, smallest first
     scales = sorted({int(key[5:].split("_")[0]) for key in row.index if key.startswith("scale") and key.endswith("_size")})
     at_sizes = "" if len(scales) < 2 else (
@@ -220,7 +234,7 @@ def style_key_numbers(losses_csv) -> list[str]:
         f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "
         f"{_num(row['total_loss_initial'])} -> **{_num(row['total_loss_final'])}**.",
     ]
-    if not pd.isna(row.get("judge")) and not pd.isna(row.get("style_distance")):
+    if not _missing(row.get("judge")) and not _missing(row.get("style_distance")):
         kept = str(row["content_kept"]).lower() == "true"
         lines.append(
             f"The judge, {rst_text(row['judge'])}, trained separately and never optimized against: style distance "

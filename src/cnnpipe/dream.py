@@ -13,14 +13,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from cnnpipe.backbones import load_backbone
 from cnnpipe.deepdream import DreamResult, deep_dream_batch
 from cnnpipe.device import seed_everything, select_device
-from cnnpipe.fileio import write_csv
+from cnnpipe.fileio import write_rows
 from cnnpipe.images import load_image, pil_to_tensor, save_png
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def _write_result(image_path: Path, name: str | None, photo: Tensor, result: Dre
     log.info("energy %.4g -> %.4g in %.1f s", result.energy_before, result.energy_after, seconds)
     row = _row(image_path, name, model, settings, tuple(photo.shape[-2:]), result)
     save_png(result.image, output_png)
-    write_csv(output_csv, pd.DataFrame([row], columns=COLUMNS))
+    write_rows(output_csv, [row], COLUMNS)
     return row
 
 

@@ -6,11 +6,14 @@ leaves a half-written file behind, and two runs of the same config write the sam
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import math
 import os
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,22 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
 def write_csv(path: str | os.PathLike, frame) -> Path:
     """Write a pandas DataFrame as CSV without the index, atomically."""
     return atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+
+
+def write_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Write ``rows`` (mappings) as CSV with these columns, atomically: the bytes ``write_csv``
+    gives for the same table when each column holds one type (NaN and None as empty fields),
+    without importing pandas, which costs a job that writes one row 0.6 s here."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow("" if _missing(row.get(column)) else row.get(column) for column in columns)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:

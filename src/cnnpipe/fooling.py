@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from cnnpipe import ascent, cppn
+from cnnpipe.backbones import inference_model
 from cnnpipe.classifier import SCORES_LAYER, load_classifier
 from cnnpipe.device import model_device, seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
@@ -264,14 +265,17 @@ def _log_probs(model: nn.Module, images: np.ndarray, device) -> torch.Tensor:
                           for part in x.split(max(chunk, 1))])
 
 
-def _fitness(model: nn.Module, targets: list[int], height: int, width: int, span: float = 1.0):
-    """genomes -> [P, K]: log p(targets[k] | the genome's image quantized to 8 bits)."""
+def _fitness(model: nn.Module, targets: list[int], shape: tuple[int, int, int], span: float = 1.0):
+    """genomes -> [P, K]: log p(targets[k] | the genome's image quantized to 8 bits), through
+    a copy of ``model`` with BatchNorm folded (``inference_model``: the same function up to
+    float rounding, and half the time per generation for Lite0 at 128 px)."""
     device = model_device(model)
+    fast = inference_model(model, channels_last=torch.device(device).type != "mps", probe_shape=shape)
     columns = torch.as_tensor(targets)
 
     def score(genomes: cppn.CPPN) -> torch.Tensor:
-        images = cppn.render_cppn(genomes, height, width, span)
-        return _log_probs(model, np.round(images * 255.0) / 255.0, device)[:, columns]
+        images = cppn.render_cppn(genomes, shape[1], shape[2], span)
+        return _log_probs(fast, np.round(images * 255.0) / 255.0, device)[:, columns]
 
     return score
 
@@ -362,7 +366,7 @@ def evolve_fooling(
                          f"{structure}, {crossover}")
     targets, (channels, height, width) = _targets_and_shape(model, image_shape, targets)
     k = len(targets)
-    score = _fitness(model, targets, height, width, span)
+    score = _fitness(model, targets, (channels, height, width), span)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2015]))
     log_target = math.log(target)
     rates = {name: min(1.0, structure * rate) for name, rate in cppn.STRUCTURE_RATES.items()}

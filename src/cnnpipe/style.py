@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from cnnpipe.backbones import imagenet_class_names, load_backbone
+from cnnpipe.backbones import imagenet_class_names, inference_model, load_backbone
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
 from cnnpipe.judge import ImageNetJudge, content_kept, top_classes
 from cnnpipe.plan import blend_label, blend_part, check_judge
-from cnnpipe.style_transfer import StyleResult, blend_weights, prepare_model, scale_columns, transfer_configured
+from cnnpipe.style_transfer import StyleResult, blend_weights, scale_columns, transfer_configured
 
 __all__ = [
     "StyleNetworks",
@@ -185,7 +185,7 @@ def _losses_row(content_name: str, style_name: str, backbone: str, model: nn.Mod
 
 @dataclass
 class StyleNetworks:
-    """What every pair of a job shares: the backbone, prepared once (``prepare_model``), its
+    """What every pair of a job shares: the backbone, prepared once (``inference_model``), its
     name, the judge (None: ``style.judge`` is null) and the device the backbone is on."""
 
     model: nn.Module
@@ -202,7 +202,7 @@ def load_networks(settings: Mapping, *, device: str = "auto", cache_dir=None) ->
     torch_device = select_device(device)
     model = load_backbone(settings["backbone"], cache_dir=cache_dir, key="style.backbone").to(torch_device)
     name = model.backbone_name
-    model = prepare_model(model, channels_last=torch_device.type != "mps")
+    model = inference_model(model, channels_last=torch_device.type != "mps")
     loaded = time.perf_counter()
     log.info("start-up: network %s loaded and prepared in %.2f s", name, loaded - began)
     judge = None

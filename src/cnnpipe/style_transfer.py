@@ -55,7 +55,7 @@ default 20 that is 40 x 13 MB, a share of the peak memory worth a setting.
 
 Targets are computed once, each image at its own size. Speed: style terms use one custom
 autograd function whose backward is a single matmul (Gram + MSE fused); the forward pass
-stops at the deepest needed layer (``ascent.capture``); ``prepare_model`` runs the network
+stops at the deepest needed layer (``ascent.capture``); ``cnnpipe.backbones.inference_model`` runs the network
 in channels_last memory format, with BatchNorm folded into the preceding convolutions (on a
 copy, :func:`cnnpipe.backbones.fold_batchnorm`) where the network has them. Reading the
 images and writing the stage's files is :mod:`cnnpipe.style`.
@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnpipe import ascent
-from cnnpipe.backbones import default_layers, fold_batchnorm, resolve_layer
+from cnnpipe.backbones import default_layers, resolve_layer
 from cnnpipe.device import model_device
 
 __all__ = [
@@ -85,7 +85,6 @@ __all__ = [
     "content_loss",
     "tv_loss",
     "resolve_layers",
-    "prepare_model",
     "reflect_pad",
     "crop",
     "FreePixels",
@@ -221,21 +220,6 @@ def resolve_layers(model: nn.Module, content_layers=(), style_layers=()) -> tupl
             raise ValueError(f"style.{kind}_layers: {error}") from None
         chosen.append(list(dict.fromkeys(qualified)))
     return chosen[0], chosen[1]
-
-
-def prepare_model(model: nn.Module, *, fold: bool = True, channels_last: bool = True,
-                  probe_size: int = 64) -> nn.Module:
-    """The network as style transfer runs it: BatchNorm folded (on a copy, checked on a
-    random probe image), weights in channels_last layout (same values; in place when nothing
-    was folded). The result computes the same function as ``model`` up to float rounding."""
-    if fold:
-        generator = torch.Generator().manual_seed(0)
-        device = model_device(model)
-        probe = torch.rand(1, 3, probe_size, probe_size, generator=generator).to(device)
-        model = fold_batchnorm(model, probe)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 # --------------------------------------------------------------------------- targets, objective
@@ -550,7 +534,7 @@ def transfer(
 ) -> StyleResult:
     """Gatys et al. style transfer of ``style`` onto ``content`` (tensors [3, H, W] in [0, 1],
     sizes may differ) through ``model`` (a backbone taking [0, 1] images; prepare it with
-    ``prepare_model`` for speed). ``style`` may be several images blended with
+    ``backbones.inference_model`` for speed). ``style`` may be several images blended with
     ``style_weights`` (see ``compute_targets``). ``steps`` counts L-BFGS function evaluations
     or Adam steps. ``init``: start from the content image or from seeded noise; ``start``, an
     image of the content's size, overrides it (multiscale: the previous scale's result).
