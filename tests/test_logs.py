@@ -32,3 +32,17 @@ def test_a_resumed_jobs_log_starts_with_the_earlier_attempts_lines(tmp_path):
     with job_logging(log, history=history):  # a fresh start forgets them
         print("fresh")
     assert log.read_text() == history.read_text() == "fresh\n"
+
+
+def test_a_job_freezes_its_objects_at_exit_so_python_skips_the_last_collection(tmp_path):
+    import subprocess
+    import sys
+
+    # registered first, so it runs after job_logging's exit hook (last in, first out)
+    code = ("import atexit, gc; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+            "from cnnpipe.logs import job_logging\n"
+            f"with job_logging({str(tmp_path / 'job.log')!r}):\n    print('working')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "frozen True"
+    assert "working" in (tmp_path / "job.log").read_text()

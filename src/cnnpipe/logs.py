@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import gc
 import logging
 import os
 import sys
@@ -35,6 +38,15 @@ class _Tee:
         return False
 
 
+@functools.cache
+def _skip_collection_at_exit() -> None:
+    """A job is one process. At its exit Python's last garbage collection would walk every
+    object that torch and timm made: 2.2 s per job measured here, 0.4 s with them frozen
+    (``gc.freeze``) first. Nothing written depends on it: outputs are closed by then, and
+    logging flushes its handlers in its own exit hook, which runs after this one."""
+    atexit.register(gc.freeze)
+
+
 @contextlib.contextmanager
 def job_logging(log_path: str | os.PathLike | None, *, history: str | os.PathLike | None = None,
                 resume: bool = False) -> Iterator[logging.Logger]:
@@ -46,6 +58,7 @@ def job_logging(log_path: str | os.PathLike | None, *, history: str | os.PathLik
     with the earlier attempts' lines from it, and the copy grows on.
     """
     logger = logging.getLogger("cnnpipe")
+    _skip_collection_at_exit()
     if log_path is None:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         yield logger
