@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from cnnpipe.fileio import atomic_write_text
+from cnnpipe.fileio import atomic_write_text, is_missing
 from cnnpipe.formatting import format_percent, format_percent_down
 
 
@@ -50,11 +50,6 @@ def _read_csv(path, **options):
     import pandas as pd
 
     return pd.read_csv(path, **options)
-
-
-def _missing(value) -> bool:
-    """An empty CSV field, as pandas reads it (NaN), or a key the table lacks (None)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _num(value: float) -> str:
@@ -220,7 +215,7 @@ def style_key_numbers(losses_csv) -> list[str]:
     whether the content was kept, where there is a judge."""
     row = _read_csv(losses_csv).iloc[0]
     smoothing = row.get("smoothing", "none")
-    smoothed = "" if _missing(smoothing) or smoothing == "none" else f", features smoothed by {rst_text(smoothing)}"
+    smoothed = "" if is_missing(smoothing) or smoothing == "none" else f", features smoothed by {rst_text(smoothing)}"
     # multiscale: scale<k>_size and scale<k>_evaluations per scale, smallest first
     scales = sorted({int(key[5:].split("_")[0]) for key in row.index if key.startswith("scale") and key.endswith("_size")})
     at_sizes = "" if len(scales) < 2 else (
@@ -234,7 +229,7 @@ def style_key_numbers(losses_csv) -> list[str]:
         f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "
         f"{_num(row['total_loss_initial'])} -> **{_num(row['total_loss_final'])}**.",
     ]
-    if not _missing(row.get("judge")) and not _missing(row.get("style_distance")):
+    if not is_missing(row.get("judge")) and not is_missing(row.get("style_distance")):
         kept = str(row["content_kept"]).lower() == "true"
         lines.append(
             f"The judge, {rst_text(row['judge'])}, trained separately and never optimized against: style distance "

@@ -94,11 +94,12 @@ def write_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], colum
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow("" if _missing(row.get(column)) else row.get(column) for column in columns)
+        writer.writerow("" if is_missing(row.get(column)) else row.get(column) for column in columns)
     return atomic_write_text(path, buffer.getvalue())
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """An empty CSV field: None, or NaN (as pandas reads and writes one)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
