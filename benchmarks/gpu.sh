@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU readiness in one call: the deterministic-path tests, the tiny pipeline on the GPU (and
-# a second run compared byte for byte), DeepDream and style times from its logs, training
-# epoch time with and without mixed precision, and the filters batching ratio. A readable
+# a second run compared byte for byte), DeepDream and style times from its logs, DeepDream
+# photos and style pairs batched against one at a time, training epoch time with and without
+# mixed precision, and the filters batching ratio. A readable
 # summary goes to $OUT/summary.md (numbers in $OUT/summary.json, every part's output in
 # $OUT/log.txt). A part that fails is reported as failed; the parts after it still run.
 #
@@ -249,6 +250,13 @@ PY
 grep -h "^RESULT dream_batch" "$LOG" | tail -1 | tr ' ' '\n' | grep "=" | while IFS== read -r key value; do
     number dream_batch "$key" "$value"; done
 
+# ------------------------------------------------------------------------ style pairs, batched or not
+STYLE_ARGS=$([[ $MODE == gpu ]] && echo "--pairs 8 --size 256 --steps 100" || echo "--pairs 2 --size 64 --steps 3")
+# shellcheck disable=SC2086
+part style_batch 120 "$PY" benchmarks/style_batch.py --device "$DEVICE" --threads "$(nproc)" $STYLE_ARGS
+grep -h "^RESULT style_batch" "$LOG" | tail -1 | tr ' ' '\n' | grep "=" | while IFS== read -r key value; do
+    number style_batch "$key" "$value"; done
+
 # ------------------------------------------------------------------------ filters batching ratio
 if part filters_speed 120 "$PY" benchmarks/filters_speed.py --device "$DEVICE" --threads "$(nproc)" \
     --model "$WORK/no-model.pt" "${FILTER_ARGS[@]}"; then
@@ -288,7 +296,8 @@ fi
     echo
     echo "| part | status |"
     echo "| --- | --- |"
-    for name in environment tests pipeline train_amp dream_batch filters_speed pipeline_rerun rerun_identical; do
+    for name in environment tests pipeline train_amp dream_batch style_batch filters_speed pipeline_rerun \
+        rerun_identical; do
         echo "| $name | ${STATUS[$name]:-not run} |"
     done
     echo
@@ -303,6 +312,8 @@ fi
     grep -h "^RESULT amp=" "$LOG" || echo "(no result)"; echo '```'
     echo; echo "## DeepDream: equal-sized photos one at a time or in one batch (dream.batch)"; echo; echo '```'
     grep -h "^RESULT dream_batch" "$LOG" || echo "(no result)"; echo '```'
+    echo; echo "## Style transfer: pairs one at a time or in one batch (style.batch, Adam)"; echo; echo '```'
+    grep -h "^RESULT style_batch" "$LOG" || echo "(no result)"; echo '```'
     echo; echo "## Filters: batching ratio (benchmarks/filters_speed.py)"; echo; echo '```'
     grep -hE "^(model:|batched|one filter|per step|batching ablation|images, batched)" "$LOG" || echo "(no result)"
     echo '```'

@@ -103,15 +103,34 @@ def dream_mem_mb(image: str | os.PathLike, dream_cfg: Mapping) -> int:
 
 
 def style_mem_mb(style_cfg: Mapping) -> int:
-    """The ``mem_mb`` a style chunk declares (its pairs run one after another): a fixed part
-    (Python, torch, the network and the judge), activations and gradients growing with the
-    largest size's pixels (square, the worst case), and L-BFGS's 2 x ``lbfgs_history`` images;
-    measured on EfficientNet-Lite0 by benchmarks/style_multiscale.py (2.4 GB peak at 1024 px,
-    history 20). At least 4000, the former fixed declaration, for networks not measured."""
+    """The ``mem_mb`` a style chunk declares (its pairs, or batches of ``style.batch`` pairs, run
+    one after another): a fixed part (Python, torch, the network and the judge), activations and
+    gradients growing with the largest size's pixels (square, the worst case) and the batch,
+    and L-BFGS's 2 x ``lbfgs_history`` images; measured on EfficientNet-Lite0 by
+    benchmarks/style_multiscale.py (2.4 GB peak at 1024 px, history 20). At least 4000, the
+    former fixed declaration, for networks not measured. (With batch "auto" the batches run on
+    a GPU, so one pair's host memory is counted.)"""
     size = int(style_cfg["image_size"])
     history = int(style_cfg.get("lbfgs_history") or 20)
-    mb = 1500 + 1.6e-3 * size * size + 2 * history * 3 * 4 * (size + 16) ** 2 / 2**20
+    batch = check_style_batch(style_cfg)
+    mb = 1500 + 1.6e-3 * size * size * (batch if isinstance(batch, int) else 1) + (
+        2 * history * 3 * 4 * (size + 16) ** 2 / 2**20)
     return max(4000, int(-(-mb // 100) * 100))
+
+
+def check_style_batch(style_cfg: Mapping) -> int | str:
+    """``style.batch``: a positive integer or "auto"; more than one pair per batch needs
+    ``style.optimizer: adam`` (L-BFGS's dot products would couple the pairs of a batch)."""
+    setting, optimizer = style_cfg.get("batch", 1), style_cfg["optimizer"]
+    if setting == "auto":
+        return setting
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"style.batch must be a positive integer or 'auto', got {setting!r}")
+    if setting > 1 and optimizer != "adam":
+        raise ValueError(f"style.batch is {setting} but style.optimizer is {optimizer!r}: pairs share a batch "
+                         "with adam only (L-BFGS's dot products would couple them); set style.optimizer: adam "
+                         "or style.batch: 1")
+    return setting
 
 
 # The bundled ImageNet networks (EfficientNet-Lite) run at this input side or more; smaller

@@ -31,11 +31,13 @@ from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
 from cnnpipe.judge import ImageNetJudge, content_kept, top_classes
-from cnnpipe.plan import blend_label, blend_part, check_judge
-from cnnpipe.style_transfer import StyleResult, blend_weights, scale_columns, transfer_configured
+from cnnpipe.plan import blend_label, blend_part, check_judge, check_style_batch
+from cnnpipe.style_transfer import StyleResult, blend_weights, scale_columns, transfer_configured_batch
 
 __all__ = [
+    "PairFiles",
     "StyleNetworks",
+    "batch_size",
     "judge_result",
     "load_networks",
     "load_pair",
@@ -60,20 +62,30 @@ def load_pair(content_path, style_path, image_size: int, style_scale: float = 1.
     resized to the content's pixel area times ``style_scale``^2 (its own aspect kept), so both
     show features at a comparable scale. Tensors [3, H, W] in [0, 1]. ``style_path`` may be a
     list or tuple of files (a blend): then the style is a list of tensors, each sized so."""
+    return _sized_pair(*_open_pair(content_path, style_path), image_size, style_scale)
+
+
+def _open_pair(content_path, style_path) -> tuple[Image.Image, list[Image.Image] | Image.Image]:
+    """The pair's images as read (a blend: a list of style images)."""
+    content = load_image(content_path, "RGB")
+    if isinstance(style_path, (list, tuple)):
+        return content, [load_image(path, "RGB") for path in style_path]
+    return content, load_image(style_path, "RGB")
+
+
+def _sized_pair(content: Image.Image, style, image_size: int, style_scale: float) -> tuple[Tensor, Tensor]:
     if image_size < 8:
         raise ValueError(f"style.image_size must be at least 8 pixels, got {image_size}")
-    content = load_image(content_path, "RGB")
-    several = isinstance(style_path, (list, tuple))
-    styles = [load_image(path, "RGB") for path in (style_path if several else [style_path])]
+    several = isinstance(style, list)
     width, height = content.size
     factor = image_size / max(width, height)
     content = _resize(content, (max(1, round(width * factor)), max(1, round(height * factor))))
     area = content.size[0] * content.size[1] * style_scale**2
     resized = []
-    for style in styles:
-        sw, sh = style.size
+    for image in style if several else [style]:
+        sw, sh = image.size
         factor = math.sqrt(area / (sw * sh))
-        resized.append(pil_to_tensor(_resize(style, (max(8, round(sw * factor)), max(8, round(sh * factor))))))
+        resized.append(pil_to_tensor(_resize(image, (max(8, round(sw * factor)), max(8, round(sh * factor))))))
     return pil_to_tensor(content), resized if several else resized[0]
 
 
@@ -212,6 +224,113 @@ def load_networks(settings: Mapping, *, device: str = "auto", cache_dir=None) ->
     return StyleNetworks(model, name, judge, torch_device)
 
 
+@dataclass
+class PairFiles:
+    """One pair's files: what it reads (``style_path`` a list of files for a blend, with
+    ``style_weights``) and what it writes."""
+
+    content_path: str | os.PathLike
+    style_path: str | os.PathLike | Sequence[str | os.PathLike]
+    output_image: str | os.PathLike
+    output_figure: str | os.PathLike
+    output_csv: str | os.PathLike
+    style_weights: Sequence[float] | None = None
+
+
+@dataclass
+class _ReadPair:
+    """A pair's images at the final size, and the content as read (its size decides every
+    scale's size, so pairs whose contents share it can share a batch)."""
+
+    files: PairFiles
+    content: Tensor
+    style: Tensor | list[Tensor]
+    weights: list[float]
+    original_size: tuple[int, int]
+
+    @property
+    def styles(self) -> list[Tensor]:
+        return self.style if isinstance(self.style, list) else [self.style]
+
+    @property
+    def style_files(self) -> list:
+        path = self.files.style_path
+        return list(path) if isinstance(path, (list, tuple)) else [path]
+
+    @property
+    def blend(self) -> list[float] | None:
+        """The weights of a blend; None for one style image."""
+        return self.weights if len(self.weights) > 1 else None
+
+    @property
+    def label(self) -> str:
+        return Path(str(self.files.output_image)).stem
+
+
+def _read_pair(files: PairFiles, settings: Mapping) -> _ReadPair:
+    """Both images at ``style.image_size``: a bad file fails the pair at once, naming the file."""
+    opened, style = _open_pair(files.content_path, files.style_path)
+    content, style = _sized_pair(opened, style, int(settings["image_size"]), float(settings.get("style_scale", 1.0)))
+    styles = style if isinstance(style, list) else [style]
+    pair = _ReadPair(files, content, style, blend_weights(files.style_weights, len(styles)), opened.size)
+    log.info("content %s -> %s, style %s", files.content_path, tuple(content.shape[1:]),
+             ", ".join(f"{path} -> {tuple(s.shape[1:])} (weight {w:.3g})" for path, s, w in
+                       zip(pair.style_files, styles, pair.weights)))
+    return pair
+
+
+def _style_read_pairs(pairs: Sequence[_ReadPair], settings: Mapping, networks: StyleNetworks, *, seed: int,
+                      progress: bool) -> list[StyleResult]:
+    """Transfer ``pairs`` (one, or several whose contents share their size) in one batch, then
+    write each pair's PNG, let the judge measure it, and write its figure and losses CSV. Seeds
+    first, so a pair's bytes do not depend on what ran before it in the process."""
+    seed_everything(seed)
+    model = networks.model
+    image_size, style_scale = int(settings["image_size"]), float(settings.get("style_scale", 1.0))
+
+    def reader(pair: _ReadPair):
+        def images_at(size: int):
+            # the final size's images are at hand; a smaller scale reads the files afresh
+            if size == image_size:
+                return pair.content, pair.style
+            return load_pair(pair.files.content_path, pair.files.style_path, size, style_scale)
+        return images_at
+
+    if len(pairs) > 1:
+        log.info("batch of %d pairs: %s", len(pairs), ", ".join(pair.label for pair in pairs))
+    results = transfer_configured_batch(model, [reader(pair) for pair in pairs], settings,
+                                        style_weights=[pair.blend for pair in pairs], seed=seed, progress=progress)
+    for pair, result in zip(pairs, results):
+        _write_pair(pair, result, settings, networks, prefix=f"{pair.label}: " if len(pairs) > 1 else "")
+    return results
+
+
+def _write_pair(pair: _ReadPair, result: StyleResult, settings: Mapping, networks: StyleNetworks, *,
+                prefix: str = "") -> None:
+    for when in ("initial", "final"):
+        log.info("%s%s losses: %s", prefix, when, ", ".join(f"{k}={v:.4g}" for k, v in getattr(result, when).items()))
+    files = pair.files
+    save_png(result.image, files.output_image)
+    judged = None
+    if networks.judge is not None:
+        # the PNG as written (8 bits), as anyone who opens it sees it
+        judged = judge_result(networks.judge, pair.content, pair.style, pil_to_tensor(load_image(files.output_image)),
+                              pair.blend)
+        log.info("%sjudge %s: style distance %.3f, content kept %s (%s -> %s)", prefix, judged["judge"],
+                 judged["style_distance"], judged["content_kept"], judged["content_class"], judged["result_class"])
+
+    content_name, style_name = Path(str(files.content_path)).stem, blend_part(pair.style_files, pair.weights)
+    title = (f"Style transfer (Gatys et al.): content of {content_name!r}, style of "
+             f"{blend_label(pair.style_files, pair.weights)}")
+    footer = _footer(networks.name, networks.model, result, settings, judged)
+    several = len(pair.styles) > 1
+    figure = side_by_side(pair.content, style_strip(pair.styles), result.image, title=title, footer=footer,
+                          titles=("content", "styles (blended)" if several else "style", "result"))
+    save_figure(figure, files.output_figure)
+    row = _losses_row(content_name, style_name, networks.name, networks.model, result, settings, judged)
+    write_csv(files.output_csv, pd.DataFrame([{**row, **scale_columns(result)}]))
+
+
 def style_pair(
     content_path,
     style_path,
@@ -230,47 +349,19 @@ def style_pair(
     the side-by-side figure and the one-row losses CSV. ``style_path`` may be a list of files,
     a blend with ``style_weights``. Seeds first, so a pair's bytes do not depend on what ran
     before it in the process."""
-    # Images first: a bad file fails the pair at once, naming the file.
-    style_scale = float(settings.get("style_scale", 1.0))
-    content, style = load_pair(content_path, style_path, int(settings["image_size"]), style_scale)
-    styles = style if isinstance(style, list) else [style]
-    style_files = list(style_path) if isinstance(style_path, (list, tuple)) else [style_path]
-    weights = blend_weights(style_weights, len(styles))
-    seed_everything(seed)
-    model = networks.model
-    log.info("content %s -> %s, style %s", content_path, tuple(content.shape[1:]),
-             ", ".join(f"{path} -> {tuple(s.shape[1:])} (weight {w:.3g})" for path, s, w in
-                       zip(style_files, styles, weights)))
+    files = PairFiles(content_path, style_path, output_image, output_figure, output_csv, style_weights)
+    pair = _read_pair(files, settings)
+    return _style_read_pairs([pair], settings, networks, seed=seed, progress=progress)[0]
 
-    def images_at(size: int):
-        # the final size's images are at hand; a smaller scale reads the files afresh
-        if size == int(settings["image_size"]):
-            return content, style
-        return load_pair(content_path, style_path, size, style_scale)
 
-    result = transfer_configured(model, images_at, settings, style_weights=weights if len(styles) > 1 else None,
-                                 seed=seed, progress=progress)
-    for when in ("initial", "final"):
-        log.info("%s losses: %s", when, ", ".join(f"{k}={v:.4g}" for k, v in getattr(result, when).items()))
-    save_png(result.image, output_image)
-    judged = None
-    if networks.judge is not None:
-        # the PNG as written (8 bits), as anyone who opens it sees it
-        judged = judge_result(networks.judge, content, style, pil_to_tensor(load_image(output_image)),
-                              weights if len(styles) > 1 else None)
-        log.info("judge %s: style distance %.3f, content kept %s (%s -> %s)", judged["judge"],
-                 judged["style_distance"], judged["content_kept"], judged["content_class"], judged["result_class"])
-
-    content_name, style_name = Path(str(content_path)).stem, blend_part(style_files, weights)
-    title = (f"Style transfer (Gatys et al.): content of {content_name!r}, style of "
-             f"{blend_label(style_files, weights)}")
-    footer = _footer(networks.name, model, result, settings, judged)
-    figure = side_by_side(content, style_strip(styles), result.image, title=title, footer=footer,
-                          titles=("content", "style" if len(styles) == 1 else "styles (blended)", "result"))
-    save_figure(figure, output_figure)
-    row = _losses_row(content_name, style_name, networks.name, model, result, settings, judged)
-    write_csv(output_csv, pd.DataFrame([{**row, **scale_columns(result)}]))
-    return result
+def batch_size(settings: Mapping, device: torch.device) -> int:
+    """Pairs per batch for ``style.batch`` (checked by ``plan.check_style_batch``): a number, or
+    "auto": 8 on CUDA with Adam (one 256 px pair leaves most of a GPU idle), else 1 (L-BFGS
+    cannot batch; on a CPU one pair keeps the cores busy, and a batch changes the rounding)."""
+    setting = check_style_batch(settings)
+    if setting == "auto":
+        return 8 if torch.device(device).type == "cuda" and settings["optimizer"] == "adam" else 1
+    return setting
 
 
 def run_pair(
@@ -311,8 +402,12 @@ def run_style_chunk(
     as ``load_pair`` takes them)) in this one process, the backbone and the judge loaded
     once. Each pair gets ``folder/<pair>.png``, ``.figure.png``, ``.csv``, ``.rst`` (its
     caption's key numbers) and ``.log`` (its own log lines); a pair that fails gets
-    ``<pair>.error`` instead, and the others go on. The seed is set again before each pair, so
-    a pair's result does not depend on its chunk-mates."""
+    ``<pair>.error`` instead, and the others go on. The seed is set again before each pair
+    (each batch), so a pair's result does not depend on its chunk-mates or their order; with
+    ``style.batch`` > 1 (Adam on a GPU, by default) pairs whose contents have one size are
+    transferred together, and the batch's lines go to each of its pairs' logs."""
+    from contextlib import ExitStack
+
     from cnnpipe.captions import style_key_numbers, write_caption
     from cnnpipe.chunks import ERROR_SUFFIX
     from cnnpipe.fileio import atomic_write_text
@@ -322,24 +417,59 @@ def run_style_chunk(
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     networks = load_networks(settings, device=device, cache_dir=cache_dir)
-    log.info("start-up: the networks are shared by the chunk's %d pair(s)", len(pairs))
-    results, computing = {}, 0.0
-    for name, (content_path, style_path, *weights) in pairs.items():
-        files = {key: folder / f"{name}.{ext}" for ext, key in CHUNK_FILES.items()}
-        start = time.perf_counter()
+    per_batch = batch_size(settings, networks.device)
+    log.info("start-up: the networks are shared by the chunk's %d pair(s); %d pair(s) per batch", len(pairs),
+             per_batch)
+
+    def failed(names, error):  # one bad pair must not cost its chunk-mates their results
+        log.exception("%s: failed; the other pairs of this chunk go on", ", ".join(names))
+        for name in names:
+            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+
+    read: dict[str, _ReadPair] = {}
+
+    def read_pair(name) -> bool:
+        content_path, style_path, *weights = pairs[name]
+        files = PairFiles(content_path, style_path, folder / f"{name}.png", folder / f"{name}.figure.png",
+                          folder / f"{name}.csv", weights[0] if weights else None)
         try:
             with image_log(folder / f"{name}.log"):
-                results[name] = style_pair(content_path, style_path, settings, networks, seed=seed,
-                                           style_weights=weights[0] if weights else None,
-                                           output_image=files["image"], output_figure=files["figure"],
-                                           output_csv=files["losses"])
-                write_caption(files["caption"], style_key_numbers(files["losses"]))
-                log.info("%s: done; it shared its job's start-up with %d other pair(s)", name, len(pairs) - 1)
-        except Exception as error:  # one bad pair must not cost its chunk-mates their results
-            log.exception("%s: failed; the other pairs of this chunk go on", name)
-            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+                read[name] = _read_pair(files, settings)
+        except Exception as error:
+            failed([name], error)
+        return name in read
+
+    results, computing = {}, 0.0
+    if per_batch == 1:  # each pair read just before it runs
+        plan = [[name] for name in pairs]
+    else:  # all read first, to batch pairs whose contents have one size (hence one size at every scale)
+        start = time.perf_counter()
+        groups: dict[tuple[int, int], list[str]] = {}
+        for name in pairs:
+            if read_pair(name):
+                groups.setdefault(read[name].original_size, []).append(name)
+        computing += time.perf_counter() - start
+        plan = [names[i : i + per_batch] for names in groups.values() for i in range(0, len(names), per_batch)]
+    for names in plan:
+        start = time.perf_counter()
+        try:
+            if per_batch == 1 and not read_pair(names[0]):
+                continue
+            with ExitStack() as logs:
+                for name in names:  # appended to: each log already holds its pair's line
+                    logs.enter_context(image_log(folder / f"{name}.log", mode="a"))
+                done = _style_read_pairs([read[name] for name in names], settings, networks, seed=seed,
+                                         progress=True)
+                for name, result in zip(names, done):
+                    write_caption(folder / f"{name}.rst", style_key_numbers(folder / f"{name}.csv"))
+                    results[name] = result
+                    log.info("%s: done; it shared its job's start-up with %d other pair(s)", name, len(pairs) - 1)
+        except Exception as error:
+            failed(names, error)
         finally:
             computing += time.perf_counter() - start
+            for name in names:
+                read.pop(name, None)
     log.info("chunk: %d pair(s) in %.2f s of style transfer (reading and writing included), %.2f s per pair",
              len(pairs), computing, computing / max(1, len(pairs)))
     return results

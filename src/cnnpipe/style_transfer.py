@@ -53,6 +53,11 @@ taken afresh at that size. The coarse scales settle the layout cheaply, the larg
 refines it. L-BFGS keeps ``lbfgs_history`` pairs of image-sized vectors: at 1024 px with the
 default 20 that is 40 x 13 MB, a share of the peak memory worth a setting.
 
+Batches (``transfer_batch``, for a GPU): pairs whose contents have one size are optimized
+together, one forward and backward per step for all; each keeps its own targets, norms and
+smoothing scales (``stack_targets``), so its loss is the one it has alone. Adam only: its
+steps are element-wise, while L-BFGS's dot products and step sizes would mix the pairs.
+
 Targets are computed once, each image at its own size. Speed: style terms use one custom
 autograd function whose backward is a single matmul (Gram + MSE fused); the forward pass
 stops at the deepest needed layer (``ascent.capture``); ``cnnpipe.backbones.inference_model`` runs the network
@@ -91,16 +96,20 @@ __all__ = [
     "range_penalty",
     "StyleTargets",
     "compute_targets",
+    "stack_targets",
     "style_objective",
     "evaluate_losses",
     "preserve_colors",
     "StyleResult",
     "transfer",
+    "transfer_batch",
     "blend_weights",
     "upscale",
     "transfer_multiscale",
+    "transfer_multiscale_batch",
     "scale_columns",
     "transfer_configured",
+    "transfer_configured_batch",
 ]
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -234,12 +243,14 @@ class StyleTargets:
 
     content: dict[str, Tensor]
     style: dict[str, Tensor]
-    content_norm: dict[str, float]
-    style_norm: dict[str, float]
+    # floats for one pair; [B] tensors for a batch of pairs (stack_targets)
+    content_norm: dict[str, float | Tensor]
+    style_norm: dict[str, float | Tensor]
     pad: int = 0
     margins: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # softmax smoothing: layer -> T s_l (see the module docstring); a layer not in it is used as it is
-    smooth_scale: dict[str, float] = field(default_factory=dict)
+    # softmax smoothing: layer -> T s_l (see the module docstring); a layer not in it is used as
+    # it is. For a batch, [B, 1, 1, 1] tensors.
+    smooth_scale: dict[str, float | Tensor] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
@@ -379,6 +390,34 @@ def compute_targets(model: nn.Module, content: Tensor, style: Tensor | Sequence[
     return targets
 
 
+def stack_targets(targets: Sequence[StyleTargets]) -> StyleTargets:
+    """Several pairs' targets as one batch: sample i is compared with pair i's content maps and
+    Gram matrices, weighed by pair i's norms and smoothed with its scales (per-sample tensors),
+    so each sample's loss is the one it would have alone. The pairs' canvases must be of one
+    size (same layers, border and margins)."""
+    first = targets[0]
+    for other in targets[1:]:
+        if (other.layers, other.pad, other.margins, sorted(other.smooth_scale)) != (
+                first.layers, first.pad, first.margins, sorted(first.smooth_scale)):
+            raise ValueError("stack_targets: the pairs differ in layers, border or size; only pairs whose "
+                             "content images have one size share a batch")
+    device = next(iter({**first.content, **first.style}.values())).device
+
+    def per_sample(values: Sequence[float], *shape: int) -> Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device).view(-1, *shape)
+
+    return StyleTargets(
+        content={name: torch.cat([t.content[name] for t in targets]) for name in first.content},
+        style={name: torch.stack([t.style[name] for t in targets]) for name in first.style},
+        content_norm={name: per_sample([t.content_norm[name] for t in targets]) for name in first.content_norm},
+        style_norm={name: per_sample([t.style_norm[name] for t in targets]) for name in first.style_norm},
+        pad=first.pad,
+        margins=dict(first.margins),
+        smooth_scale={name: per_sample([t.smooth_scale[name] for t in targets], 1, 1, 1)
+                      for name in first.smooth_scale},
+    )
+
+
 def _content_value(acts, targets: StyleTargets) -> Tensor:
     return sum(w * content_loss(targets.compared(acts, name), targets.content[name])
                for name, w in targets.content_norm.items())
@@ -511,6 +550,27 @@ def transfer(
     content: Tensor,
     style: Tensor | Sequence[Tensor],
     *,
+    style_weights: Sequence[float] | None = None,
+    start: Tensor | None = None,
+    **options,
+) -> StyleResult:
+    """Gatys et al. style transfer of ``style`` onto ``content`` (tensors [3, H, W] in [0, 1],
+    sizes may differ) through ``model`` (a backbone taking [0, 1] images; prepare it with
+    ``backbones.inference_model`` for speed). ``style`` may be several images blended with
+    ``style_weights`` (see ``compute_targets``). ``start``, an image of the content's size,
+    overrides ``init`` (multiscale: the previous scale's result). ``options`` as for
+    ``transfer_batch``, of which this is the one-pair case."""
+    return transfer_batch(model, [content], [style], style_weights=[style_weights], starts=[start],
+                          **options)[0]
+
+
+def transfer_batch(
+    model: nn.Module,
+    contents: Sequence[Tensor],
+    styles: Sequence[Tensor | Sequence[Tensor]],
+    *,
+    style_weights: Sequence[Sequence[float] | None] | None = None,
+    starts: Sequence[Tensor | None] | None = None,
     content_layers=(),
     style_layers=(),
     content_weight: float = 1.0,
@@ -528,22 +588,23 @@ def transfer(
     seed: int = 0,
     device=None,
     progress: bool = True,
-    style_weights: Sequence[float] | None = None,
-    start: Tensor | None = None,
     lbfgs_history: int | None = None,
-) -> StyleResult:
-    """Gatys et al. style transfer of ``style`` onto ``content`` (tensors [3, H, W] in [0, 1],
-    sizes may differ) through ``model`` (a backbone taking [0, 1] images; prepare it with
-    ``backbones.inference_model`` for speed). ``style`` may be several images blended with
-    ``style_weights`` (see ``compute_targets``). ``steps`` counts L-BFGS function evaluations
-    or Adam steps. ``init``: start from the content image or from seeded noise; ``start``, an
-    image of the content's size, overrides it (multiscale: the previous scale's result).
-    ``pad``: a border of that many pixels around the optimized image, cropped at the end.
-    ``smoothing`` "softmax": both losses compare softmax-smoothed features (with
-    ``temperature``). L-BFGS optimizes free pixels with ``range_penalty`` and keeps
-    ``lbfgs_history`` curvature pairs (default ``ascent.LBFGS_HISTORY``); Adam clamped pixels,
-    projected after every step. See the module docstring for the losses; the final losses are
-    those of the returned image."""
+) -> list[StyleResult]:
+    """Style transfer of pair i, ``styles[i]`` (an image or a blend with ``style_weights[i]``)
+    onto ``contents[i]``, for every pair in one batch: one forward and backward per step for
+    all of them. Each pair has its own targets and loss and starts as it would alone; the
+    contents (and ``starts``, images of their size overriding ``init``) must be of one size.
+    More than one pair needs ``optimizer="adam"``: Adam is element-wise, so a batch changes only
+    the floating-point rounding of the network's sums, while L-BFGS's dot products would couple
+    the pairs.
+
+    ``steps`` counts L-BFGS function evaluations or Adam steps. ``init``: start from the content
+    image or from seeded noise. ``pad``: a border of that many pixels around the optimized
+    image, cropped at the end. ``smoothing`` "softmax": both losses compare softmax-smoothed
+    features (with ``temperature``). L-BFGS optimizes free pixels with ``range_penalty`` and
+    keeps ``lbfgs_history`` curvature pairs (default ``ascent.LBFGS_HISTORY``); Adam clamped
+    pixels, projected after every step. See the module docstring for the losses; the final
+    losses are those of the returned image."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"style.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if init not in INITS:
@@ -551,27 +612,47 @@ def transfer(
     if lbfgs_history is not None and (isinstance(lbfgs_history, bool) or int(lbfgs_history) != lbfgs_history
                                       or lbfgs_history < 1):
         raise ValueError(f"style.lbfgs_history must be a positive integer, got {lbfgs_history!r}")
+    count = len(contents)
+    if count == 0 or len(styles) != count:
+        raise ValueError(f"transfer_batch needs one style per content, got {count} contents and {len(styles)} styles")
+    if count > 1 and optimizer != "adam":
+        raise ValueError(f"style transfer batches pairs with optimizer adam only, got {optimizer!r} for {count} "
+                         "pairs: L-BFGS shares its dot products across the batch, so the pairs would change "
+                         "each other's results")
+    style_weights = [None] * count if style_weights is None else list(style_weights)
+    starts = [None] * count if starts is None else list(starts)
+    if len(style_weights) != count or len(starts) != count:
+        raise ValueError(f"transfer_batch: {count} pairs, {len(style_weights)} style weights, {len(starts)} starts")
     if device is not None:
         model.to(device)
     device = model_device(model)
-    content = _as_batch(content, "content")
-    styles = _style_list(style)
-    if start is not None:
-        start = _as_batch(start, "start")
-        if start.shape != content.shape:
-            raise ValueError(f"start image {tuple(start.shape[1:])} and content {tuple(content.shape[1:])} "
+    contents = [_as_batch(content, "content") for content in contents]
+    if len({tuple(content.shape) for content in contents}) > 1:
+        raise ValueError("a batch of style pairs needs content images of one size, got "
+                         f"{sorted({tuple(c.shape[2:]) for c in contents})}")
+    starts = [None if image is None else _as_batch(image, "start") for image in starts]
+    for image in starts:
+        if image is not None and image.shape != contents[0].shape:
+            raise ValueError(f"start image {tuple(image.shape[2:])} and content {tuple(contents[0].shape[2:])} "
                              "differ in size")
     content_q, style_q = resolve_layers(model, content_layers, style_layers)
-    targets = compute_targets(model, content, styles, content_q, style_q, relative=relative, pad=pad,
-                              smoothing=smoothing, temperature=temperature, style_weights=style_weights)
+    targets = [compute_targets(model, content, _style_list(style), content_q, style_q, relative=relative,
+                               pad=pad, smoothing=smoothing, temperature=temperature, style_weights=weights)
+               for content, style, weights in zip(contents, styles, style_weights)]
     weights = {"content_weight": float(content_weight), "style_weight": float(style_weight),
                "tv_weight": float(tv_weight)}
-    objective = style_objective(targets, content_weight, style_weight)
-    if start is None:
-        param = _canvas(content, init=init, pad=pad, optimizer=optimizer, seed=seed, device=device)
+    # each pair's start as it would be alone (seeded noise: the seed's sample 0)
+    params = [_canvas(content if first is None else first, init=init if first is None else "start", pad=pad,
+                      optimizer=optimizer, seed=seed, device=device)
+              for content, first in zip(contents, starts)]
+    started = [crop(param().detach().clamp(0, 1), pad) for param in params]
+    if count == 1:
+        batch_targets, param = targets[0], params[0]
     else:
-        param = _canvas(start, init="start", pad=pad, optimizer=optimizer, seed=seed, device=device)
-    start = crop(param().detach().clamp(0, 1), pad)
+        batch_targets = stack_targets(targets)
+        param = ascent.pixel_image(images=torch.cat([p().detach() for p in params]))(list(range(count)), seed,
+                                                                                     device)
+    objective = style_objective(batch_targets, content_weight, style_weight)
     result = ascent.ascend(
         model,
         objective,
@@ -582,21 +663,25 @@ def transfer(
         regularizers=_regularizers(model, objective, param, tv_weight=tv_weight, optimizer=optimizer),
         seed=seed,
         progress=progress,
-        desc=f"style ({optimizer})",
+        desc=f"style ({optimizer}{f', {count} pairs' if count > 1 else ''})",
         lbfgs_history=lbfgs_history,
     )
-    image = crop(result.images, pad)
-    if preserve_color:
-        image = preserve_colors(image, content.to(image.device))
-    history = -(result.history["objective"] - result.history["penalty"])[:, 0]
-    return StyleResult(
-        image=image[0],
-        initial=evaluate_losses(model, start, targets, weights),
-        final=evaluate_losses(model, image, targets, weights),
-        history=history,
-        content_layers=content_q,
-        style_layers=style_q,
-    )
+    images = crop(result.images, pad)
+    histories = -(result.history["objective"] - result.history["penalty"])
+    results = []
+    for i, (content, pair_targets) in enumerate(zip(contents, targets)):
+        image = images[i : i + 1]
+        if preserve_color:
+            image = preserve_colors(image, content.to(image.device))
+        results.append(StyleResult(
+            image=image[0],
+            initial=evaluate_losses(model, started[i], pair_targets, weights),
+            final=evaluate_losses(model, image, pair_targets, weights),
+            history=histories[:, i],
+            content_layers=content_q,
+            style_layers=style_q,
+        ))
+    return results
 
 
 # --------------------------------------------------------------------------- multiscale
@@ -632,9 +717,8 @@ def transfer_multiscale(
     images_at: Callable[[int], tuple[Tensor, Tensor | Sequence[Tensor]]],
     sizes: Sequence[int],
     *,
-    steps: int | Sequence[int] = 300,
-    preserve_color: bool = False,
     on_scale: Callable[[int, StyleResult], None] | None = None,
+    style_weights: Sequence[float] | None = None,
     **options,
 ) -> StyleResult:
     """Style transfer at each of ``sizes`` in turn (the content's longer side, smallest first).
@@ -647,34 +731,56 @@ def transfer_multiscale(
     the first scale's start, its ``history`` all scales' evaluations in order, and ``scales``
     each scale's size, evaluations and initial and final losses. ``on_scale(index, result)``
     sees each scale's own result (benchmarks, tests)."""
+    each_scale = None if on_scale is None else (lambda index, results: on_scale(index, results[0]))
+    return transfer_multiscale_batch(model, [images_at], sizes, on_scale=each_scale,
+                                     style_weights=[style_weights], **options)[0]
+
+
+def transfer_multiscale_batch(
+    model: nn.Module,
+    images_at: Sequence[Callable[[int], tuple[Tensor, Tensor | Sequence[Tensor]]]],
+    sizes: Sequence[int],
+    *,
+    steps: int | Sequence[int] = 300,
+    preserve_color: bool = False,
+    on_scale: Callable[[int, list[StyleResult]], None] | None = None,
+    style_weights: Sequence[Sequence[float] | None] | None = None,
+    **options,
+) -> list[StyleResult]:
+    """``transfer_multiscale`` for several pairs at once, one ``images_at`` each (their contents
+    of one size at every scale), in one batch per scale (``transfer_batch``)."""
     sizes, per_scale = _check_sizes(sizes, steps)
-    if "start" in options:
+    if "start" in options or "starts" in options:
         raise ValueError("transfer_multiscale makes its own start images")
-    previous: Tensor | None = None
-    results: list[StyleResult] = []
+    previous: list[Tensor] | None = None
+    scales: list[list[StyleResult]] = []
     for index, (size, count) in enumerate(zip(sizes, per_scale)):
-        content, style = images_at(size)
-        content = _as_batch(content, "content")[0]
-        start = None if previous is None else upscale(previous, tuple(content.shape[-2:]))
+        pairs = [read(size) for read in images_at]
+        contents = [_as_batch(content, "content")[0] for content, _ in pairs]
+        starts = None if previous is None else [upscale(image, tuple(content.shape[-2:]))
+                                                for image, content in zip(previous, contents)]
         last = index == len(sizes) - 1
-        result = transfer(model, content, style, steps=count, start=start,
-                          preserve_color=preserve_color and last, **options)
+        results = transfer_batch(model, contents, [style for _, style in pairs], steps=count, starts=starts,
+                                 style_weights=style_weights, preserve_color=preserve_color and last, **options)
         if on_scale is not None:
-            on_scale(index, result)
-        results.append(result)
-        previous = result.image
-    final = results[-1]
-    return StyleResult(
-        image=final.image,
-        initial=results[0].initial,
-        final=final.final,
-        history=torch.cat([r.history for r in results]),
-        content_layers=final.content_layers,
-        style_layers=final.style_layers,
-        scales=[{"size": size, "height": int(r.image.shape[-2]), "width": int(r.image.shape[-1]),
-                 "evaluations": len(r.history), "initial": r.initial, "final": r.final}
-                for size, r in zip(sizes, results)],
-    )
+            on_scale(index, results)
+        scales.append(results)
+        previous = [result.image for result in results]
+    finals = []
+    for i, final in enumerate(scales[-1]):
+        own = [results[i] for results in scales]
+        finals.append(StyleResult(
+            image=final.image,
+            initial=own[0].initial,
+            final=final.final,
+            history=torch.cat([r.history for r in own]),
+            content_layers=final.content_layers,
+            style_layers=final.style_layers,
+            scales=[{"size": size, "height": int(r.image.shape[-2]), "width": int(r.image.shape[-1]),
+                     "evaluations": len(r.history), "initial": r.initial, "final": r.final}
+                    for size, r in zip(sizes, own)],
+        ))
+    return finals
 
 
 def scale_columns(result: StyleResult) -> dict:
@@ -701,8 +807,17 @@ def transfer_configured(model: nn.Module, images_at: Callable[[int], tuple[Tenso
     ``sizes`` (null: one size, ``image_size``), ``steps`` (one count or one per size),
     ``lbfgs_history`` (null: ``ascent.LBFGS_HISTORY``), the layers, weights, optimizer, start
     and smoothing. ``images_at(size)`` reads the content and style image(s) at that size."""
+    each_scale = None if on_scale is None else (lambda index, results: on_scale(index, results[0]))
+    return transfer_configured_batch(model, [images_at], settings, style_weights=[style_weights], seed=seed,
+                                     progress=progress, on_scale=each_scale)[0]
+
+
+def transfer_configured_batch(model: nn.Module, images_at: Sequence[Callable], settings: Mapping, *,
+                              style_weights: Sequence[Sequence[float] | None] | None = None, seed: int = 0,
+                              progress: bool = True, on_scale=None) -> list[StyleResult]:
+    """``transfer_configured`` for several pairs in one batch (``transfer_multiscale_batch``)."""
     steps = settings["steps"]
-    return transfer_multiscale(
+    return transfer_multiscale_batch(
         model, images_at, settings.get("sizes") or [int(settings["image_size"])],
         steps=list(steps) if isinstance(steps, (list, tuple)) else int(steps),
         preserve_color=bool(settings.get("preserve_color", False)),

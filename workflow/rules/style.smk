@@ -8,6 +8,7 @@ from cnnpipe.plan import check_judge, style_layers
 from cnnpipe.plan import (
     check_input_size,
     check_layer_names,
+    check_style_batch,
     check_style_layers,
     style_mem_mb,
     style_pairs,
@@ -22,6 +23,8 @@ if BACKBONES["style"].kind in ("trained", "checkpoint"):
         "RGB network of photos (efficientnet_lite0, vgg19, or your own: {arch: ..., weights: ...})"
     )
 check_style_layers(config["style"])
+# style.batch > 1 needs the adam optimizer.
+check_style_batch(config["style"])
 # The independent judge that measures each result (None: none), registered beside those of
 # classes and fooling (common.smk), so section("style"), judge_inputs and stage_cache see it.
 JUDGES["style"] = check_judge("style", config["style"]["judge"], BACKBONES["style"])
@@ -116,7 +119,8 @@ rule style_chunk:
     threads: 1
     resources:
         gpu=GPU_PER_JOB,
-        # the pairs run one after another, so a chunk needs what one pair needs
+        # the pairs (batches of style.batch pairs) run one after another, so a chunk needs
+        # what one pair (batch) needs
         # (plan.style_mem_mb, measured by benchmarks/style_multiscale.py)
         mem_mb=style_mem_mb(config["style"]),
         # 30 minutes for a chunk of one pair, as for the former job per pair
