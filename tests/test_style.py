@@ -175,7 +175,7 @@ def test_inference_model_folds_efficientnet_and_keeps_its_features():
 
     net = load_backbone("efficientnet_lite0")
     content, style_layers = style_transfer.resolve_layers(net)
-    assert content == ["blocks.2"] and style_layers == ["bn1", "blocks.1.0", "blocks.2.0", "blocks.3.0"]
+    assert content == ["blocks.2", "blocks.5"] and style_layers == ["bn1", "blocks.1.0", "blocks.2.0", "blocks.3.0"]
     fast = inference_model(net, probe_shape=(3, 32, 32))
     assert fast is not net
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())

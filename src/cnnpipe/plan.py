@@ -152,7 +152,11 @@ def check_input_size(key: str, backbone, size: int, layers: Sequence[str] | None
     model = _meta_network(spec, None, None)
     if layers is not None and not layers:  # style transfer's defaults: the content and style layers
         defaults = default_layers_for(spec)
-        layers = [defaults["content"], *defaults["style"]] if defaults else None
+        if defaults:
+            content = defaults["content"]
+            layers = [*([content] if isinstance(content, str) else content), *defaults["style"]]
+        else:
+            layers = None
     targets = [_qualified_layer(model, spec, name) for name in layers or []]
 
     def runs(side: int) -> bool:
