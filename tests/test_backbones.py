@@ -139,7 +139,8 @@ def test_default_layers_resolve_for_every_pretrained_backbone(lite0, vgg19, goog
     assert DEFAULT_LAYERS["vgg19"]["style"] == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
     for name, model in models.items():
         layers = DEFAULT_LAYERS[name]
-        for layer in [*layers["dream"], layers["content"], *layers["style"]]:
+        content = layers["content"]  # one layer, or several (EfficientNet-Lite: the layout and the class)
+        for layer in [*layers["dream"], *([content] if isinstance(content, str) else content), *layers["style"]]:
             resolve_layer(model, layer)
 
 
