@@ -14,6 +14,7 @@ from probes import imagenet_photo
 from torch import nn
 
 from cnnpipe import backbones
+from cnnpipe.backbone_spec import layer_list
 from cnnpipe.backbones import (
     DEFAULT_LAYERS,
     download_weights,
@@ -139,8 +140,8 @@ def test_default_layers_resolve_for_every_pretrained_backbone(lite0, vgg19, goog
     assert DEFAULT_LAYERS["vgg19"]["style"] == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
     for name, model in models.items():
         layers = DEFAULT_LAYERS[name]
-        content = layers["content"]  # one layer, or several (EfficientNet-Lite: the layout and the class)
-        for layer in [*layers["dream"], *([content] if isinstance(content, str) else content), *layers["style"]]:
+        # content: one layer, or several (EfficientNet-Lite: the layout and what the photo shows)
+        for layer in [*layers["dream"], *layer_list(layers["content"]), *layers["style"]]:
             resolve_layer(model, layer)
 
 

@@ -85,6 +85,12 @@ def default_layers_for(spec: BackboneSpec) -> Mapping | None:
     return DEFAULT_LAYERS.get(spec.arch)
 
 
+def layer_list(names) -> list[str]:
+    """One layer name or a sequence of them (None: none) as a list: DEFAULT_LAYERS and the
+    config give either."""
+    return [names] if isinstance(names, str) else list(names or ())
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """One network: ``arch`` is ``trained``, a packaged or torchvision name, ``timm:<name>``,

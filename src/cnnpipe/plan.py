@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cnnpipe.backbone_spec import TRAINED, BackboneSpec, default_layers_for, parse_backbone
+from cnnpipe.backbone_spec import TRAINED, BackboneSpec, default_layers_for, layer_list, parse_backbone
 from cnnpipe.images import IMAGE_EXTENSIONS, ImageError, list_images
 from cnnpipe.photos import SAMPLE_PHOTOS
 
@@ -152,11 +152,7 @@ def check_input_size(key: str, backbone, size: int, layers: Sequence[str] | None
     model = _meta_network(spec, None, None)
     if layers is not None and not layers:  # style transfer's defaults: the content and style layers
         defaults = default_layers_for(spec)
-        if defaults:
-            content = defaults["content"]
-            layers = [*([content] if isinstance(content, str) else content), *defaults["style"]]
-        else:
-            layers = None
+        layers = [*layer_list(defaults["content"]), *layer_list(defaults["style"])] if defaults else None
     targets = [_qualified_layer(model, spec, name) for name in layers or []]
 
     def runs(side: int) -> bool:
@@ -649,8 +645,7 @@ def style_layers(spec: BackboneSpec) -> tuple[str, ...]:
     known for its architecture."""
     if spec.arch in JUDGE_STYLE_LAYERS:
         return JUDGE_STYLE_LAYERS[spec.arch]
-    default = (default_layers_for(spec) or {}).get("style", ())
-    return (default,) if isinstance(default, str) else tuple(default)
+    return tuple(layer_list((default_layers_for(spec) or {}).get("style")))
 
 
 def class_targets(key: str, backbone, indices) -> list[int]:

@@ -77,6 +77,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnpipe import ascent
+from cnnpipe.backbone_spec import layer_list
 from cnnpipe.backbones import default_layers, resolve_layer
 from cnnpipe.device import model_device
 
@@ -214,7 +215,7 @@ def resolve_layers(model: nn.Module, content_layers=(), style_layers=()) -> tupl
     defaults = default_layers(model) or {}
     chosen = []
     for kind, names in (("content", content_layers), ("style", style_layers)):
-        names = [names] if isinstance(names, str) else list(names or ())
+        names = layer_list(names)
         if not names:
             if kind not in defaults:
                 raise ValueError(
@@ -222,7 +223,7 @@ def resolve_layers(model: nn.Module, content_layers=(), style_layers=()) -> tupl
                     f"has no default {kind} layers; name them (style.{kind}_layers)"
                 )
             default = defaults[kind]
-            names = [default] if isinstance(default, str) else list(default)
+            names = layer_list(default)
         try:
             qualified = [resolve_layer(model, name) for name in names]
         except ValueError as error:
