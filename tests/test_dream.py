@@ -18,6 +18,7 @@ from PIL import Image
 from pipeline import planned_jobs, planned_resources, render_caption, snakemake
 from probes import forward_outputs
 
+from cnnpipe.chunks import batches
 from cnnpipe.deepdream import (
     TiledEnergy,
     deep_dream,
@@ -30,7 +31,6 @@ from cnnpipe.deepdream import (
 from cnnpipe.dream import (
     COLUMNS,
     batch_size,
-    batches,
     dream_file,
     run_dream_chunk,
 )
@@ -218,9 +218,8 @@ def test_batch_size_and_batches_group_photos_of_one_shape():
         with pytest.raises(ValueError, match="dream.batch"):
             batch_size(bad, torch.device("cpu"))
     shapes = {"a": (3, 8, 8), "b": (3, 8, 9), "c": (3, 8, 8), "d": (3, 8, 8), "e": (3, 8, 9)}
-    photos = {name: torch.zeros(shape) for name, shape in shapes.items()}
-    assert batches(photos, 2) == [["a", "c"], ["d"], ["b", "e"]]
-    assert batches(photos, 1) == [["a"], ["c"], ["d"], ["b"], ["e"]]
+    assert batches(shapes, 2) == [["a", "c"], ["d"], ["b", "e"]]  # chunks.batches, keyed by the photos' shapes
+    assert batches(shapes, 1) == [["a"], ["c"], ["d"], ["b"], ["e"]]
 
 
 def test_a_chunk_in_batches_writes_every_photo_and_fails_a_bad_one_alone(tiny_cnn, tmp_path, monkeypatch, caplog):

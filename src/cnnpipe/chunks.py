@@ -20,10 +20,11 @@ import hashlib
 import math
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["ERROR_SUFFIX", "assign_chunks", "chunk_count", "jump_hash", "name_key", "publish", "publish_item"]
+__all__ = ["ERROR_SUFFIX", "assign_chunks", "batches", "chunk_count", "jump_hash", "name_key", "publish",
+           "publish_item"]
 
 # A chunk job writes <name>.error for an image it could not process, and goes on with the others.
 ERROR_SUFFIX = ".error"
@@ -69,6 +70,16 @@ def assign_chunks(names: Iterable[str], per_job: int) -> dict[str, list[str]]:
     for name in names:
         chunks.setdefault(jump_hash(name_key(name), buckets), []).append(name)
     return {str(bucket): chunks[bucket] for bucket in sorted(chunks)}
+
+
+def batches(keys: Mapping[str, Hashable], size: int) -> list[list[str]]:
+    """A chunk's names in batches of at most ``size`` names that share a key (a photo's shape,
+    a style pair's content size): in the mapping's order within each key, keys in order of
+    their first name."""
+    groups: dict[Hashable, list[str]] = {}
+    for name, key in keys.items():
+        groups.setdefault(key, []).append(name)
+    return [names[i : i + size] for names in groups.values() for i in range(0, len(names), size)]
 
 
 def publish(files: Mapping[str | os.PathLike, str | os.PathLike]) -> None:

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "COLUMNS",
     "batch_size",
-    "batches",
     "dream_file",
     "run_dream_chunk",
 ]
@@ -133,15 +132,6 @@ def batch_size(setting, device: torch.device) -> int:
     return setting
 
 
-def batches(photos: Mapping[str, Tensor], size: int) -> list[list[str]]:
-    """The names of ``photos`` in batches of at most ``size`` photos of one shape: in name
-    order within each shape, shapes in order of their first photo."""
-    groups: dict[tuple, list[str]] = {}
-    for name in photos:
-        groups.setdefault(tuple(photos[name].shape), []).append(name)
-    return [names[i : i + size] for names in groups.values() for i in range(0, len(names), size)]
-
-
 def run_dream_chunk(
     images: Mapping[str, str | os.PathLike],
     folder: str | os.PathLike,
@@ -162,7 +152,7 @@ def run_dream_chunk(
     from contextlib import ExitStack
 
     from cnnpipe.captions import dream_key_numbers, write_caption
-    from cnnpipe.chunks import ERROR_SUFFIX
+    from cnnpipe.chunks import ERROR_SUFFIX, batches
     from cnnpipe.fileio import atomic_write_text
     from cnnpipe.logs import image_log
 
@@ -198,7 +188,7 @@ def run_dream_chunk(
         start = time.perf_counter()
         read(images)
         computing += time.perf_counter() - start
-        plan = batches(photos, per_batch)
+        plan = batches({name: tuple(photo.shape) for name, photo in photos.items()}, per_batch)
     for names in plan:
         start = time.perf_counter()
         if per_batch == 1 and not read(names):

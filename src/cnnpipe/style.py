@@ -409,7 +409,7 @@ def run_style_chunk(
     from contextlib import ExitStack
 
     from cnnpipe.captions import style_key_numbers, write_caption
-    from cnnpipe.chunks import ERROR_SUFFIX
+    from cnnpipe.chunks import ERROR_SUFFIX, batches
     from cnnpipe.fileio import atomic_write_text
     from cnnpipe.logs import image_log
 
@@ -430,8 +430,9 @@ def run_style_chunk(
 
     def read_pair(name) -> bool:
         content_path, style_path, *weights = pairs[name]
-        files = PairFiles(content_path, style_path, folder / f"{name}.png", folder / f"{name}.figure.png",
-                          folder / f"{name}.csv", weights[0] if weights else None)
+        outputs = {key: folder / f"{name}.{ext}" for ext, key in CHUNK_FILES.items()}
+        files = PairFiles(content_path, style_path, outputs["image"], outputs["figure"], outputs["losses"],
+                          weights[0] if weights else None)
         try:
             with image_log(folder / f"{name}.log"):
                 read[name] = _read_pair(files, settings)
@@ -444,12 +445,9 @@ def run_style_chunk(
         plan = [[name] for name in pairs]
     else:  # all read first, to batch pairs whose contents have one size (hence one size at every scale)
         start = time.perf_counter()
-        groups: dict[tuple[int, int], list[str]] = {}
-        for name in pairs:
-            if read_pair(name):
-                groups.setdefault(read[name].original_size, []).append(name)
+        sizes = {name: read[name].original_size for name in pairs if read_pair(name)}
         computing += time.perf_counter() - start
-        plan = [names[i : i + per_batch] for names in groups.values() for i in range(0, len(names), per_batch)]
+        plan = batches(sizes, per_batch)
     for names in plan:
         start = time.perf_counter()
         try:
@@ -461,7 +459,7 @@ def run_style_chunk(
                 done = _style_read_pairs([read[name] for name in names], settings, networks, seed=seed,
                                          progress=True)
                 for name, result in zip(names, done):
-                    write_caption(folder / f"{name}.rst", style_key_numbers(folder / f"{name}.csv"))
+                    write_caption(folder / f"{name}.rst", style_key_numbers(read[name].files.output_csv))
                     results[name] = result
                     log.info("%s: done; it shared its job's start-up with %d other pair(s)", name, len(pairs) - 1)
         except Exception as error:
