@@ -13,9 +13,14 @@ top 5 for the result. It prints one row per pair, the options side by side, and 
 Goal: style distance <= 0.3 and the content kept in every pair, without visible blocks (look
 at the PNGs in ``--out``).
 
+Before the pairs it prints, per content photo, how firmly the judge holds its top-1 class: its
+probability, and its rank after small changes that leave the photo plainly the same (2%
+Gaussian pixel noise, seeded; grey scale). A class that such changes already push out of the
+top 5 cannot be expected to survive a style.
+
 Run: .venv/bin/python benchmarks/style_judged.py [--options none softmax] [--temperature 0.5 1]
      [--steps N] [--size PX] [--pairs chelsea__ihc] [--out /tmp/style_judged] [--threads 2]
-     [--set style_weight=50]
+     [--set style_weight=50 "sizes=[128,256]" "steps=[200,150]"]
 """
 
 from __future__ import annotations
@@ -27,15 +32,28 @@ from pathlib import Path
 import torch
 import yaml
 
-from cnnpipe.backbones import inference_model, load_backbone
+from cnnpipe.backbones import imagenet_class_names, inference_model, load_backbone
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.judge import ImageNetJudge
+from cnnpipe.judge import ImageNetJudge, top_classes
 from cnnpipe.photos import export_sample_photo
 from cnnpipe.plan import check_judge
 from cnnpipe.style import judge_result, load_pair
-from cnnpipe.style_transfer import transfer
+from cnnpipe.style_transfer import transfer_configured
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def class_margin(judge: ImageNetJudge, photo: torch.Tensor, seed: int) -> str:
+    """The judge's top-1 class for ``photo`` [3, H, W] with its probability, and that class's
+    rank (0 = top-1) after 2% Gaussian noise and in grey scale."""
+    generator = torch.Generator().manual_seed(seed)
+    noisy = (photo + 0.02 * torch.randn(photo.shape, generator=generator)).clamp(0, 1)
+    grey = photo.mean(0, keepdim=True).expand_as(photo)
+    proba = judge.predict_proba(torch.stack([photo, noisy, grey]))
+    first = int(top_classes(proba[:1], 1)[0, 0])
+    ranks = [int((row > row[first]).sum()) for row in proba[1:]]
+    return (f"{imagenet_class_names()[first]} {proba[0, first]:.0%}; its rank with 2% noise {ranks[0]}, "
+            f"in grey {ranks[1]}")
 
 
 def main() -> None:
@@ -80,26 +98,31 @@ def main() -> None:
     spec = check_judge("style", cfg["judge"] or "efficientnet_lite1", cfg["backbone"])
     judge = ImageNetJudge(spec)
     model = inference_model(load_backbone(cfg["backbone"]))
-    print(f"generator {cfg['backbone']} at {cfg['image_size']} px, {cfg['steps']} {cfg['optimizer']} steps, "
+    print(f"generator {cfg['backbone']} at {cfg['sizes'] or cfg['image_size']} px, {cfg['steps']} {cfg['optimizer']} steps, "
           f"style_weight {cfg['style_weight']}, tv_weight {cfg['tv_weight']}; judge {judge.kind}; "
           f"{args.threads} threads")
+    print("the judge's top-1 class for each photo (rank 0 = top-1; content kept needs rank <= 4):")
+    for name, style_name in dict(pairs).items():
+        photo, _ = load_pair(out / "photos" / f"{name}.png", out / "photos" / f"{style_name}.png",
+                             int(cfg["image_size"]), float(cfg["style_scale"]))
+        print(f"  {name}: {class_margin(judge, photo, args.seed)}")
     print("columns per option: style distance (1 = the content photo's, 0 = the style image's), "
           "content kept (judge top-1 of the photo in its top 5 of the result), seconds")
     width = 24
     print(f"{'pair':<30}" + "".join(f"{label:>{width}}" for label, _, _ in variants))
     totals = {label: [] for label, _, _ in variants}
     for content_name, style_name in pairs:
-        content, style = load_pair(out / "photos" / f"{content_name}.png", out / "photos" / f"{style_name}.png",
-                                   int(cfg["image_size"]), float(cfg["style_scale"]))
+        def images_at(size: int, content_name=content_name, style_name=style_name):
+            return load_pair(out / "photos" / f"{content_name}.png", out / "photos" / f"{style_name}.png",
+                             int(size), float(cfg["style_scale"]))
+
+        content, style = images_at(cfg["image_size"])
         cells = []
         for label, smoothing, temperature in variants:
             start = time.perf_counter()
-            result = transfer(model, content, style, content_layers=cfg["content_layers"] or (),
-                              style_layers=cfg["style_layers"] or (), content_weight=cfg["content_weight"],
-                              style_weight=cfg["style_weight"], tv_weight=cfg["tv_weight"], steps=cfg["steps"],
-                              optimizer=cfg["optimizer"], lr=cfg["lr"], init=cfg["init"],
-                              preserve_color=cfg["preserve_color"], smoothing=smoothing,
-                              temperature=temperature, seed=args.seed, progress=False)
+            # the stage's own call (one size, or style.sizes when set)
+            settings = {**cfg, "smoothing": smoothing, "smoothing_temperature": temperature}
+            result = transfer_configured(model, images_at, settings, seed=args.seed, progress=False)
             seconds = time.perf_counter() - start
             path = out / label.replace(" ", "_") / f"{content_name}__{style_name}.png"
             save_png(result.image, path)
