@@ -45,13 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def class_margin(judge: ImageNetJudge, photo: torch.Tensor, seed: int) -> str:
     """The judge's top-1 class for ``photo`` [3, H, W] with its probability, and that class's
-    rank (0 = top-1) after 2% Gaussian noise and in grey scale."""
+    rank (1 = top-1) after 2% Gaussian noise and in grey scale."""
     generator = torch.Generator().manual_seed(seed)
     noisy = (photo + 0.02 * torch.randn(photo.shape, generator=generator)).clamp(0, 1)
     grey = photo.mean(0, keepdim=True).expand_as(photo)
     proba = judge.predict_proba(torch.stack([photo, noisy, grey]))
     first = int(top_classes(proba[:1], 1)[0, 0])
-    ranks = [int((row > row[first]).sum()) for row in proba[1:]]
+    ranks = [1 + int((row > row[first]).sum()) for row in proba[1:]]
     return (f"{imagenet_class_names()[first]} {proba[0, first]:.0%}; its rank with 2% noise {ranks[0]}, "
             f"in grey {ranks[1]}")
 
@@ -101,14 +101,15 @@ def main() -> None:
     print(f"generator {cfg['backbone']} at {cfg['sizes'] or cfg['image_size']} px, {cfg['steps']} {cfg['optimizer']} steps, "
           f"style_weight {cfg['style_weight']}, tv_weight {cfg['tv_weight']}; judge {judge.kind}; "
           f"{args.threads} threads")
-    print("the judge's top-1 class for each photo (rank 0 = top-1; content kept needs rank <= 4):")
+    print("the judge's top-1 class for each photo (rank 1 = top-1; content kept needs rank <= 5):")
     for name, style_name in dict(pairs).items():
         photo, _ = load_pair(out / "photos" / f"{name}.png", out / "photos" / f"{style_name}.png",
                              int(cfg["image_size"]), float(cfg["style_scale"]))
         print(f"  {name}: {class_margin(judge, photo, args.seed)}")
     print("columns per option: style distance (1 = the content photo's, 0 = the style image's), "
-          "content kept (judge top-1 of the photo in its top 5 of the result), seconds")
-    width = 24
+          "content kept (judge top-1 of the photo in its top 5 of the result), that class's rank "
+          "for the result (r1 = top-1), seconds")
+    width = 29
     print(f"{'pair':<30}" + "".join(f"{label:>{width}}" for label, _, _ in variants))
     totals = {label: [] for label, _, _ in variants}
     for content_name, style_name in pairs:
@@ -128,8 +129,9 @@ def main() -> None:
             save_png(result.image, path)
             judged = judge_result(judge, content, style, pil_to_tensor(load_image(path)))
             totals[label].append((judged["style_distance"], judged["content_kept"], seconds))
+            # the photo's class's rank for the result (1 = top-1; kept: at most 5)
             cells.append(f"{judged['style_distance']:.3f} {'yes' if judged['content_kept'] else 'NO':>3} "
-                         f"{seconds:6.1f}s")
+                         f"r{judged['content_rank'] + 1:<3} {seconds:6.1f}s")
         print(f"{content_name + '__' + style_name:<30}" + "".join(f"{cell:>{width}}" for cell in cells),
               flush=True)
     means = []

@@ -78,6 +78,17 @@ def test_dream_and_style_numbers(tmp_path):
     assert ("300 lbfgs evaluations on vgg19; content layer(s) conv4\\_2, style layers conv1\\_1 conv2\\_1"
             in lines[0])
     assert lines[1] == "style loss **0.56 -> 0.0566**, content loss 0 -> 0.5, total 11.3 -> **1.88**."
+    judged = {"judge": "efficientnet_lite1", "style_distance": 0.302, "content_kept": False,
+              "content_class": "bobsled", "content_probability": 0.18, "content_rank": 26, "result_class": "dumbbell"}
+    pd.read_csv(tmp_path / "s.csv").assign(**judged).to_csv(tmp_path / "j.csv", index=False)
+    lines = captions.style_key_numbers(tmp_path / "j.csv")
+    assert "style distance **0.30**" in lines[2] and "content kept: **no**" in lines[2]
+    assert "its top-1 for the photo, bobsled at 18%, is not in its top 5 for the result (rank 27)" in lines[2]
+    # a table written before the probability and rank columns still gets its caption
+    pd.read_csv(tmp_path / "j.csv").drop(columns=["content_probability", "content_rank"]).to_csv(
+        tmp_path / "old.csv", index=False)
+    assert "its top-1 for the photo, bobsled, is not in its top 5 for the result;" in captions.style_key_numbers(
+        tmp_path / "old.csv")[2]
 
 
 def test_an_empty_caption_is_refused_and_nothing_is_written(tmp_path):

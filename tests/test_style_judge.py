@@ -118,6 +118,18 @@ def test_judge_result_names_both_classes(judge):
     assert row["judge"] == "efficientnet_lite1" and row["style_distance"] == pytest.approx(1.0)
     assert row["content_kept"] is True and row["content_class"] == row["result_class"]
     assert isinstance(row["content_class"], str) and row["style_distance_blocks.5"] == pytest.approx(1.0)
+    assert row["content_rank"] == 0 and 1 / 1000 <= row["content_probability"] <= 1
+
+
+def test_judge_result_ranks_the_photos_class_in_the_result(judge):
+    # a different picture: the photo's class is no longer top-1, and kept means rank < 5
+    content, other = smooth_image(32, 32, 0), 1 - smooth_image(32, 32, 3)
+    row = style.judge_result(judge, content, other, other)
+    proba = judge.predict_proba(torch.stack([content, other]))
+    first = int(np.argmax(proba[0]))
+    assert row["content_probability"] == pytest.approx(float(proba[0, first]))
+    assert row["content_rank"] == int((proba[1] > proba[1, first]).sum())
+    assert row["content_kept"] == (row["content_rank"] < 5)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -138,11 +150,14 @@ def test_run_pair_writes_the_judges_columns(tmp_path):
     assert row["judge"] == "efficientnet_lite1" and row["smoothing"] == "softmax (T = 1)"
     assert 0 <= row["style_distance"] < 5 and row["content_kept"] in (True, False)
     assert isinstance(row["content_class"], str) and isinstance(row["result_class"], str)
+    assert 0 <= row["content_rank"] < 1000 and row["content_kept"] == (row["content_rank"] < 5)
+    assert 0 < row["content_probability"] <= 1
     # without a judge the columns stay, empty
     style.run_pair(content_png, style_png, {**SETTINGS, "judge": None, "smoothing": "none"}, device="cpu",
                    progress=False, **outputs)
     row = pd.read_csv(tmp_path / "x.csv").iloc[0]
     assert row["smoothing"] == "none" and pd.isna(row["judge"]) and pd.isna(row["style_distance"])
+    assert pd.isna(row["content_rank"]) and pd.isna(row["content_probability"])
 
 
 def test_a_judge_that_is_the_generator_is_refused(tmp_path):

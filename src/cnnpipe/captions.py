@@ -210,6 +210,17 @@ def dream_key_numbers(row_csv) -> list[str]:
     ]
 
 
+def _held(row) -> str:
+    """How firmly the judge holds the photo's class (a CSV may predate the column)."""
+    value = row.get("content_probability")
+    return "" if is_missing(value) else f" at {float(value):.0%}"
+
+
+def _rank(row) -> str:
+    value = row.get("content_rank")
+    return "" if is_missing(value) else f" (rank {int(value) + 1})"
+
+
 def style_key_numbers(losses_csv) -> list[str]:
     """Initial and final style, content and total losses; the judge's style distance and
     whether the content was kept, where there is a judge."""
@@ -235,7 +246,7 @@ def style_key_numbers(losses_csv) -> list[str]:
             f"The judge, {rst_text(row['judge'])}, trained separately and never optimized against: style distance "
             f"**{row['style_distance']:.2f}** (its Gram matrices; 1 = as far from the style image as the content "
             f"photo, 0 = the style image's); content kept: **{'yes' if kept else 'no'}** (its top-1 for the "
-            f"photo, {rst_text(row['content_class'])}, is {'' if kept else 'not '}in its top 5 for the result; "
-            f"its top-1 for the result: {rst_text(row['result_class'])})."
+            f"photo, {rst_text(row['content_class'])}{_held(row)}, is {'' if kept else 'not '}in its top 5 for "
+            f"the result{_rank(row)}; its top-1 for the result: {rst_text(row['result_class'])})."
         )
     return lines

@@ -30,7 +30,7 @@ from cnnpipe.backbones import imagenet_class_names, inference_model, load_backbo
 from cnnpipe.device import seed_everything, select_device
 from cnnpipe.fileio import save_figure, write_csv
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.judge import ImageNetJudge, content_kept, top_classes
+from cnnpipe.judge import ImageNetJudge, content_kept, target_ranks, top_classes
 from cnnpipe.plan import blend_label, blend_part, check_judge, check_style_batch
 from cnnpipe.style_transfer import StyleResult, blend_weights, scale_columns, transfer_configured_batch
 
@@ -96,8 +96,10 @@ def judge_result(judge: ImageNetJudge, content: Tensor, style: Tensor | Sequence
                  style_weights: Sequence[float] | None = None) -> dict:
     """The judge's measures of one result [3, H, W] (best read back from its PNG): the mean
     ``style_distance`` over the judge's style layers and each layer's (``style_distance_<layer>``),
-    ``content_kept``, and the judge's top-1 class for the content photo and for the result.
-    A blend's ``style`` is a list of images with ``style_weights``."""
+    ``content_kept``, the judge's top-1 class for the content photo (``content_class``) with its
+    probability for the photo (``content_probability``: how firmly the judge holds it) and its
+    rank for the result (``content_rank``, 0 = top-1; kept = rank below 5), and the judge's
+    top-1 for the result. A blend's ``style`` is a list of images with ``style_weights``."""
     distances = judge.style_distance(result, style, content, weights=style_weights)
     proba = judge.predict_proba(torch.stack([content, result]))
     names = imagenet_class_names()
@@ -105,7 +107,8 @@ def judge_result(judge: ImageNetJudge, content: Tensor, style: Tensor | Sequence
     row.update({f"style_distance_{layer}": value for layer, value in distances.items()})
     first = top_classes(proba, 1)[:, 0]
     row.update(content_kept=bool(content_kept(proba[0], proba[1])), content_class=names[first[0]],
-               result_class=names[first[1]])
+               content_probability=float(proba[0, first[0]]),
+               content_rank=int(target_ranks(proba[1:], [first[0]])[0]), result_class=names[first[1]])
     return row
 
 
@@ -174,7 +177,8 @@ def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapp
         lines.append(
             f"judge {judged['judge']} (never optimized against): style distance {judged['style_distance']:.2f} "
             f"(1 = the content photo's, 0 = the style image's); content kept: "
-            f"{'yes' if judged['content_kept'] else 'no'} (photo: {judged['content_class']!r}, "
+            f"{'yes' if judged['content_kept'] else 'no'} (photo: {judged['content_class']!r} at "
+            f"{judged['content_probability']:.0%}, rank {judged['content_rank'] + 1} for the result; "
             f"result: {judged['result_class']!r})"
         )
     return "\n".join(lines)
@@ -192,7 +196,7 @@ def _losses_row(content_name: str, style_name: str, backbone: str, model: nn.Mod
         row[f"{key}_final"] = result.final[key]
     # the judge's columns, empty without a judge
     return {**row, "judge": None, "style_distance": None, "content_kept": None, "content_class": None,
-            "result_class": None, **(judged or {})}
+            "content_probability": None, "content_rank": None, "result_class": None, **(judged or {})}
 
 
 @dataclass
@@ -316,8 +320,10 @@ def _write_pair(pair: _ReadPair, result: StyleResult, settings: Mapping, network
         # the PNG as written (8 bits), as anyone who opens it sees it
         judged = judge_result(networks.judge, pair.content, pair.style, pil_to_tensor(load_image(files.output_image)),
                               pair.blend)
-        log.info("%sjudge %s: style distance %.3f, content kept %s (%s -> %s)", prefix, judged["judge"],
-                 judged["style_distance"], judged["content_kept"], judged["content_class"], judged["result_class"])
+        log.info("%sjudge %s: style distance %.3f, content kept %s (%s at %.1f%%, rank %d for the result; "
+                 "result: %s)", prefix, judged["judge"], judged["style_distance"], judged["content_kept"],
+                 judged["content_class"], 100 * judged["content_probability"], judged["content_rank"] + 1,
+                 judged["result_class"])
 
     content_name, style_name = Path(str(files.content_path)).stem, blend_part(pair.style_files, pair.weights)
     title = (f"Style transfer (Gatys et al.): content of {content_name!r}, style of "
