@@ -130,6 +130,37 @@ def test_border_features_do_not_count():
     assert torch.equal(style_transfer.crop(style_transfer.reflect_pad(content[None], 3), 3), content[None])
 
 
+def net_with_logits() -> nn.Sequential:
+    """tiny_net with a classifier on top: a layer whose output is a vector, like a backbone's logits."""
+    net = tiny_net()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        net.add_module("pool", nn.AdaptiveAvgPool2d(1))
+        net.add_module("flatten", nn.Flatten())
+        net.add_module("logits", nn.Linear(16, 5))
+    return net.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("smoothing", ["none", "softmax"])
+def test_a_vector_content_layer_is_compared_as_it_is(smoothing):
+    # the logits as a content layer: no positions, so no border margin and no softmax over channels
+    net = net_with_logits()
+    content, style_image = smooth_image(16, 20, 0), smooth_image(12, 12, 1)
+    targets = style_transfer.compute_targets(net, content, style_image, ["conv2", "logits"], ["conv1"], pad=4,
+                                             smoothing=smoothing, temperature=2.0)
+    assert targets.margins["logits"] == (0, 0) and targets.margins["conv2"] == (2, 2)
+    assert "logits" not in targets.smooth_scale and ("conv2" in targets.smooth_scale) == (smoothing == "softmax")
+    with torch.no_grad():
+        assert torch.equal(targets.content["logits"], net(style_transfer.reflect_pad(content[None], 4)))
+    weights = {"content_weight": 1.0, "style_weight": 1.0, "tv_weight": 0.0}
+    assert style_transfer.evaluate_losses(net, content, targets, weights)["content_loss"] == pytest.approx(0, abs=1e-10)
+    # from noise, the logits term alone pulls the picture's prediction towards the photo's
+    result = style_transfer.transfer(net, content, style_image, content_layers=["logits"], style_layers=["conv1"],
+                                     style_weight=0.0, tv_weight=0.0, init="noise", steps=30, smoothing=smoothing,
+                                     temperature=2.0, progress=False)
+    assert result.final["content_loss"] < 0.5 * result.initial["content_loss"]
+
+
 # --------------------------------------------------------------------------- the network
 
 

@@ -42,6 +42,10 @@ towards 1 (no signal left), small T towards a one-hot vote. (A softmax over each
 positions, the other reading, left the image almost unchanged on EfficientNet-Lite0: it
 concentrates on the peaks it should spread.)
 
+A content layer may also give a vector, such as the network's logits (alias ``logits``): its
+term then asks the picture to keep the generator's own prediction for the content photo (the
+photo's class, not its layout), compared as it is (no positions: no softmax, no border).
+
 Blended styles: several style images with weights w_i (normalized to sum 1) give the layer's
 Gram target sum_i w_i G_i, each image seen at its own size (with smoothing, s_l is the root of
 the weighted mean square over the style images, so one scale serves the whole blend).
@@ -351,6 +355,9 @@ def compute_targets(model: nn.Module, content: Tensor, style: Tensor | Sequence[
             acts.run(canvas)
             margins = {}
             for name in layers:
+                if acts[name].dim() != 4:  # a vector (the logits): no positions, no border
+                    margins[name] = (0, 0)
+                    continue
                 height, width = acts[name].shape[-2:]
                 # border pixels per feature pixel, rounded down: edge features that mix picture
                 # and border still count
@@ -360,7 +367,9 @@ def compute_targets(model: nn.Module, content: Tensor, style: Tensor | Sequence[
         if smoothing == "softmax":
             # s_l from the layer's target image; a layer of both kinds takes the style images'
             # (the root of their weighted mean square: one scale for the whole blend)
-            squares = {name: float(maps.square().mean()) for name, maps in content_maps.items()}
+            # a vector layer (the logits) is compared as it is: the softmax is over the channels
+            # at each position of a feature map
+            squares = {name: float(maps.square().mean()) for name, maps in content_maps.items() if maps.dim() == 4}
             style_squares = dict.fromkeys(style_layers, 0.0)
             for image, weight in zip(styles, weights):
                 with ascent.capture(model, style_layers) as acts:
