@@ -57,6 +57,10 @@ def test_with_an_input_shape_a_layer_must_give_a_feature_map_or_for_filters_unit
     with pytest.raises(ValueError, match=r"^style\.style_layers: layer 'logits' of backbone 'resnet18' gives an "
                                          r"output of shape \(1, 1000\)"):
         plan.check_layer_names("style.style_layers", "resnet18", ["layer2", "logits"], input_shape=(3, 64, 64))
+    # a content layer may be the logits (the workflow allows units there), and it is sized like the rest
+    plan.check_layer_names("style.content_layers", "resnet18", ["layer2", "logits"], input_shape=(3, 64, 64),
+                           units_allowed=True)
+    plan.check_input_size("style.image_size", "resnet18", 32, ["layer2", "logits"])
 
 
 def test_imagenet_layer_names_are_checked_on_the_meta_device():

@@ -197,6 +197,7 @@ def test_a_finished_run_moved_elsewhere_has_nothing_to_do(tiny_run, tmp_path):
          ["first_layer_filters.backbones[1]", "'alexnet'"]),
         ({"dream": {"backbone": "resnet18", "layers": ["layer2", "fc"]}},
          ["dream.layers", "'fc'", "spatial output"]),
+        ({"style": {"style_layers": ["blocks.2", "logits"]}}, ["style.style_layers", "'logits'", "spatial output"]),
         ({"style": {"backbone": "trained"}}, ["style.backbone", "RGB network"]),
         ({"classes": {"objective": "margin"}}, ["objective", "probability", "logit"]),
         ({"model": {"conv_channels": [4, 8, 8, 8, 8]}}, ["model.conv_channels", "12 px", "at most 3 blocks"]),

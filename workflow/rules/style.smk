@@ -35,7 +35,8 @@ if JUDGES["style"] is not None:
             f"style.judge: no layers are known to measure style on {JUDGES['style'].label!r}; "
             "judge with efficientnet_lite1, efficientnet_lite0, vgg19 or googlenet (or null)"
         )
-# A named layer must exist and have a spatial output (its Gram matrix needs positions).
+# A named layer must exist; a style layer needs a spatial output (its Gram matrix needs
+# positions), a content layer may also give units (the logits: the photo's prediction).
 for key in ("content_layers", "style_layers"):
     check_layer_names(
         f"style.{key}",
@@ -43,6 +44,7 @@ for key in ("content_layers", "style_layers"):
         config["style"][key],
         config["model"],
         input_shape=(3, config["style"]["image_size"], config["style"]["image_size"]),
+        units_allowed=key == "content_layers",
     )
 # style.sizes must grow to image_size, with one step count or one per size.
 STYLE_SIZES = style_sizes(config["style"])
