@@ -34,7 +34,7 @@ import yaml
 
 from cnnpipe.backbones import imagenet_class_names, inference_model, load_backbone
 from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.judge import ImageNetJudge, top_classes
+from cnnpipe.judge import ImageNetJudge, target_ranks, top_classes
 from cnnpipe.photos import export_sample_photo
 from cnnpipe.plan import check_judge
 from cnnpipe.style import judge_result, load_pair
@@ -51,7 +51,7 @@ def class_margin(judge: ImageNetJudge, photo: torch.Tensor, seed: int) -> str:
     grey = photo.mean(0, keepdim=True).expand_as(photo)
     proba = judge.predict_proba(torch.stack([photo, noisy, grey]))
     first = int(top_classes(proba[:1], 1)[0, 0])
-    ranks = [1 + int((row > row[first]).sum()) for row in proba[1:]]
+    ranks = [1 + int(rank) for rank in target_ranks(proba[1:], [first, first])]
     return (f"{imagenet_class_names()[first]} {proba[0, first]:.0%}; its rank with 2% noise {ranks[0]}, "
             f"in grey {ranks[1]}")
 
