@@ -1,4 +1,5 @@
-# Two entry points: `make run` (the whole pipeline) and `make test` (the test suite).
+# Two entry points: `make run` (the whole pipeline) and `make test` (the fast test suite).
+# `make test-slow` runs the slow tier (docs/development.md); `make lint` the static checks.
 # Both create the virtual environment first when it is missing.
 VENV ?= .venv
 CORES ?= 4
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_HASH)
 
-.PHONY: run test lint format report clean-results install
+.PHONY: run test test-slow lint install
 
 $(STAMP):
 	python3 -m venv $(VENV)
@@ -24,16 +25,18 @@ run: install
 	$(VENV)/bin/snakemake --cores $(CORES)
 	$(VENV)/bin/snakemake --cores 1 --report results/report.html
 
+# The fast tier: unit tests and one shared tiny pipeline run (about five minutes on 2 cores).
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slow"
+
+# The slow tier: second runs for byte identity, kills and resumes, chunk-size invariance, the
+# report in Chromium, and the pipeline through SLURM on a single-node cluster on localhost
+# (needs root: installs munge and SLURM with apt-get when missing; see tests/slurm/README.md).
+test-slow: install
+	CNNPIPE_SLURM=1 $(VENV)/bin/pytest -m slow --durations=10
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check .
-
-# The pipeline through the SLURM executor on a single-node cluster on localhost (needs root:
-# installs munge and SLURM with apt-get when missing; see tests/slurm/README.md).
-.PHONY: test-slurm
-test-slurm: install
-	CNNPIPE_SLURM=1 $(VENV)/bin/pytest tests/test_slurm.py --durations=5

@@ -33,10 +33,10 @@ import yaml
 from PIL import Image
 
 from cnnpipe import ascent
-from cnnpipe.backbones import imagenet_class_names, load_backbone, resolve_layer
-from cnnpipe.classes import OBJECTIVES, variant_settings
-from cnnpipe.classifier import SCORES_LAYER
-from cnnpipe.judge import ImageNetJudge, target_ranks
+from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
+from cnnpipe.networks.aliases import SCORES_LAYER, resolve_layer
+from cnnpipe.networks.build import imagenet_class_names, load_backbone
+from cnnpipe.stages.classes import OBJECTIVES, variant_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

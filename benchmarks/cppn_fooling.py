@@ -1,6 +1,6 @@
 """CPPN fooling images on EfficientNet-Lite0 against a wall-clock budget (issue 11 §4).
 
-Evolves one CPPN image per class with ``cnnpipe.fooling.evolve_fooling`` on the generator
+Evolves one CPPN image per class with ``cnnpipe.methods.fooling.evolve_fooling`` on the generator
 EfficientNet-Lite0 at ``--size`` px (default 128) for the ten classes of config.yaml's
 ``fooling.imagenet_classes``, until ``--seconds`` of wall-clock time (default 600) are spent:
 a generation is not started when the last one's duration would overrun the budget. The clock
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import yaml
 
-from cnnpipe import fooling
-from cnnpipe.backbones import load_backbone, resolve_layer
-from cnnpipe.classifier import SCORES_LAYER
-from cnnpipe.judge import ImageNetJudge, target_ranks
+from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
+from cnnpipe.methods import fooling
+from cnnpipe.networks.aliases import SCORES_LAYER, resolve_layer
+from cnnpipe.networks.build import load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.99

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageOps
 
-from cnnpipe.photos import SAMPLE_PHOTOS, sample_photo
+from cnnpipe.io.photos import SAMPLE_PHOTOS, sample_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 256

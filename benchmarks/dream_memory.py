@@ -1,8 +1,8 @@
 """Peak memory of a DeepDream job against the memory its rule declares.
 
 The `dream` rule declares ``mem_mb`` from the photo's size and ``dream.tile``
-(``cnnpipe.plan.dream_mem_mb``); a cluster kills a job that goes over it. For photos of
-several sizes and tiles this runs the rule's own function (``cnnpipe.dream.run_dream_chunk`` on one photo, one
+(``cnnpipe.workflow.resources.dream_mem_mb``); a cluster kills a job that goes over it. For photos of
+several sizes and tiles this runs the rule's own function (``cnnpipe.stages.dream.run_dream_chunk`` on one photo, one
 step per octave, on the CPU) in a fresh process, reads its peak resident memory, and prints
 the declaration's ratio to it. The goal: every declaration covers the peak with a margin
 (ratio >= 1.1) and asks for at most twice of it (ratio <= 2).
@@ -23,14 +23,14 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from cnnpipe.plan import dream_mem_mb
+from cnnpipe.workflow.resources import dream_mem_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import json, resource, sys
 import torch
-from cnnpipe.dream import run_dream_chunk
+from cnnpipe.stages.dream import run_dream_chunk
 torch.set_num_threads(1)
 image, folder, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 run_dream_chunk({"out": image}, folder, settings, device_name="cpu")

@@ -36,8 +36,8 @@ import torch
 import yaml
 
 from cnnpipe import ascent
-from cnnpipe.device import select_device
-from cnnpipe.filters import feature_map_layer, image_spec, leaky_relus, maximize_filters, prepare_model
+from cnnpipe.runtime.device import select_device
+from cnnpipe.stages.filters import feature_map_layer, image_spec, leaky_relus, maximize_filters, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,11 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_default_model(config: dict, model_path: Path):
     """(model, image shape, where it came from)."""
     if model_path.is_file():
-        from cnnpipe.checkpoint import load_checkpoint, model_from_state
+        from cnnpipe.networks.checkpoint import load_checkpoint, model_from_state
 
         state = load_checkpoint(model_path)
         return model_from_state(state), tuple(state["image_shape"]), f"trained weights from {model_path}"
-    from cnnpipe.models import LectureCNN, model_kwargs
+    from cnnpipe.networks.lecture_cnn import LectureCNN, model_kwargs
 
     torch.manual_seed(config["seed"])
     size = config["dataset"]["image_size"] or 28

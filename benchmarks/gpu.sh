@@ -147,7 +147,7 @@ PIPELINE=("$PY" -m snakemake --snakefile "$ROOT/Snakefile" --cores "$(nproc)"
 if part pipeline "$RUN_LIMIT" "${PIPELINE[@]}" --directory "$WORK/run1"; then
     logs=$WORK/run1/results/logs
     {
-        echo "-- training epochs (tiny config)"; grep -ho "[0-9-]* [0-9:,]* INFO cnnpipe.train: epoch .*" "$logs"/train.log
+        echo "-- training epochs (tiny config)"; grep -ho "[0-9-]* [0-9:,]* INFO cnnpipe.stages.train: epoch .*" "$logs"/train.log
         # a line can be in a chunk's log and an image's log: each once
         echo "-- DeepDream"; grep -rh "per image\|energy .* in .* s" "$logs"/dream | sort -u
         echo "-- style transfer"; grep -rh "per pair\|start-up" "$logs"/style | sort -u
@@ -174,9 +174,9 @@ from pathlib import Path
 
 import yaml
 
-from cnnpipe.data import prepare_dataset
-from cnnpipe.device import select_device
-from cnnpipe.train import fit, use_amp
+from cnnpipe.data.prepare import prepare_dataset
+from cnnpipe.runtime.device import select_device
+from cnnpipe.stages.train import fit, use_amp
 
 device, epochs, work = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 config = yaml.safe_load(Path("config.yaml").read_text())
@@ -218,10 +218,10 @@ import time
 
 import torch
 
-from cnnpipe.backbones import load_backbone
-from cnnpipe.deepdream import deep_dream, deep_dream_batch
-from cnnpipe.images import pil_to_tensor
-from cnnpipe.photos import SAMPLE_PHOTOS, sample_photo
+from cnnpipe.networks.build import load_backbone
+from cnnpipe.methods.deepdream import deep_dream, deep_dream_batch
+from cnnpipe.io.images import pil_to_tensor
+from cnnpipe.io.photos import SAMPLE_PHOTOS, sample_photo
 
 device, side, count, octaves = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model = load_backbone("efficientnet_lite0").to(device)

@@ -26,11 +26,12 @@ import torch
 import yaml
 from PIL import Image
 
-from cnnpipe.backbones import inference_model, load_backbone
-from cnnpipe.device import select_device
-from cnnpipe.images import pil_to_tensor
-from cnnpipe.photos import sample_photo
-from cnnpipe.style_transfer import transfer, transfer_batch
+from cnnpipe.io.images import pil_to_tensor
+from cnnpipe.io.photos import sample_photo
+from cnnpipe.methods.style.optimize import transfer, transfer_batch
+from cnnpipe.networks.build import load_backbone
+from cnnpipe.networks.fold import inference_model
+from cnnpipe.runtime.device import select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLES = ("hubble_deep_field", "ihc")

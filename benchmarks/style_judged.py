@@ -6,7 +6,7 @@ For every pair and smoothing option the script runs the style stage's algorithm 
 weights, steps and image size), times the transfer alone, writes the result as an 8-bit PNG,
 reads it back and lets the judge (``style.judge``, EfficientNet-Lite1 by default; it only
 measures, nothing is optimized against it) measure it, as the stage does
-(:func:`cnnpipe.style.judge_result`): the style distance (the result's Gram matrices against
+(:func:`cnnpipe.stages.style.judge_result`): the style distance (the result's Gram matrices against
 the style image's at the judge's layers, relative to the content photo's: 1 = unchanged,
 0 = the style image's) and whether the judge's top-1 class for the content photo is in its
 top 5 for the result. It prints one row per pair, the options side by side, and the means.
@@ -32,13 +32,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from cnnpipe.backbones import imagenet_class_names, inference_model, load_backbone
-from cnnpipe.images import load_image, pil_to_tensor, save_png
-from cnnpipe.judge import ImageNetJudge, target_ranks, top_classes
-from cnnpipe.photos import export_sample_photo
-from cnnpipe.plan import check_judge
-from cnnpipe.style import judge_result, load_pair
-from cnnpipe.style_transfer import transfer_configured
+from cnnpipe.io.images import load_image, pil_to_tensor, save_png
+from cnnpipe.io.photos import export_sample_photo
+from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks, top_classes
+from cnnpipe.judges.specs import check_judge
+from cnnpipe.methods.style.configured import transfer_configured
+from cnnpipe.networks.build import imagenet_class_names, load_backbone
+from cnnpipe.networks.fold import inference_model
+from cnnpipe.stages.style import judge_result, load_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 

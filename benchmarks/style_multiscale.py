@@ -5,9 +5,9 @@ size against a proposed mem_mb formula.
 Every run is one fresh worker process doing what the style stage does for one pair: load the
 generator (``style.backbone``, EfficientNet-Lite0 by default) and the judge
 (``style.judge``, EfficientNet-Lite1 by default), read the content and style photos at each
-size (``cnnpipe.style.load_pair``), run ``cnnpipe.style_transfer.transfer_multiscale`` with the
+size (``cnnpipe.stages.style.load_pair``), run ``cnnpipe.methods.style.optimize.transfer_multiscale`` with the
 config's weights and layers, write the PNG and let the judge measure the PNG as written
-(``cnnpipe.style.judge_result``: style distance, 1 = the content photo's Gram matrices, 0 = the
+(``cnnpipe.stages.style.judge_result``: style distance, 1 = the content photo's Gram matrices, 0 = the
 style image's; content kept: the photo's top-1 class in the result's top 5). The worker
 reports its wall time for the transfer alone and its peak resident memory
 (``getrusage(RUSAGE_SELF).ru_maxrss``, the whole process: Python, torch, both networks, images,
@@ -19,7 +19,7 @@ about the number of pixels); both times are printed. (b) peak memory at 256 and 
 ``lbfgs_history + 2`` evaluations, so L-BFGS holds its full history) and at 1024 px (the direct
 run of (a), same history, and one run with ``--low-history``), against
 ``mem_mb = max(4000, 1500 + 1.6e-3 * S^2 + 24 * history * (S + 16)^2 / 2^20)`` for the largest size S
-(``cnnpipe.plan.style_mem_mb``, the rule's declaration; square S x S images, the worst case for that longer side). The load average (``os.getloadavg``) is printed before and after: the 2
+(``cnnpipe.workflow.resources.style_mem_mb``, the rule's declaration; square S x S images, the worst case for that longer side). The load average (``os.getloadavg``) is printed before and after: the 2
 CPU cores are shared.
 
 Run: .venv/bin/python benchmarks/style_multiscale.py [--pair chelsea hubble_deep_field]
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnpipe.plan import style_mem_mb
+from cnnpipe.workflow.resources import style_mem_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,13 @@ def worker(args) -> None:
     """One run, as the stage does it; prints one JSON line."""
     import torch
 
-    from cnnpipe.backbones import inference_model, load_backbone
-    from cnnpipe.images import load_image, pil_to_tensor, save_png
-    from cnnpipe.judge import ImageNetJudge
-    from cnnpipe.plan import check_judge
-    from cnnpipe.style import judge_result, load_pair
-    from cnnpipe.style_transfer import transfer_configured
+    from cnnpipe.io.images import load_image, pil_to_tensor, save_png
+    from cnnpipe.judges.imagenet import ImageNetJudge
+    from cnnpipe.judges.specs import check_judge
+    from cnnpipe.methods.style.configured import transfer_configured
+    from cnnpipe.networks.build import load_backbone
+    from cnnpipe.networks.fold import inference_model
+    from cnnpipe.stages.style import judge_result, load_pair
 
     torch.set_num_threads(args.threads)
     cfg = json.loads(args.worker)
@@ -113,7 +114,7 @@ def main() -> None:
         worker(args)
         return
 
-    from cnnpipe.photos import export_sample_photo
+    from cnnpipe.io.photos import export_sample_photo
 
     settings = dict(yaml.safe_load(Path(args.config).read_text())["style"])
     for key in ("pairs", "content_folder", "style_folder", "per_job"):

@@ -14,8 +14,8 @@ style losses + 1 * sum of content losses (for EfficientNet-Lite0, whose Gram mat
 another scale, 10 instead of 1e6); the image starts as the content image; content and style
 images have the same (square) size.
 
-cnnpipe runs ``transfer`` (the algorithm module, reached here as ``cnnpipe.style.transfer``
-and ``cnnpipe.backbones.inference_model``) with the same objective (``relative=False``, the same
+cnnpipe runs ``transfer`` (the algorithm module, reached here as ``cnnpipe.stages.style.transfer``
+and ``cnnpipe.networks.fold.inference_model``) with the same objective (``relative=False``, the same
 weights, layers, images and network, ``pad=0``: no mirrored edge border, ``tv_weight=0``: no
 smoothness term, start from the content image) and its own optimizer otherwise: one
 ``torch.optim.LBFGS`` run through ``cnnpipe.ascent`` without line search, lr 1, history_size
@@ -75,10 +75,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cnnpipe import style_transfer
-from cnnpipe.backbones import DEFAULT_LAYERS, inference_model, load_backbone, resolve_layer, weights_path
-from cnnpipe.images import pil_to_tensor
-from cnnpipe.photos import sample_photo
+from cnnpipe.io.images import pil_to_tensor
+from cnnpipe.io.photos import sample_photo
+from cnnpipe.methods.style import optimize
+from cnnpipe.networks.aliases import resolve_layer
+from cnnpipe.networks.build import load_backbone
+from cnnpipe.networks.fold import inference_model
+from cnnpipe.networks.spec import DEFAULT_LAYERS
+from cnnpipe.networks.weights import weights_path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tutorial's weight for VGG19. EfficientNet-Lite0's raw Gram errors are ~1e5 times
@@ -211,10 +215,10 @@ def referee(net, backbone, content_img, style_img, content_after, style_after, i
 
 def cnnpipe_transfer(net, content_img, style_img, content_layers, style_layers, steps=300,
                      style_weight=1e6, content_weight=1.0):
-    """cnnpipe.style with the tutorial's objective; returns the image, the number of
+    """cnnpipe.stages.style with the tutorial's objective; returns the image, the number of
     evaluations and the loss at each evaluation."""
     model = inference_model(net)
-    result = style_transfer.transfer(
+    result = optimize.transfer(
         model, content_img[0], style_img[0],
         content_layers=content_layers, style_layers=style_layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=0.0,

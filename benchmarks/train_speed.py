@@ -4,13 +4,13 @@ The reference is a faithful reimplementation of pytorch/examples' `mnist/main.py
 convolution layers (32, 64 filters) and two fully connected layers (9216 -> 128 -> 10) with
 dropout, Adadelta at lr 1.0, StepLR with gamma 0.7 after every epoch, batch 64, 14 epochs,
 a test pass (batch 1000) after every epoch. cnnpipe runs its default recipe (the config's
-model and train sections, ``cnnpipe.train.fit``) for its configured number of epochs. Both
+model and train sections, ``cnnpipe.stages.train.fit``) for its configured number of epochs. Both
 train on the same prepared data (the default config's dataset), on the same machine, in
 this one process, with the same number of torch threads.
 
 Both sides are timed the same way: the clock counts training only, cumulatively, epoch by
 epoch. Each side's per-epoch test pass is timed separately and left out (for cnnpipe the
-benchmark wraps ``cnnpipe.train.evaluate``), and so is setup before the first epoch (model
+benchmark wraps ``cnnpipe.stages.train.evaluate``), and so is setup before the first epoch (model
 construction; for cnnpipe also loading the data and hashing it for its checkpoint
 fingerprint). cnnpipe's clock does include the rest of its loop: per-step loss and accuracy
 bookkeeping, and the in-memory training state it builds after every epoch (no checkpoint file
@@ -54,10 +54,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from cnnpipe import train as train_module
-from cnnpipe.data import load_manifest, load_prepared, prepare_dataset
-from cnnpipe.device import seed_everything, select_device
-from cnnpipe.train import fit
+from cnnpipe.data.prepare import load_manifest, load_prepared, prepare_dataset
+from cnnpipe.runtime.device import seed_everything, select_device
+from cnnpipe.stages import train as train_module
+from cnnpipe.stages.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_TARGETS = (0.95, 0.97)
@@ -204,7 +204,7 @@ def paired_run(data, manifest, data_path, manifest_path, config, device, device_
         fit(data_path, manifest_path, config["model"], config["train"], config["seed"], device_name,
             checkpoint_dir=None, show_progress=False, on_epoch=on_epoch)
     if marks["loop"] is None or (history and marks["eval_in_epochs"] == 0.0):
-        raise RuntimeError("cnnpipe.train.fit no longer calls train.progress / train.evaluate by those names: "
+        raise RuntimeError("cnnpipe.stages.train.fit no longer calls train.progress / train.evaluate by those names: "
                            "update this benchmark's timing hooks")
     while not reference.done:  # only if the reference has more epochs than cnnpipe
         reference.epoch()

@@ -52,7 +52,7 @@ def make_tiny_cnn(*, channels: int = 1, classes: int = 4, size: int = 8, hidden=
     can be reached with high confidence."""
     import torch
 
-    from cnnpipe.models import LectureCNN
+    from cnnpipe.networks.lecture_cnn import LectureCNN
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -113,7 +113,7 @@ def read_back_png():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory, tiny_config) -> dict:
     """The digits dataset prepared at the tiny config's image size, once per session."""
-    from cnnpipe.data import prepare_dataset
+    from cnnpipe.data.prepare import prepare_dataset
 
     folder = tmp_path_factory.mktemp("tiny_data")
     paths = {"data": folder / "dataset.pt", "manifest": folder / "manifest.json"}

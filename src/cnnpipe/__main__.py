@@ -1,7 +1,7 @@
 """Command-line tools next to the pipeline: ``python -m cnnpipe layers <backbone spec>`` lists a
 network's layer names (the values the config's ``layers``/``layer`` keys take) with their output
 shapes, so a layer can be chosen without reading the network's source. ``python -m cnnpipe
-publish`` is the chunked stages' publishing job (:func:`cnnpipe.chunks.publish_item`); it does
+publish`` is the chunked stages' publishing job (:func:`cnnpipe.runtime.chunks.publish_item`); it does
 not import torch, so it starts in a fraction of a second.
 
     python -m cnnpipe layers alexnet
@@ -31,7 +31,7 @@ def _spec_value(text: str):
 
 
 def _layers(args: argparse.Namespace) -> None:
-    from cnnpipe.layers import format_shape, format_table, layer_listing
+    from cnnpipe.networks.layers import format_shape, format_table, layer_listing
 
     listing = layer_listing(_spec_value(args.spec), args.size, args.config)
     native = f", native size {listing.native_size} px" if listing.native_size else ""
@@ -40,7 +40,7 @@ def _layers(args: argparse.Namespace) -> None:
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from cnnpipe.chunks import publish_item
+    from cnnpipe.runtime.chunks import publish_item
 
     outputs = {}
     for item in args.outputs:

@@ -1,7 +1,7 @@
 # Per-class activation maximization ("can we see digits?"): x* = argmax_x y^i for every class,
 # plain, with the slide's L1 term, and regularized; judged by an independent pixel classifier.
-from cnnpipe.plan import class_targets
-from cnnpipe.plan import check_input_size
+from cnnpipe.judges.specs import class_targets
+from cnnpipe.workflow.probes import check_input_size
 
 CLASSES_BACKBONE = BACKBONES["classes"]
 # Checked while the workflow is parsed: a backbone that cannot run at image_size, and class

@@ -6,19 +6,16 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cnnpipe.backbone_spec import parse_backbone
-from cnnpipe.codegraph import package_files_used_by
-from cnnpipe.photos import SAMPLE_PHOTOS
-from cnnpipe.plan import (
-    check_backbone_weights,
-    check_judge,
-    gpus_per_job,
-    local_gpu_count,
-)
-from cnnpipe.runlock import RunLockError, acquire, runs_no_jobs
+from cnnpipe.networks.spec import parse_backbone
+from cnnpipe.workflow.codegraph import package_files_used_by
+from cnnpipe.io.photos import SAMPLE_PHOTOS
+from cnnpipe.workflow.checks import check_backbone_weights
+from cnnpipe.judges.specs import check_judge
+from cnnpipe.workflow.resources import gpus_per_job, local_gpu_count
+from cnnpipe.workflow.runlock import RunLockError, acquire, runs_no_jobs
 
 # One run at a time in this folder, held by the kernel until the process ends (see
-# cnnpipe.runlock); jobs that a cluster or a subprocess runs belong to the run holding it.
+# cnnpipe.workflow.runlock); jobs that a cluster or a subprocess runs belong to the run holding it.
 if workflow.is_main_process and not runs_no_jobs(sys.argv):
     try:
         acquire(".", sys.argv)
@@ -37,7 +34,7 @@ _BIN = str(Path(sys.executable).parent)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
     os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
 
-# The `gpu` resource of every job that can use a GPU (cnnpipe.plan.gpus_per_job): our jobs
+# The `gpu` resource of every job that can use a GPU (cnnpipe.workflow.resources.gpus_per_job): our jobs
 # all use the first GPU, and profiles/default lets one such job run at a time.
 GPU_PER_JOB = gpus_per_job(
     config["device"], local=workflow.local_exec, local_gpus=local_gpu_count()
@@ -55,7 +52,7 @@ def code(script):
     return [os.path.relpath(path) for path in files]
 
 
-# Each stage's network (cnnpipe.backbone_spec), checked while the workflow is parsed: an
+# Each stage's network (cnnpipe.networks.spec), checked while the workflow is parsed: an
 # unknown name or a missing weights file stops the run before any job, naming the key.
 BACKBONES = {
     stage: parse_backbone(config[stage]["backbone"], f"{stage}.backbone")

@@ -3,14 +3,11 @@
 # to results/dream/ by a local job, then a summary table and figure.
 import re
 
-from cnnpipe.chunks import assign_chunks
-from cnnpipe.plan import (
-    check_dream_tile,
-    check_layer_names,
-    dream_inputs,
-    dream_mem_mb,
-    folder_files,
-)
+from cnnpipe.workflow.chunks import assign_chunks
+from cnnpipe.workflow.checks import check_dream_tile
+from cnnpipe.workflow.probes import check_layer_names
+from cnnpipe.workflow.inputs import dream_inputs, folder_files
+from cnnpipe.workflow.resources import dream_mem_mb
 
 # Decided while the workflow is parsed: a dream.folder that is missing or holds no image
 # stops the run before any job starts, with the folder named.
@@ -31,7 +28,7 @@ DREAM_IMAGES = dream_inputs(
 )
 
 
-# Images go to chunks by a hash of their name (cnnpipe.chunks): adding, removing or editing
+# Images go to chunks by a hash of their name (cnnpipe.runtime.chunks): adding, removing or editing
 # one image reruns only the chunk that holds it.
 DREAM_CHUNKS = assign_chunks(DREAM_IMAGES, config["dream"]["per_job"])
 DREAM_CHUNK_OF = {

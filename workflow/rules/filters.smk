@@ -2,7 +2,7 @@
 # x* = argmax_x a^k with a^k = sum_ij a^k_ij, found by one batched gradient ascent per layer.
 import re
 
-from cnnpipe.plan import filter_layers
+from cnnpipe.workflow.checks import filter_layers
 
 # Checked while the workflow is parsed: a layer that is not a convolution of the configured
 # model (or not a feature map of the backbone) stops the run before any job starts.

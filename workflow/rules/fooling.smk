@@ -1,7 +1,7 @@
 # Fooling images (Nguyen et al. 2015): unrecognizable images the network is sure about, by
 # gradient ascent from noise and by evolving CPPN images.
-from cnnpipe.plan import class_targets
-from cnnpipe.plan import check_input_size
+from cnnpipe.judges.specs import class_targets
+from cnnpipe.workflow.probes import check_input_size
 
 FOOLING_BACKBONE = BACKBONES["fooling"]
 # Checked while the workflow is parsed: a backbone that cannot run at image_size, and class

@@ -3,17 +3,13 @@
 # once), each pair's files published to results/style/ by a local job.
 import re
 
-from cnnpipe.chunks import assign_chunks
-from cnnpipe.plan import check_judge, style_layers
-from cnnpipe.plan import (
-    check_input_size,
-    check_layer_names,
-    check_style_batch,
-    check_style_layers,
-    style_mem_mb,
-    style_pairs,
-    style_sizes,
-)
+from cnnpipe.workflow.chunks import assign_chunks
+from cnnpipe.judges.specs import check_judge, style_layers
+from cnnpipe.workflow.probes import check_input_size, check_layer_names
+from cnnpipe.methods.style.settings import check_style_batch
+from cnnpipe.workflow.checks import check_style_layers
+from cnnpipe.workflow.resources import style_mem_mb
+from cnnpipe.workflow.style_pairs import style_pairs, style_sizes
 
 # Decided while the workflow is parsed: an empty pair list, a missing file or folder, or two
 # pairs with one name stop the run before any job starts, naming the config key at fault.
@@ -64,7 +60,7 @@ STYLE_OUTPUTS = [
 ]
 
 
-# Pairs go to chunks by a hash of their name (cnnpipe.chunks): adding, removing or editing
+# Pairs go to chunks by a hash of their name (cnnpipe.runtime.chunks): adding, removing or editing
 # one pair's image reruns only the chunk that holds it.
 STYLE_CHUNKS = assign_chunks(list(STYLE_PAIRS), config["style"]["per_job"])
 STYLE_CHUNK_OF = {

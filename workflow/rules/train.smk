@@ -1,4 +1,4 @@
-from cnnpipe.plan import check_model_fits
+from cnnpipe.workflow.checks import check_model_fits
 
 # Checked while the workflow is parsed: a model too deep for the image size stops the run
 # before training could start (and delete the previous model).

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from cnnpipe.backbones import download_weights
-from cnnpipe.logs import job_logging
+from cnnpipe.networks.weights import download_weights
+from cnnpipe.runtime.logs import job_logging
 
 with job_logging(snakemake.log[0]):
     mirror = snakemake.params.mirror

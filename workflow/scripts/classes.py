@@ -3,9 +3,9 @@ and (for the trained CNN) by an independent pixel classifier."""
 
 import torch
 
-from cnnpipe.captions import classes_key_numbers, write_caption
-from cnnpipe.classes import run_classes
-from cnnpipe.logs import job_logging
+from cnnpipe.report.captions import classes_key_numbers, write_caption
+from cnnpipe.runtime.logs import job_logging
+from cnnpipe.stages.classes import run_classes
 
 with job_logging(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

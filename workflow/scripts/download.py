@@ -1,7 +1,7 @@
 """Rule `download`: fetch the configured dataset and write the prepared split."""
 
-from cnnpipe.data import prepare_dataset
-from cnnpipe.logs import job_logging
+from cnnpipe.data.prepare import prepare_dataset
+from cnnpipe.runtime.logs import job_logging
 
 with job_logging(snakemake.log[0]):
     prepare_dataset(

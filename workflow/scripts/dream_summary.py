@@ -1,8 +1,8 @@
 """Rule `dream_summary`: every image's DeepDream row in one CSV, and a before/after figure."""
 
-from cnnpipe.captions import dream_key_numbers, write_caption
-from cnnpipe.dream_summary import write_summary
-from cnnpipe.logs import job_logging
+from cnnpipe.report.captions import dream_key_numbers, write_caption
+from cnnpipe.runtime.logs import job_logging
+from cnnpipe.stages.dream_summary import write_summary
 
 with job_logging(snakemake.log[0]):
     write_summary(

@@ -2,9 +2,9 @@
 
 import torch
 
-from cnnpipe.captions import filters_key_numbers, write_caption
-from cnnpipe.filters import run_filters
-from cnnpipe.logs import job_logging
+from cnnpipe.report.captions import filters_key_numbers, write_caption
+from cnnpipe.runtime.logs import job_logging
+from cnnpipe.stages.filters import run_filters
 
 with job_logging(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

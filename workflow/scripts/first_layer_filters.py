@@ -1,8 +1,8 @@
 """Rule `first_layer_filters`: a network's first convolution filters as images."""
 
-from cnnpipe.backbones import load_backbone
-from cnnpipe.lecture import write_first_layer_filters
-from cnnpipe.logs import job_logging
+from cnnpipe.networks.build import load_backbone
+from cnnpipe.runtime.logs import job_logging
+from cnnpipe.stages.lecture import write_first_layer_filters
 
 with job_logging(snakemake.log[0]):
     trained = snakemake.params.backbone == "trained"

@@ -2,10 +2,10 @@
 
 import torch
 
-from cnnpipe.captions import fooling_key_numbers, write_caption
-from cnnpipe.fooling import run_fooling, target_confidence
-from cnnpipe.logs import job_logging
-from cnnpipe.plan import check_judge
+from cnnpipe.judges.specs import check_judge
+from cnnpipe.report.captions import fooling_key_numbers, write_caption
+from cnnpipe.runtime.logs import job_logging
+from cnnpipe.stages.fooling import run_fooling, target_confidence
 
 with job_logging(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

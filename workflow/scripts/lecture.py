@@ -1,9 +1,9 @@
 """Rule `lecture`: the convolution worked example and the parameter counts."""
 
-from cnnpipe.captions import conv_example_key_numbers, parameters_key_numbers, write_caption
-from cnnpipe.data import load_manifest
-from cnnpipe.lecture import write_conv_example, write_parameter_counts
-from cnnpipe.logs import job_logging
+from cnnpipe.data.prepare import load_manifest
+from cnnpipe.report.captions import conv_example_key_numbers, parameters_key_numbers, write_caption
+from cnnpipe.runtime.logs import job_logging
+from cnnpipe.stages.lecture import write_conv_example, write_parameter_counts
 
 with job_logging(snakemake.log[0]):
     write_conv_example(snakemake.output.example, snakemake.output.example_png)

@@ -2,7 +2,7 @@
 (the backbone and the judge loaded once), writing each pair's image, figure, losses, caption
 and log into the chunk's folder. The job log starts with where the start-up time went."""
 
-from cnnpipe.logs import StartupClock, job_logging
+from cnnpipe.runtime.logs import StartupClock, job_logging
 
 # Before the heavy imports: the interpreter and Snakemake's script preamble are behind us.
 clock = StartupClock()
@@ -10,7 +10,7 @@ clock = StartupClock()
 with job_logging(snakemake.log[0]) as log:
     import torch
 
-    from cnnpipe.style import run_style_chunk
+    from cnnpipe.stages.style import run_style_chunk
 
     clock.log_imports(log)
     torch.set_num_threads(snakemake.threads)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import torch
 
-from cnnpipe.captions import training_key_numbers, write_caption
-from cnnpipe.logs import job_logging
-from cnnpipe.train import interrupted_attempt, run_training
+from cnnpipe.report.captions import training_key_numbers, write_caption
+from cnnpipe.runtime.logs import job_logging
+from cnnpipe.stages.train import interrupted_attempt, run_training
 
 # The log is kept in a second file too, so a resumed run's log starts with the killed
 # attempt's lines (Snakemake deletes the log of an incomplete job, not this copy).

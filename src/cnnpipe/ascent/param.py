@@ -195,7 +195,6 @@ class FFTImage(ImageParam):
         self.spectrum.mul_(response[..., None])
 
 
-
 # Photos bundled with scikit-image whose mean Fourier magnitude a PhaseImage keeps.
 NATURAL_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 # image = sigmoid(gain * colour-mixed linear image): slope 1 at grey, so a linear image with the
@@ -220,7 +219,7 @@ def _photo_crops(photo, height: int, width: int):
 
 @lru_cache(maxsize=8)
 def _natural_spectrum(height: int, width: int, channels: int, decorrelate: bool) -> Tensor:
-    from cnnpipe.photos import sample_photo
+    from cnnpipe.io.photos import sample_photo
 
     inverse = torch.linalg.inv(_color_matrix(channels, decorrelate))
     # A photo is not periodic: its edges would add a cross of energy on the frequency axes (stripes

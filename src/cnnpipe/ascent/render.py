@@ -28,8 +28,8 @@ from cnnpipe.ascent.hooks import Activations, capture, frozen
 from cnnpipe.ascent.objectives import Objective, as_objective
 from cnnpipe.ascent.param import STREAM_TRANSFORMS, ImageParam, sample_generator
 from cnnpipe.ascent.regularizers import resolve_regularizers
-from cnnpipe.device import model_device
-from cnnpipe.logs import progress as log_progress
+from cnnpipe.runtime.device import model_device
+from cnnpipe.runtime.logs import progress as log_progress
 
 __all__ = ["AscentResult", "ascend", "LBFGS_HISTORY", "estimate_max_batch", "render_batched"]
 

@@ -1,0 +1,1 @@
+"""Datasets: the catalog (torch-free), downloads, preparation and loading."""

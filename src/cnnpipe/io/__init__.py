@@ -1,0 +1,1 @@
+"""Files: atomic writes, safe image reading and writing, the bundled sample photos."""

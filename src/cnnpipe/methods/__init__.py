@@ -1,0 +1,1 @@
+"""The algorithms built on the ascent engine: DeepDream, style transfer, CPPN, fooling searches."""

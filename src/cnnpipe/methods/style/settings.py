@@ -1,0 +1,26 @@
+"""The style stage's options that are checked while the workflow is parsed (torch-free)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise")
+SMOOTHINGS = ("none", "softmax")
+# Pixel steps: L-BFGS scales its own steps, Adam moves each pixel by about lr per step.
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+
+
+def check_style_batch(style_cfg: Mapping) -> int | str:
+    """``style.batch``: a positive integer or "auto"; more than one pair per batch needs
+    ``style.optimizer: adam`` (L-BFGS's dot products would couple the pairs of a batch)."""
+    setting, optimizer = style_cfg.get("batch", 1), style_cfg["optimizer"]
+    if setting == "auto":
+        return setting
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"style.batch must be a positive integer or 'auto', got {setting!r}")
+    if setting > 1 and optimizer != "adam":
+        raise ValueError(f"style.batch is {setting} but style.optimizer is {optimizer!r}: pairs share a batch "
+                         "with adam only (L-BFGS's dot products would couple them); set style.optimizer: adam "
+                         "or style.batch: 1")
+    return setting

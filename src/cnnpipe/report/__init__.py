@@ -1,0 +1,1 @@
+"""What a person reads: captions, plots, number formatting."""

@@ -1,0 +1,1 @@
+"""One module per pipeline stage: its run function, figure and table. Workflow scripts call these."""

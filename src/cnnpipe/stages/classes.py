@@ -1,0 +1,387 @@
+"""Per-class activation maximization: "can we see digits?"
+
+For every class i the image x* = argmax_x y^i is found by gradient ascent with the engine
+``cnnpipe.ascent``, in three variants, each one batched call for all classes. y^i is the
+network's output for class i: by default, as on the lecture's slide, the softmax output,
+maximized as its log-odds log(y^i / (1 - y^i)) (the same maximizer; unlike y^i and log y^i
+it does not flatten out as y^i nears 1, so the ascent keeps going); with ``objective:
+logit``, the score before the softmax (Simonyan et al. 2014). The logit alone can rise with
+another class's logit rising faster, so its x* need not be classified as i (measured on the
+tiny test CNN: 9 of 10 classes).
+
+* ``plain`` - the slide: pixels in [0, 1] (clipped after each step), no transforms, no penalty.
+* ``l1`` - the slide's regularizer: x* = argmax_x y^i - lambda * sum_ij |x_ij| on pixels in
+  [0, 1], so the penalty pulls pixels towards black (the digits' background).
+* ``regularized`` - our best-looking choice: a Fourier (or pixel) parameterization, random
+  jitter, zoom and rotation each step, a periodic blur, a small L1 and optional TV penalty.
+
+Each image is then judged by the CNN (logit, probability) and by an independent pixel
+classifier (``cnnpipe.judges.pixels``), and compared with its class's mean training image
+(Pearson r) - a plainer measure than any classifier's verdict, since gradient images tend to
+fool pixel classifiers too.
+
+With ``backbone`` set to an ImageNet network (``cnnpipe.judges.classifier``) the same three variants
+run for the configured ImageNet classes; there is no training set here to fit a pixel
+classifier or take class means on, so those columns stay empty."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from cnnpipe import ascent
+from cnnpipe.io.files import save_figure, write_csv, write_json
+from cnnpipe.io.images import read_images, write_image_folder
+from cnnpipe.judges.classifier import load_classifier
+from cnnpipe.judges.imagenet import target_ranks
+from cnnpipe.networks.aliases import SCORES_LAYER
+from cnnpipe.report.plots import image_grid
+from cnnpipe.runtime.device import model_device, seed_everything, select_device
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("plain", "l1", "regularized")
+SUMMARY_COLUMNS = [
+    "class",
+    "variant",
+    "logit",
+    "probability",
+    "independent_prediction",
+    "independent_probability",
+    "independent_rank",
+    "cnn_prediction",
+    "mean_image_correlation",
+    "class_index",
+]
+OBJECTIVES = {"probability": ascent.class_log_odds, "logit": ascent.class_logit}
+CONFIG_KEYS = (
+    "objective",
+    "steps",
+    "lr",
+    "l1_weight",
+    "parameterization",
+    "jitter",
+    "scale",
+    "degrees",
+    "blur_every",
+    "blur_sigma",
+    "tv_weight",
+    "regularized_l1_weight",
+    "copies",
+    "imagenet_regularized",
+    "independent_classifier",
+)
+
+
+def check_config(cfg: dict) -> None:
+    """Every key this stage reads is present; the error names the missing ones."""
+    missing = [key for key in CONFIG_KEYS if key not in cfg]
+    if missing:
+        raise KeyError(f"config section 'classes' lacks {missing}")
+    if cfg["objective"] not in OBJECTIVES:
+        raise ValueError(f"classes.objective must be one of {list(OBJECTIVES)}, got {cfg['objective']!r}")
+    # The regularized variant's keys that an ImageNet network may set apart from the trained CNN's.
+    regularized_keys = ("parameterization", "copies", "jitter", "scale", "degrees", "blur_every", "blur_sigma",
+                        "tv_weight", "regularized_l1_weight")
+    block = cfg["imagenet_regularized"] or {}
+    unknown = sorted(set(block) - set(regularized_keys))
+    if unknown:
+        raise ValueError(f"classes.imagenet_regularized sets only {list(regularized_keys)}, not {unknown}")
+    for where, settings in (("classes", cfg), ("classes.imagenet_regularized", {**cfg, **block})):
+        if settings["parameterization"] not in ("pixel", "fft", "phase"):
+            raise ValueError(f"{where}: parameterization must be 'pixel', 'fft' or 'phase', "
+                             f"got {settings['parameterization']!r}")
+        if isinstance(settings["copies"], bool) or not isinstance(settings["copies"], int) or settings["copies"] < 1:
+            raise ValueError(f"{where}: copies must be an integer >= 1, got {settings['copies']!r}")
+        if settings["parameterization"] == "phase" and settings["blur_every"]:
+            raise ValueError(f"{where}: parameterization 'phase' keeps its spectrum fixed, so blur_every must be 0")
+
+
+def regularized_transforms(cfg: dict) -> list[ascent.Transform]:
+    """Jitter, zoom (1 +- scale) and rotation (+- degrees), then a half jitter: the ones switched on."""
+    transforms: list[ascent.Transform] = []
+    if cfg["jitter"] > 0:
+        transforms.append(ascent.Jitter(cfg["jitter"]))
+    if cfg["scale"] > 0 or cfg["degrees"] > 0:
+        transforms.append(ascent.RandomAffine((1 - cfg["scale"], 1 + cfg["scale"]), cfg["degrees"]))
+    if cfg["jitter"] > 0:
+        transforms.append(ascent.Jitter(cfg["jitter"] / 2))
+    return transforms
+
+
+def variant_settings(cfg: dict, shape) -> dict[str, dict]:
+    """Variant name -> keyword arguments for ``ascent.ascend`` (param, transforms, penalties).
+
+    The regularized variant on an ImageNet network takes ``imagenet_regularized`` over the
+    trained CNN's settings."""
+    from cnnpipe.networks.spec import parse_backbone
+
+    check_config(cfg)
+    pixels = ascent.pixel_image(shape)
+    if parse_backbone(cfg.get("backbone", "trained"), "classes.backbone", must_exist=False).imagenet:
+        cfg = {**cfg, **(cfg["imagenet_regularized"] or {})}
+    params = {"pixel": ascent.pixel_image, "fft": ascent.fft_image, "phase": ascent.phase_image}
+    penalties = {"l1": cfg["regularized_l1_weight"], "tv": cfg["tv_weight"]}
+    return {
+        "plain": {"param": pixels},
+        "l1": {"param": pixels, "regularizers": {"l1": cfg["l1_weight"]}},
+        "regularized": {
+            "param": params[cfg["parameterization"]](shape),
+            "transforms": regularized_transforms(cfg),
+            "copies": cfg["copies"],
+            "blur_every": cfg["blur_every"] or None,
+            "blur_sigma": cfg["blur_sigma"],
+            "regularizers": {name: w for name, w in penalties.items() if w},
+        },
+    }
+
+
+def visualize_classes(
+    model: nn.Module,
+    image_shape,
+    cfg: dict,
+    *,
+    layer: str = SCORES_LAYER,
+    targets: list[int] | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Variant -> images [K, C, H, W] in [0, 1], image j maximizing the output (``cfg["objective"]``:
+    softmax probability or logit) of class ``targets[j]`` (default: every class of the model's
+    output, in order).
+
+    One batched ascent per variant; plain and l1 start from the same seeded noise, so their
+    difference is the L1 term alone.
+    """
+    shape = tuple(int(s) for s in image_shape)
+    if targets is None:
+        with torch.no_grad(), ascent.frozen(model):
+            k = int(model(torch.zeros(1, *shape, device=model_device(model))).shape[1])
+        targets = list(range(k))
+    check_config(cfg)
+    objectives = [OBJECTIVES[cfg["objective"]](layer, i) for i in targets]
+    images = {}
+    for name, settings in variant_settings(cfg, shape).items():
+        settings = dict(settings)
+        param = settings.pop("param")
+        result = ascent.ascend(
+            model, objectives, param, steps=cfg["steps"], lr=cfg["lr"], seed=seed, progress=show_progress,
+            desc=f"classes: {name}", **settings,
+        )
+        images[name] = result.images
+    return images
+
+
+@torch.no_grad()
+def summarize(
+    model: nn.Module, images: dict[str, torch.Tensor], independent, class_names, targets=None
+) -> pd.DataFrame:
+    """One row per (class, variant): the CNN's logit and probability of that class and its
+    prediction; the independent judge's (pixel classifier's or ImageNet judge's) prediction,
+    probability of the class and the class's rank among its predictions (0 = top-1), empty
+    without a judge; and the correlation with the class's mean training image (a pixel
+    classifier only). Image j of each variant is for class ``targets[j]`` (default: j)."""
+    device = model_device(model)
+    rows = []
+    for variant, batch in images.items():
+        with ascent.frozen(model):  # eval mode (no dropout), restored afterwards
+            logits = model(batch.to(device)).float().cpu()
+        probs = torch.softmax(logits, dim=1)
+        classes = np.arange(len(batch)) if targets is None else np.asarray(targets)
+        if independent is not None:
+            pixel_probs = independent.predict_proba(batch)
+            ranks = target_ranks(pixel_probs, classes)
+            correlation = (independent.mean_image_correlation(batch, classes)
+                           if hasattr(independent, "mean_image_correlation") else None)
+        for j, c in enumerate(classes):
+            row = {
+                "class": str(class_names[c]),
+                "class_index": int(c),
+                "variant": variant,
+                "logit": round(float(logits[j, c]), 4),
+                "probability": round(float(probs[j, c]), 6),
+                "cnn_prediction": str(class_names[int(probs[j].argmax())]),
+            }
+            if independent is not None:
+                row["independent_prediction"] = str(class_names[int(pixel_probs[j].argmax())])
+                row["independent_probability"] = round(float(pixel_probs[j, c]), 6)
+                row["independent_rank"] = int(ranks[j])
+                if correlation is not None:
+                    row["mean_image_correlation"] = round(float(correlation[j]), 4)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def attainment(summary: pd.DataFrame, reference: dict) -> dict:
+    """Per variant: how many classes the CNN and the independent judge assign to the intended
+    class (the judge also: in its top 5), and the correlation with the class means (pixel
+    classifier only); ``reference`` holds the pixel classifier's measures for real test images."""
+    out = {"reference": reference, "variants": {}}
+    for variant, group in summary.groupby("variant", sort=False):
+        numbers = {
+            "classes": int(len(group)),
+            "cnn_correct": int((group["cnn_prediction"] == group["class"]).sum()),
+            "probability_min": round(float(group["probability"].min()), 6),
+        }
+        if group["independent_prediction"].notna().all():
+            numbers.update({
+                "independent_correct": int((group["independent_prediction"] == group["class"]).sum()),
+                "independent_top5": int((group["independent_rank"] < 5).sum()),
+                "independent_probability_mean": round(float(group["independent_probability"].mean()), 4),
+            })
+        if group["mean_image_correlation"].notna().all():
+            numbers.update({
+                "mean_image_correlation_mean": round(float(group["mean_image_correlation"].mean()), 4),
+                "mean_image_correlation_min": round(float(group["mean_image_correlation"].min()), 4),
+            })
+        out["variants"][variant] = numbers
+    return out
+
+
+def reference_measures(independent, data: dict) -> dict:
+    """The pixel classifier's test accuracy and real test images' correlation with their class mean."""
+    images, labels = data["test_images"], data["test_labels"].numpy()
+    correlation = independent.mean_image_correlation(images, labels)
+    return {
+        "independent_classifier": independent.kind,
+        "independent_test_accuracy": round(independent.accuracy(images, labels), 4),
+        "test_images_mean_image_correlation_median": round(float(np.median(correlation)), 4),
+        "test_images_mean_image_correlation_p10": round(float(np.quantile(correlation, 0.1)), 4),
+    }
+
+
+VARIANT_LABELS = {"plain": "plain", "l1": "L1", "regularized": "reg."}
+
+
+def regularization_words(cfg: dict) -> list[str]:
+    """What the regularized variant does, for the figure title."""
+    from cnnpipe.networks.spec import parse_backbone
+
+    if parse_backbone(cfg.get("backbone", "trained"), "classes.backbone", must_exist=False).imagenet:
+        cfg = {**cfg, **(cfg["imagenet_regularized"] or {})}
+    words = [{"fft": "FFT", "phase": "Fourier phase (photos' magnitude)"}.get(cfg["parameterization"], "pixels")]
+    if cfg["jitter"] > 0 or cfg["scale"] > 0 or cfg["degrees"] > 0:
+        words.append("jitter/zoom/rotation" + (f" of {cfg['copies']} copies a step" if cfg["copies"] > 1 else ""))
+    if cfg["blur_every"]:
+        words.append(f"blur every {cfg['blur_every']} steps")
+    if cfg["regularized_l1_weight"]:
+        words.append(f"L1 {cfg['regularized_l1_weight']:g}")
+    if cfg["tv_weight"]:
+        words.append(f"TV {cfg['tv_weight']:g}")
+    return words
+
+
+def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class_means: np.ndarray | None,
+                   class_names, cfg: dict, reference: dict | None, judge: str | None = None):
+    """Rows: the variants, then (with a pixel classifier) the class's mean training image;
+    columns: the classes. Under each image: the CNN's probability, then the pixel classifier's
+    prediction and r with the class mean where there is one, or the ImageNet ``judge``'s
+    prediction."""
+    k = len(class_names)
+    shape = next(iter(images.values())).shape[1:]
+    judged = reference is not None
+    panels = [*images.values()]
+    if judged:
+        panels.append(torch.from_numpy(class_means.reshape(k, *shape)).float())
+    labels, sublabels = [], []
+    by_key = summary.set_index(["variant", "class"])
+    for variant in images:
+        for name in class_names:
+            row = by_key.loc[(variant, str(name))]
+            labels.append(f"{VARIANT_LABELS.get(variant, variant)}: {name}")
+            under = f"p {row['probability']:.3f}"
+            if judged:
+                under += f" | {row['independent_prediction']} | r {row['mean_image_correlation']:.2f}"
+            elif judge:
+                under += f" | judge: {row['independent_prediction']}"
+            sublabels.append(under)
+    if judged:
+        labels += [f"mean: {name}" for name in class_names]
+        sublabels += ["training mean"] * k
+    rows = f"rows: plain | L1: y^i - {cfg['l1_weight']:g} \u03a3|x_ij| (pixels in [0, 1]) | reg.: " + ", ".join(
+        regularization_words(cfg))
+    lines = [f"Can we see the classes? x* = argmax_x y^i for each class i, {cfg['steps']} Adam steps from noise"]
+    if judged:
+        tally = " | ".join(
+            f"{VARIANT_LABELS.get(v, v)} {int((g['independent_prediction'] == g['class']).sum())}/{k} "
+            f"(mean r {g['mean_image_correlation'].mean():.2f})"
+            for v, g in summary.groupby("variant", sort=False)
+        )
+        lines += [
+            rows + " | mean training image",
+            f"under each: CNN probability | {reference['independent_classifier']} pixel classifier's prediction | "
+            f"r: correlation with the class's mean image (test images: median "
+            f"{reference['test_images_mean_image_correlation_median']:.2f})",
+            f"pixel classifier agrees: {tally}",
+        ]
+    else:
+        tally = " | ".join(
+            f"{VARIANT_LABELS.get(v, v)} {int((g['cnn_prediction'] == g['class']).sum())}/{k}"
+            for v, g in summary.groupby("variant", sort=False)
+        )
+        lines += [rows, f"under each: the network's probability of the class; its top class agrees: {tally}"]
+        if judge:
+            verdict = " | ".join(
+                f"{VARIANT_LABELS.get(v, v)} {int((g['independent_rank'] == 0).sum())}/{k} top-1, "
+                f"{int((g['independent_rank'] < 5).sum())}/{k} top-5"
+                for v, g in summary.groupby("variant", sort=False)
+            )
+            lines.append(f"and the judge's prediction: {judge}, trained separately, names the class: {verdict}")
+    return image_grid(torch.cat(panels), labels, "\n".join(lines), ncols=k, sublabels=sublabels)
+
+
+def saved_as_files(images: dict[str, torch.Tensor], folder: Path, names) -> dict[str, torch.Tensor]:
+    """Each variant's images saved as ``folder/<variant>/<name>.png`` and read back from the files."""
+    mode = "L" if next(iter(images.values())).shape[1] == 1 else "RGB"
+    return {variant: read_images(write_image_folder(batch, names, folder / variant), mode)
+            for variant, batch in images.items()}
+
+
+def run_classes(
+    settings: dict,
+    *,
+    seed: int,
+    device_name: str,
+    summary_csv,
+    attainment_json,
+    grid_png,
+    image_dir,
+    model_path=None,
+    data_path=None,
+    cache_dir=None,
+) -> pd.DataFrame:
+    """Rule `classes`: the images of all variants (``image_dir/<variant>/<class>.png``), their
+    summary, counts and the grid; the numbers and the grid come from those files, read back."""
+    check_config(settings)
+    seed_everything(seed)
+    device = select_device(device_name)
+    net = load_classifier(settings, key="classes", model_path=model_path, data_path=data_path,
+                          cache_dir=cache_dir)
+    model = net.model.to(device)
+    log.info("classes: %s, %d classes on %s images", net.backbone, len(net.targets), "x".join(map(str, net.image_shape)))
+    images = visualize_classes(model, net.image_shape, settings, layer=net.layer, targets=net.targets, seed=seed)
+    images = saved_as_files(images, Path(image_dir), net.target_names)
+    independent = net.independent(settings["independent_classifier"], seed)
+    reference = None if independent is None or net.data is None else reference_measures(independent, net.data)
+    summary = summarize(model, images, independent, net.class_names, net.targets)
+    counts = attainment(summary, reference)
+    if independent is not None and reference is None:
+        counts["judge"] = independent.kind
+    for variant, numbers in counts["variants"].items():
+        judged = (f", judge {numbers['independent_correct']}/{numbers['classes']} top-1 "
+                  f"{numbers['independent_top5']}/{numbers['classes']} top-5" if "independent_correct" in numbers else "")
+        if "mean_image_correlation_mean" in numbers:
+            judged += f", mean r with class mean {numbers['mean_image_correlation_mean']:.3f}"
+        log.info("%s: network %d/%d%s", variant, numbers["cnn_correct"], numbers["classes"], judged)
+    log.info("reference: %s", reference)
+    write_csv(summary_csv, summary)
+    write_json(attainment_json, counts)
+    means = None if reference is None else independent.class_means[net.targets]
+    judge = None if independent is None or reference is not None else independent.kind
+    save_figure(classes_figure(images, summary, means, net.target_names, settings, reference, judge), grid_png)
+    return summary

@@ -1,0 +1,125 @@
+"""Checks of the config made while the workflow is parsed, each naming the key at fault, so a
+bad setting stops the run before any job starts (and before Snakemake deletes the outputs
+of a job it would rerun).
+
+Torch-free on import; the checks that need a network build it on the meta device
+(:mod:`cnnpipe.workflow.probes`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cnnpipe.data.catalog import NATIVE_SIZES
+from cnnpipe.networks.spec import TRAINED, default_layers_for, parse_backbone
+from cnnpipe.workflow.probes import _meta_network, _smallest_working, check_layer_names, native_size
+
+# A DeepDream tile at least this large fits its margin at any layer stride here (at most 32).
+SAFE_TILE = 256
+
+
+def check_model_fits(dataset_cfg: Mapping, model_cfg: Mapping) -> None:
+    """Stop before any job when ``model.conv_channels`` has more 2x2 poolings than the image
+    side allows (each block halves it), so training never starts and deletes a good model."""
+    size = int(dataset_cfg.get("image_size") or 0) or NATIVE_SIZES.get(dataset_cfg["name"])
+    if size is None:
+        return
+    blocks = len(model_cfg["conv_channels"])
+    if size // 2**blocks < 1:
+        source = "dataset.image_size" if dataset_cfg.get("image_size") else f"the native size of {dataset_cfg['name']}"
+        raise ValueError(
+            f"model.conv_channels: {blocks} convolution blocks halve a {size} px image ({source}) {blocks} times, "
+            f"below one pixel; use at most {size.bit_length() - 1} blocks or a larger dataset.image_size"
+        )
+
+
+def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
+    """Stop before any job when ``dream.tile`` is too small for a window around its margin at
+    the dream layers' stride. Tiles of 0 (never tile) or from SAFE_TILE up need no network;
+    smaller ones are checked on the meta device."""
+    tile = int(dream_cfg["tile"])
+    if tile <= 0 or tile >= SAFE_TILE:
+        return
+    from cnnpipe.methods.deepdream import TiledEnergy, resolve_layers, split_axis
+
+    spec = parse_backbone(dream_cfg["backbone"], "dream.backbone", must_exist=False)
+    model = _meta_network(spec, model_cfg, None)
+    layers = resolve_layers(model, dream_cfg.get("layers"))
+
+    def fits(side: int) -> bool:
+        energy = TiledEnergy(model, layers, tile=side)
+        try:
+            split_axis(side + 1, side, energy.margin, energy.align)
+        except ValueError:
+            return False
+        return True
+
+    if not fits(tile):
+        smallest = _smallest_working(tile, SAFE_TILE, fits)
+        raise ValueError(
+            f"dream.tile: {tile} px leaves no room inside a window for its margin of context at the stride of "
+            f"the layers {layers} (backbone {spec.label!r}); use 0 (never tile) or at least {smallest} px"
+        )
+
+
+def check_backbone_weights(key: str, backbone) -> None:
+    """Stop before any job when the ``weights`` file of a backbone spec is refused (it would run
+    code when unpickled), unreadable, or does not fit its architecture: the message names
+    ``key`` and the first tensor whose name or shape differs. Only such specs import torch."""
+    spec = parse_backbone(backbone, key)
+    if spec.weights is None:
+        return
+    from cnnpipe.networks.weights import check_weights_file
+
+    check_weights_file(spec, f"{key}.weights")
+
+
+def check_style_layers(style_cfg: Mapping) -> None:
+    """Stop before any job when style transfer has no content or style layers: none named, and
+    no defaults for the backbone's architecture (only EfficientNet-Lite, VGG19 and GoogLeNet
+    have them)."""
+    spec = parse_backbone(style_cfg["backbone"], "style.backbone", must_exist=False)
+    defaults = default_layers_for(spec)
+    for kind in ("content", "style"):
+        if not style_cfg.get(f"{kind}_layers") and not defaults:
+            raise ValueError(f"style.{kind}_layers: backbone {spec.label!r} has no default {kind} layers; name "
+                             f"them (`python -m cnnpipe layers {spec.arch}` lists the layers)")
+
+
+def trained_conv_layers(model_cfg: Mapping) -> list[str]:
+    """The convolution layers the config's ``model`` section builds: conv1 ... convN."""
+    return [f"conv{i}" for i in range(1, len(model_cfg["conv_channels"]) + 1)]
+
+
+def trained_fc_layers(model_cfg: Mapping) -> list[str]:
+    """The hidden fully connected layers the config's ``model`` section builds: fc1 ... fcM."""
+    return [f"fc{i}" for i in range(1, len(model_cfg.get("hidden") or []) + 1)]
+
+
+def filter_layers(filters_cfg: Mapping, model_cfg: Mapping) -> list[str]:
+    """The layers the ``filters`` stage visualizes, checked without loading any weights.
+
+    Raises ``ValueError`` naming ``filters.layers`` (or ``filters.backbone``) for a name that
+    is not a convolution or hidden fully connected layer of the configured CNN, or not a
+    layer of the backbone with a feature map [B, C, H, W] or units [B, N].
+    """
+    spec = parse_backbone(filters_cfg.get("backbone", TRAINED), "filters.backbone")
+    layers = list(dict.fromkeys(filters_cfg.get("layers") or []))
+    if spec.kind == TRAINED:
+        known = trained_conv_layers(model_cfg) + trained_fc_layers(model_cfg)
+        bad = [name for name in layers if name not in known]
+        if bad:
+            raise ValueError(
+                f"filters.layers: {', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not a "
+                f"convolution or hidden fully connected layer of the configured CNN; model.conv_channels "
+                f"{list(model_cfg['conv_channels'])} and model.hidden {list(model_cfg.get('hidden') or [])} give "
+                f"the layers {known}"
+            )
+        return layers or trained_conv_layers(model_cfg)
+    if not layers:
+        raise ValueError(
+            f"filters.layers: required when filters.backbone is {spec.label!r} (a network from elsewhere "
+            f"has too many layers to draw them all); `python -m cnnpipe layers {spec.arch}` lists them"
+        )
+    size = filters_cfg.get("image_size", 128) or native_size(spec)
+    check_layer_names("filters.layers", spec, layers, model_cfg, input_shape=(3, size, size), units_allowed=True)
+    return layers
