@@ -33,7 +33,7 @@ test: install
 # report in Chromium, and the pipeline through SLURM on a single-node cluster on localhost
 # (needs root: installs munge and SLURM with apt-get when missing; see tests/slurm/README.md).
 test-slow: install
-	CNNPIPE_SLURM=1 $(VENV)/bin/pytest -m slow --durations=10
+	CNNPIPE_SLURM=1 $(VENV)/bin/pytest -m slow -n 0 --durations=10
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -127,26 +131,61 @@ def tiny_dataset(tmp_path_factory, tiny_config) -> dict:
     return paths
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (held by the kernel: freed if the holder dies)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _shared_temp(tmp_path_factory) -> Path:
+    """A folder that every pytest-xdist worker of this session sees (the session's own
+    temporary folder when there are no workers)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The whole workflow run once on the tiny config in a temporary folder, from a copy of
-    the workflow beside it (``code/``) that tests may edit."""
+    """The whole workflow run once per test session on the tiny config, in a temporary folder,
+    from a copy of the workflow beside it (``code/``). Every pytest-xdist worker reads the same
+    run: the first to need it makes it under a lock. Tests only read it (dry runs included); a
+    test that edits its code or runs jobs there takes ``tiny_run_copy``."""
     from pipeline import copy_workflow, snakemake
 
-    base = tmp_path_factory.mktemp("pipeline")
-    copy_workflow(base / "code")
-    workdir = base / "work"
-    workdir.mkdir()
-    snakemake(workdir, "--cores", "2")
-    return workdir
+    base = _shared_temp(tmp_path_factory) / "pipeline"
+    with _locked(base.parent / "pipeline.lock"):
+        if not (base / "done").exists():
+            shutil.rmtree(base, ignore_errors=True)
+            copy_workflow(base / "code")
+            (base / "work").mkdir()
+            snakemake(base / "work", "--cores", "2")
+            (base / "done").touch()
+    return base / "work"
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny run (its code and its working folder, Snakemake's records
+    included), for a test that edits code or runs jobs; the copy has nothing to do."""
+    shutil.copytree(tiny_run.parent / "code", tmp_path / "code", symlinks=True)
+    shutil.copytree(tiny_run, tmp_path / "work", symlinks=True)
+    return tmp_path / "work"
 
 
 @pytest.fixture(scope="session")
-def tiny_report(tiny_run) -> Path:
-    """The HTML report of the tiny run, built by `snakemake --report`."""
+def tiny_report(tiny_run, tmp_path_factory) -> Path:
+    """The HTML report of the tiny run, built by `snakemake --report` once per session."""
     from pipeline import snakemake
 
-    snakemake(tiny_run, "--report", "report.html")
+    with _locked(_shared_temp(tmp_path_factory) / "report.lock"):
+        if not (tiny_run / "report.html").exists():
+            snakemake(tiny_run, "--report", "partial-report.html")
+            (tiny_run / "partial-report.html").rename(tiny_run / "report.html")
     return tiny_run / "report.html"
 
 

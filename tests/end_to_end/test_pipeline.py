@@ -22,6 +22,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_two_fresh_runs_write_byte_identical_results(tiny_run, tmp_path):
     snakemake(tmp_path, "--cores", "2")
     first, second = result_files(tiny_run), result_files(tmp_path)
@@ -42,9 +43,10 @@ def test_nothing_is_written_outside_results_and_the_cache(tiny_run):
     {"model": {"conv_channels": [4, 8, 8, 8, 8]}},  # too deep for 12 px images: would fail in training
     {"dream": {"tile": 1}},                          # no room for a margin: would fail in every dream job
 ])
-def test_a_config_rejected_at_parse_time_leaves_every_result_as_it_was(tiny_run, tmp_path, override):
+def test_a_config_rejected_at_parse_time_leaves_every_result_as_it_was(tiny_run_copy, tmp_path, override):
     """A setting that passes the schema but cannot work is refused before any job, so
     Snakemake never deletes the outputs of the jobs it would have rerun."""
+    tiny_run = tiny_run_copy
     before = {name: digest(path) for name, path in result_files(tiny_run, skip=()).items()}
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump(override))
@@ -96,6 +98,7 @@ KILL_CONFIG = {
 }
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
     """Kill the whole snakemake process group mid-training; a run started meanwhile is refused,
     `--rerun-incomplete` afterwards completes, and the final checkpoint equals an uninterrupted

@@ -96,6 +96,7 @@ def published(work: Path, names) -> dict[str, bytes]:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_style_results_are_byte_identical_whatever_the_chunk_size_and_one_pair_reruns_one_chunk(tmp_path):
     contents, styles = pair_images(tmp_path / "images", 5, 2)
     pairs = [(content, styles[0]) for content in contents]

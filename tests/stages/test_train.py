@@ -98,6 +98,7 @@ run_training(data_path=sys.argv[2], manifest_path=sys.argv[3],
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_to_the_same_weights(tmp_path, tiny_dataset):
     """A training process killed with SIGKILL resumes from its last completed epoch and ends
     with exactly the checkpoint an uninterrupted run writes."""

@@ -143,6 +143,7 @@ def dream_config(tmp_path, folder, per_job: int):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_results_are_byte_identical_whatever_the_chunk_size(tmp_path):
     folder = photo_folder(tmp_path / "photos", 5)
     outputs = {}
@@ -162,6 +163,7 @@ def test_results_are_byte_identical_whatever_the_chunk_size(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_adding_a_photo_to_a_folder_of_20_reruns_one_chunk(tmp_path):
     folder = photo_folder(tmp_path / "photos", 20)
     configs = dream_config(tmp_path, folder, 8)
