@@ -111,32 +111,41 @@ def ascend(
     schedule = _Schedule.of(optimizer, steps, lr, blur_every, blur_sigma, lbfgs_history)
     if int(copies) < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
-    objective, n_objectives = as_objective(objective)
-    indices = _resolve_batch(n_objectives, param, indices)
-    device = _place_model(model, device)
-    param = _build_param(param, indices, seed, device)
+    objective, indices, param = _resolve_inputs(model, objective, param, indices, seed, device)
     penalties = resolve_regularizers(regularizers)
     gens = [sample_generator(seed, i, STREAM_TRANSFORMS) for i in indices]
 
     with frozen(model), capture(model, sorted(objective.layers)) as acts:
         loss = _Loss(objective, acts, param, transforms, gens, penalties, int(copies))
-        with torch.no_grad():
-            initial = loss.score(param()).detach()
-        _optimize(loss, schedule, progress, desc)
-        with torch.no_grad():
-            images = param().detach()
-            final = loss.score(images).detach()
-            final_penalty = loss.penalty(images)
+        initial, images, final, final_penalty = _optimize_and_score(loss, schedule, progress, desc)
 
     history = loss.history()
-    return AscentResult(
-        images=images.clamp(0, 1).cpu(),
-        objective=final.cpu(),
-        initial_objective=initial.cpu(),
-        penalty=final_penalty.cpu(),
-        history=history,
-        indices=list(indices),
-    )
+    return AscentResult(images=images.clamp(0, 1).cpu(), objective=final.cpu(), initial_objective=initial.cpu(),
+                        penalty=final_penalty.cpu(), history=history, indices=list(indices))
+
+
+def _resolve_inputs(model: nn.Module, objective, param, indices, seed: int,
+                    device) -> tuple[Objective, list[int], ImageParam]:
+    """The objective, the samples' global indices and their image parameterization, on the
+    device the model is moved to (see ``ascend``)."""
+    objective, n_objectives = as_objective(objective)
+    indices = _resolve_batch(n_objectives, param, indices)
+    device = _place_model(model, device)
+    return objective, indices, _build_param(param, indices, seed, device)
+
+
+def _optimize_and_score(loss: _Loss, schedule: _Schedule, progress: bool,
+                        desc: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Score the start image, optimize, then score the final one, both without transforms:
+    (initial objective, final images, final objective, final penalty)."""
+    with torch.no_grad():
+        initial = loss.score(loss.param()).detach()
+    _optimize(loss, schedule, progress, desc)
+    with torch.no_grad():
+        images = loss.param().detach()
+        final = loss.score(images).detach()
+        final_penalty = loss.penalty(images)
+    return initial, images, final, final_penalty
 
 
 @dataclass(frozen=True)

@@ -327,6 +327,25 @@ def evolve_fooling(
     fitness)`` (log-probabilities [K]) returns True;
     ``iterations`` records the generation at which each class first reached ``target``.
     """
+    _check_evolution(target, generations, offspring, span, sigma, structure, crossover)
+    targets, (channels, height, width) = _targets_and_shape(model, image_shape, targets)
+    score = _fitness(model, targets, (channels, height, width), span)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2015]))
+    rates = {name: min(1.0, structure * rate) for name, rate in cppn.STRUCTURE_RATES.items()}
+    run = _MapElites(score, rng, len(targets), hidden=hidden, channels=channels, sigma=sigma,
+                     log_target=math.log(target), generations=generations, offspring=offspring, focus=focus,
+                     crossover=crossover, rates=rates, adapt=adapt)
+    done = _evolve(run, generations, show_progress, on_generation)
+    iterations = [min(n, done) for n in run.iterations]
+    images = torch.from_numpy(cppn.render_cppn(run.elites, height, width, span)).float()
+    extra = {"budget": done, "nodes": run.elites.nodes().tolist(), "connections": run.elites.connections().tolist(),
+             "sigma": run.steps.tolist()}
+    return _finish("evolution", model, images, iterations, target, targets, extra)
+
+
+def _check_evolution(target: float, generations: int, offspring: int, span: float, sigma: float,
+                     structure: float, crossover: float) -> None:
+    """Refuse settings ``evolve_fooling`` cannot run with, naming them."""
     if not 0 < target < 1:
         raise ValueError(f"evolution target confidence must be in (0, 1), got {target}")
     if generations < 0 or offspring < 1:
@@ -334,51 +353,70 @@ def evolve_fooling(
     if not (span > 0 and sigma > 0 and structure >= 0 and 0 <= crossover <= 1):
         raise ValueError(f"span and sigma must be > 0, structure >= 0 and crossover in [0, 1], got {span}, {sigma}, "
                          f"{structure}, {crossover}")
-    targets, (channels, height, width) = _targets_and_shape(model, image_shape, targets)
-    k = len(targets)
-    score = _fitness(model, targets, (channels, height, width), span)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2015]))
-    log_target = math.log(target)
-    rates = {name: min(1.0, structure * rate) for name, rate in cppn.STRUCTURE_RATES.items()}
 
-    # Generation 0: offspring random genomes per class; each class's best becomes its elite.
-    population = cppn.random_cppn(rng, k * offspring, hidden, channels)
-    scores = score(population)
-    best = scores.argmax(dim=0).numpy()
-    elites = population.take(best)
-    fitness = scores[best, torch.arange(k)].clone()
-    steps = np.full(k, float(sigma))
-    iterations = [0 if fitness[c] >= log_target else generations for c in range(k)]
+
+class _MapElites:
+    """MAP-Elites over K classes: each class's elite genome, its fitness (log p(class) of its
+    8-bit image), its weight-mutation step, and the generation at which it first reached the
+    target (``generations`` until then); how children are bred; the one random stream."""
+
+    def __init__(self, score, rng: np.random.Generator, k: int, *, hidden: int, channels: int, sigma: float,
+                 log_target: float, generations: int, offspring: int, focus: bool, crossover: float, rates: dict,
+                 adapt: bool):
+        self.score, self.rng, self.k, self.log_target, self.generations = score, rng, k, log_target, generations
+        self.offspring, self.focus, self.crossover, self.rates, self.adapt = offspring, focus, crossover, rates, adapt
+        # Generation 0: offspring random genomes per class; each class's best becomes its elite.
+        population = cppn.random_cppn(rng, k * offspring, hidden, channels)
+        scores = score(population)
+        best = scores.argmax(dim=0).numpy()
+        self.elites = population.take(best)
+        self.fitness = scores[best, torch.arange(k)].clone()
+        self.steps = np.full(k, float(sigma))
+        self.iterations = [0 if self.fitness[c] >= self.log_target else self.generations for c in range(k)]
+
+    def step(self, generation: int) -> None:
+        """One generation: breed, score all children in one batch, adapt the steps, promote."""
+        parents, children = self._children()
+        scores = self.score(children)
+        if self.adapt:  # success: a child beats its own parent (before any elite changes)
+            own = scores[np.arange(len(parents)), parents]
+            better, worse = (own > self.fitness[parents]).numpy(), (own < self.fitness[parents]).numpy()
+            self.steps = adapt_sigma(self.steps, np.bincount(parents, better, self.k),
+                                     np.bincount(parents, worse, self.k))
+        for c in _promote(self.elites, self.fitness, children, scores):
+            if self.fitness[c] >= self.log_target and self.iterations[c] == self.generations:
+                self.iterations[c] = generation
+
+    def _children(self) -> tuple[np.ndarray, cppn.CPPN]:
+        """Each child's parent class and the children: copies of their parents' elites, a
+        fraction ``crossover`` crossed with another class's elite, then mutated."""
+        k, rng = self.k, self.rng
+        reached = (self.fitness >= self.log_target).numpy()
+        counts = allocate_offspring(reached, self.offspring) if self.focus else self.offspring
+        parents = np.repeat(np.arange(k), counts)
+        children = self.elites.take(parents)
+        if self.crossover > 0 and k > 1:
+            crossing = np.flatnonzero(rng.random(len(parents)) < self.crossover)
+            mates = rng.integers(0, k - 1, len(crossing))
+            mates += mates >= parents[crossing]  # another class's elite
+            children.put(crossing, cppn.crossover(children.take(crossing), self.elites.take(mates), rng))
+        return parents, cppn.mutate(children, rng, weight_sigma=self.steps[parents], **self.rates)
+
+
+def _evolve(run: _MapElites, generations: int, show_progress: bool, on_generation) -> int:
+    """Run generations 1, 2, ... with a progress bar until ``generations`` or until
+    ``on_generation`` returns True; the last generation run."""
     done = 0
     bar = progress(range(1, generations + 1), desc="evolving CPPNs", disable=not show_progress)
     try:
         for generation in bar:
-            reached = (fitness >= log_target).numpy()
-            parents = np.repeat(np.arange(k), allocate_offspring(reached, offspring) if focus else offspring)
-            children = elites.take(parents)
-            if crossover > 0 and k > 1:
-                crossing = np.flatnonzero(rng.random(len(parents)) < crossover)
-                mates = rng.integers(0, k - 1, len(crossing))
-                mates += mates >= parents[crossing]  # another class's elite
-                children.put(crossing, cppn.crossover(children.take(crossing), elites.take(mates), rng))
-            children = cppn.mutate(children, rng, weight_sigma=steps[parents], **rates)
-            scores = score(children)
-            if adapt:  # success: a child beats its own parent (before any elite changes)
-                own = scores[np.arange(len(parents)), parents]
-                better, worse = (own > fitness[parents]).numpy(), (own < fitness[parents]).numpy()
-                steps = adapt_sigma(steps, np.bincount(parents, better, k), np.bincount(parents, worse, k))
-            for c in _promote(elites, fitness, children, scores):
-                if fitness[c] >= log_target and iterations[c] == generations:
-                    iterations[c] = generation
+            run.step(generation)
             done = generation
             if show_progress and generation % 10 == 0:
-                bar.set_postfix(at_target=int((fitness >= log_target).sum()), min_conf=f"{fitness.exp().min():.3f}")
-            if on_generation is not None and on_generation(generation, fitness.clone()):
+                bar.set_postfix(at_target=int((run.fitness >= run.log_target).sum()),
+                                min_conf=f"{run.fitness.exp().min():.3f}")
+            if on_generation is not None and on_generation(generation, run.fitness.clone()):
                 break
     finally:
         bar.close()
-    iterations = [min(n, done) for n in iterations]
-    images = torch.from_numpy(cppn.render_cppn(elites, height, width, span)).float()
-    extra = {"budget": done, "nodes": elites.nodes().tolist(), "connections": elites.connections().tolist(),
-             "sigma": steps.tolist()}
-    return _finish("evolution", model, images, iterations, target, targets, extra)
+    return done

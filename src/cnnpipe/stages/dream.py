@@ -10,16 +10,20 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from cnnpipe.io.files import write_rows
+from cnnpipe.io.files import atomic_write_text, write_rows
 from cnnpipe.io.images import load_image, pil_to_tensor, save_png
 from cnnpipe.methods.deepdream import DreamResult, deep_dream_batch
 from cnnpipe.networks.build import load_backbone
+from cnnpipe.report.captions import dream_key_numbers, write_caption
+from cnnpipe.runtime.chunks import ERROR_SUFFIX, batches
 from cnnpipe.runtime.device import seed_everything, select_device
+from cnnpipe.runtime.logs import image_log
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +142,29 @@ def run_dream_chunk(
     on the other images of its chunk or on their order; with ``dream.batch`` > 1 (on a GPU,
     by default) photos of one size are dreamed together, and the batch's lines go to each of
     its images' logs."""
-    from contextlib import ExitStack
-
-    from cnnpipe.io.files import atomic_write_text
-    from cnnpipe.report.captions import dream_key_numbers, write_caption
-    from cnnpipe.runtime.chunks import ERROR_SUFFIX, batches
-    from cnnpipe.runtime.logs import image_log
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    model, device, per_batch = _start_up(settings, len(images), seed=seed, device_name=device_name,
+                                         cache_dir=cache_dir, checkpoint=checkpoint)
+    chunk = _DreamChunk(images, folder, settings, model, device, seed)
+    if per_batch == 1:  # each photo read just before it is dreamed: one photo in memory at a time
+        plan = [[name] for name in images]
+    else:  # all read first, to batch photos of one size (the chunk's photos in memory at once)
+        start = time.perf_counter()
+        chunk.read(images)
+        chunk.computing += time.perf_counter() - start
+        plan = batches({name: tuple(photo.shape) for name, photo in chunk.photos.items()}, per_batch)
+    for names in plan:
+        chunk.run(names, read=per_batch == 1)
+    log.info("chunk: %d image(s) in %.2f s of DeepDream (reading and writing included), %.2f s per image",
+             len(images), chunk.computing, chunk.computing / max(1, len(images)))
+    return chunk.rows
+
+
+def _start_up(settings: Mapping, count: int, *, seed: int, device_name: str, cache_dir,
+              checkpoint) -> tuple[nn.Module, torch.device, int]:
+    """Seed, load the chunk's network once, pick the device and the images per batch; log how
+    long that took. (network, device, images per batch)"""
     began = time.perf_counter()
     seed_everything(seed)
     model = load_backbone(settings["backbone"], cache_dir=cache_dir, checkpoint=checkpoint, key="dream.backbone")
@@ -154,57 +172,72 @@ def run_dream_chunk(
     per_batch = batch_size(settings.get("batch", 1), device)
     loaded = time.perf_counter() - began
     log.info("start-up: network %s loaded in %.2f s, shared by the chunk's %d image(s); %d image(s) per batch",
-             getattr(model, "backbone_name", type(model).__name__), loaded, len(images), per_batch)
+             getattr(model, "backbone_name", type(model).__name__), loaded, count, per_batch)
+    return model, device, per_batch
 
-    def failed(names, error):  # one bad image must not cost its chunk-mates their results
+
+class _DreamChunk:
+    """A chunk job's photos (name -> file) and what they share: the folder, the settings, the
+    network and the seed; the photos read and not dreamed yet, the rows written, and the
+    seconds spent reading, dreaming and writing."""
+
+    def __init__(self, images: Mapping[str, str | os.PathLike], folder: Path, settings: Mapping, model: nn.Module,
+                 device: torch.device, seed: int):
+        self.images, self.folder, self.settings = images, folder, settings
+        self.model, self.device, self.seed = model, device, seed
+        self.photos: dict[str, Tensor] = {}
+        self.rows: list[dict] = []
+        self.computing = 0.0
+
+    def failed(self, names, error) -> None:
+        """Log the failure and give each of ``names`` an error file: one bad image must not
+        cost its chunk-mates their results. Call it while handling ``error``."""
         log.exception("%s: failed; the other images of this chunk go on", ", ".join(names))
         for name in names:
-            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+            atomic_write_text(self.folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
 
-    def read(names) -> bool:
+    def read(self, names) -> bool:
+        """Read ``names``' photos, each logging to its own log; whether all of them could be read."""
         for name in names:
             try:
-                with image_log(folder / f"{name}.log"):
-                    photos[name] = _read_photo(Path(images[name]))
+                with image_log(self.folder / f"{name}.log"):
+                    self.photos[name] = _read_photo(Path(self.images[name]))
             except Exception as error:
-                failed([name], error)
-        return all(name in photos for name in names)
+                self.failed([name], error)
+        return all(name in self.photos for name in names)
 
-    rows, computing, photos = [], 0.0, {}
-    if per_batch == 1:  # each photo read just before it is dreamed: one photo in memory at a time
-        plan = [[name] for name in images]
-    else:  # all read first, to batch photos of one size (the chunk's photos in memory at once)
+    def run(self, names: list[str], *, read: bool) -> None:
+        """Dream ``names`` as one batch (``read``: read their photos first) and write their
+        files and captions; a failure fails this batch alone."""
         start = time.perf_counter()
-        read(images)
-        computing += time.perf_counter() - start
-        plan = batches({name: tuple(photo.shape) for name, photo in photos.items()}, per_batch)
-    for names in plan:
-        start = time.perf_counter()
-        if per_batch == 1 and not read(names):
-            computing += time.perf_counter() - start
-            continue
+        if read and not self.read(names):
+            self.computing += time.perf_counter() - start
+            return
         try:
-            with ExitStack() as logs:
-                for name in names:  # appended to: each log already holds its photo's line
-                    logs.enter_context(image_log(folder / f"{name}.log", mode="a"))
-                seed_everything(seed)
-                results = deep_dream_batch(model, [photos[n] for n in names], seed=seed, device=device,
-                                           **_dream_kwargs(settings))
-                seconds = time.perf_counter() - start
-                for name, result in zip(names, results):
-                    rows.append(_write_result(Path(images[name]), name, photos[name], result, seconds,
-                                              folder / f"{name}.png", folder / f"{name}.csv", model, settings))
-                    log.info("%s: done; it shared its job's start-up with %d other image(s)", name,
-                             len(images) - 1)
+            self._dream(names, start)
         except Exception as error:
-            failed(names, error)
-            continue
+            self.failed(names, error)
+            return
         finally:
-            computing += time.perf_counter() - start
+            self.computing += time.perf_counter() - start
             for name in names:
-                photos.pop(name, None)
+                self.photos.pop(name, None)
         for name in names:
-            write_caption(folder / f"{name}.rst", dream_key_numbers(folder / f"{name}.csv"))
-    log.info("chunk: %d image(s) in %.2f s of DeepDream (reading and writing included), %.2f s per image",
-             len(images), computing, computing / max(1, len(images)))
-    return rows
+            write_caption(self.folder / f"{name}.rst", dream_key_numbers(self.folder / f"{name}.csv"))
+
+    def _dream(self, names: list[str], start: float) -> None:
+        """Reseed, dream the batch's photos and write each one's PNG and CSV (a row each), the
+        batch's lines going to each of its images' logs."""
+        with ExitStack() as logs:
+            for name in names:  # appended to: each log already holds its photo's line
+                logs.enter_context(image_log(self.folder / f"{name}.log", mode="a"))
+            seed_everything(self.seed)
+            results = deep_dream_batch(self.model, [self.photos[n] for n in names], seed=self.seed,
+                                       device=self.device, **_dream_kwargs(self.settings))
+            seconds = time.perf_counter() - start
+            for name, result in zip(names, results):
+                self.rows.append(_write_result(Path(self.images[name]), name, self.photos[name], result, seconds,
+                                               self.folder / f"{name}.png", self.folder / f"{name}.csv", self.model,
+                                               self.settings))
+                log.info("%s: done; it shared its job's start-up with %d other image(s)", name,
+                         len(self.images) - 1)

@@ -424,31 +424,12 @@ def run_filters(
             start_images=start_images,
         )
 
-    images = ascend(filters).images
-    # Measured again with the real ReLUs and no transforms, by the same forward as the data.
-    index = torch.arange(len(filters))
-    activation = layer_activations(model, target, images)[index, torch.as_tensor(filters)]
-    start = ["noise"] * len(filters)
-    if settings.get("data_start"):
-        images, activation, start = data_start_where_short(ascend, model, target, filters, images, activation,
-                                                           reference, data_acts)
-    # Every number and the grid are those of the 8-bit files a user gets.
-    mode = "L" if images.shape[1] == 1 else "RGB"
-    images = read_images(write_image_folder(images, [str(k) for k in filters], image_dir), mode)
-    activation = layer_activations(model, target, images)[index, torch.as_tensor(filters)]
+    images, activation, start = _maximized(ascend, model, target, filters, reference, data_acts,
+                                           settings.get("data_start"))
+    images, activation = _read_back(model, target, filters, images, image_dir)
     table = filter_table(filters, activation, data_acts.max(dim=0).values[: len(filters)], start, units=units)
-    won = beats(table)
-    log.info("%s: %d of %d %s beat %s; ratio min %s, median %s", layer, int(won.sum()), len(table),
-             "units" if units else "filters",
-             described, table["ratio"].min(), table["ratio"].median())
-    if not won.all():
-        log.warning("%s: %s %s did not beat %s", layer, "units" if units else "filters",
-                    table[table.columns[0]][~won].tolist(), described)
-    trained = settings.get("backbone", "trained") == "trained"
-    if units:
-        summed = "neuron j's output after its ReLU" if trained else f"unit j of layer {target}"
-    else:
-        summed = "the filter's feature map after its ReLU" if trained else f"channel k of layer {target}"
+    _log_beats(layer, table, units, described)
+    summed = _summed(settings, target, units)
     # The title mentions the leak only where there is a ReLU to leak (EfficientNet has ReLU6).
     leaked = leak if any(isinstance(m, nn.ReLU) for m in model.modules()) else 0.0
     figure = filters_figure(images, table, layer, reference=described, summed=summed,
@@ -457,3 +438,46 @@ def run_filters(
     save_figure(figure, png_path)
     write_csv(csv_path, table)
     return table
+
+
+def _maximized(ascend, model: nn.Module, target: str, filters: list[int], reference: Tensor, data_acts: Tensor,
+               data_start) -> tuple[Tensor, Tensor, list[str]]:
+    """x* of every filter from noise, and with ``data_start`` from the data where that falls
+    short (``data_start_where_short``): (images, their a^k, where each started)."""
+    images = ascend(filters).images
+    # Measured again with the real ReLUs and no transforms, by the same forward as the data.
+    index = torch.arange(len(filters))
+    activation = layer_activations(model, target, images)[index, torch.as_tensor(filters)]
+    start = ["noise"] * len(filters)
+    if data_start:
+        images, activation, start = data_start_where_short(ascend, model, target, filters, images, activation,
+                                                           reference, data_acts)
+    return images, activation, start
+
+
+def _read_back(model: nn.Module, target: str, filters: list[int], images: Tensor, image_dir) -> tuple[Tensor, Tensor]:
+    """Save each x* as ``image_dir/<filter>.png`` and read the files back: (images, their a^k)."""
+    # Every number and the grid are those of the 8-bit files a user gets.
+    mode = "L" if images.shape[1] == 1 else "RGB"
+    images = read_images(write_image_folder(images, [str(k) for k in filters], image_dir), mode)
+    index = torch.arange(len(filters))
+    return images, layer_activations(model, target, images)[index, torch.as_tensor(filters)]
+
+
+def _log_beats(layer: str, table: pd.DataFrame, units: bool, described: str) -> None:
+    """Log how many x* beat the reference images, and warn naming those that do not."""
+    won = beats(table)
+    log.info("%s: %d of %d %s beat %s; ratio min %s, median %s", layer, int(won.sum()), len(table),
+             "units" if units else "filters",
+             described, table["ratio"].min(), table["ratio"].median())
+    if not won.all():
+        log.warning("%s: %s %s did not beat %s", layer, "units" if units else "filters",
+                    table[table.columns[0]][~won].tolist(), described)
+
+
+def _summed(settings: Mapping, target: str, units: bool) -> str:
+    """What a^k (a^j) sums, for the figure's title."""
+    trained = settings.get("backbone", "trained") == "trained"
+    if units:
+        return "neuron j's output after its ReLU" if trained else f"unit j of layer {target}"
+    return "the filter's feature map after its ReLU" if trained else f"channel k of layer {target}"

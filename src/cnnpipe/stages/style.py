@@ -16,6 +16,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from cnnpipe.io.files import save_figure, write_csv
+from cnnpipe.io.files import atomic_write_text, save_figure, write_csv
 from cnnpipe.io.images import load_image, pil_to_tensor, save_png
 from cnnpipe.judges.imagenet import ImageNetJudge, content_kept, target_ranks, top_classes
 from cnnpipe.judges.specs import check_judge
@@ -36,7 +37,10 @@ from cnnpipe.methods.style.optimize import StyleResult
 from cnnpipe.methods.style.settings import check_style_batch
 from cnnpipe.networks.build import imagenet_class_names, load_backbone
 from cnnpipe.networks.fold import inference_model
+from cnnpipe.report.captions import style_key_numbers, write_caption
+from cnnpipe.runtime.chunks import ERROR_SUFFIX, batches
 from cnnpipe.runtime.device import seed_everything, select_device
+from cnnpipe.runtime.logs import image_log
 
 log = logging.getLogger(__name__)
 
@@ -394,13 +398,6 @@ def run_style_chunk(
     (each batch), so a pair's result does not depend on its chunk-mates or their order; with
     ``style.batch`` > 1 (Adam on a GPU, by default) pairs whose contents have one size are
     transferred together, and the batch's lines go to each of its pairs' logs."""
-    from contextlib import ExitStack
-
-    from cnnpipe.io.files import atomic_write_text
-    from cnnpipe.report.captions import style_key_numbers, write_caption
-    from cnnpipe.runtime.chunks import ERROR_SUFFIX, batches
-    from cnnpipe.runtime.logs import image_log
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
@@ -408,54 +405,72 @@ def run_style_chunk(
     per_batch = batch_size(settings, networks.device)
     log.info("start-up: the networks are shared by the chunk's %d pair(s); %d pair(s) per batch", len(pairs),
              per_batch)
-
-    def failed(names, error):  # one bad pair must not cost its chunk-mates their results
-        log.exception("%s: failed; the other pairs of this chunk go on", ", ".join(names))
-        for name in names:
-            atomic_write_text(folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
-
-    read: dict[str, _ReadPair] = {}
-
-    def read_pair(name) -> bool:
-        content_path, style_path, *weights = pairs[name]
-        outputs = {key: folder / f"{name}.{ext}" for ext, key in CHUNK_FILES.items()}
-        files = PairFiles(content_path, style_path, outputs["image"], outputs["figure"], outputs["losses"],
-                          weights[0] if weights else None)
-        try:
-            with image_log(folder / f"{name}.log"):
-                read[name] = _read_pair(files, settings)
-        except Exception as error:
-            failed([name], error)
-        return name in read
-
-    results, computing = {}, 0.0
+    chunk = _StyleChunk(pairs, folder, settings, networks, seed)
     if per_batch == 1:  # each pair read just before it runs
         plan = [[name] for name in pairs]
     else:  # all read first, to batch pairs whose contents have one size (hence one size at every scale)
         start = time.perf_counter()
-        sizes = {name: read[name].original_size for name in pairs if read_pair(name)}
-        computing += time.perf_counter() - start
+        sizes = {name: chunk.loaded[name].original_size for name in pairs if chunk.read(name)}
+        chunk.computing += time.perf_counter() - start
         plan = batches(sizes, per_batch)
     for names in plan:
+        chunk.run(names, read=per_batch == 1)
+    log.info("chunk: %d pair(s) in %.2f s of style transfer (reading and writing included), %.2f s per pair",
+             len(pairs), chunk.computing, chunk.computing / max(1, len(pairs)))
+    return chunk.results
+
+
+class _StyleChunk:
+    """A chunk job's pairs (name -> files) and what they share: the folder, the settings, the
+    networks and the seed; the pairs read and not run yet, the results, and the seconds spent."""
+
+    def __init__(self, pairs: Mapping, folder: Path, settings: Mapping, networks: StyleNetworks, seed: int):
+        self.pairs, self.folder, self.settings, self.networks, self.seed = pairs, folder, settings, networks, seed
+        self.loaded: dict[str, _ReadPair] = {}
+        self.results: dict[str, StyleResult] = {}
+        self.computing = 0.0
+
+    def failed(self, names, error) -> None:
+        """Log the failure and give each of ``names`` an error file: one bad pair must not cost
+        its chunk-mates their results. Call it while handling ``error``."""
+        log.exception("%s: failed; the other pairs of this chunk go on", ", ".join(names))
+        for name in names:
+            atomic_write_text(self.folder / f"{name}{ERROR_SUFFIX}", f"{error}\n")
+
+    def read(self, name: str) -> bool:
+        """Read pair ``name``'s images, logging to its own log; whether they could be read."""
+        content_path, style_path, *weights = self.pairs[name]
+        outputs = {key: self.folder / f"{name}.{ext}" for ext, key in CHUNK_FILES.items()}
+        files = PairFiles(content_path, style_path, outputs["image"], outputs["figure"], outputs["losses"],
+                          weights[0] if weights else None)
+        try:
+            with image_log(self.folder / f"{name}.log"):
+                self.loaded[name] = _read_pair(files, self.settings)
+        except Exception as error:
+            self.failed([name], error)
+        return name in self.loaded
+
+    def run(self, names: list[str], *, read: bool) -> None:
+        """Transfer ``names`` as one batch (``read``: read the one pair first) and write their
+        files and captions, the batch's lines going to each of its pairs' logs; a failure fails
+        this batch alone."""
         start = time.perf_counter()
         try:
-            if per_batch == 1 and not read_pair(names[0]):
-                continue
+            if read and not self.read(names[0]):
+                return
             with ExitStack() as logs:
                 for name in names:  # appended to: each log already holds its pair's line
-                    logs.enter_context(image_log(folder / f"{name}.log", mode="a"))
-                done = _style_read_pairs([read[name] for name in names], settings, networks, seed=seed,
-                                         progress=True)
+                    logs.enter_context(image_log(self.folder / f"{name}.log", mode="a"))
+                done = _style_read_pairs([self.loaded[name] for name in names], self.settings, self.networks,
+                                         seed=self.seed, progress=True)
                 for name, result in zip(names, done):
-                    write_caption(folder / f"{name}.rst", style_key_numbers(read[name].files.output_csv))
-                    results[name] = result
-                    log.info("%s: done; it shared its job's start-up with %d other pair(s)", name, len(pairs) - 1)
+                    write_caption(self.folder / f"{name}.rst", style_key_numbers(self.loaded[name].files.output_csv))
+                    self.results[name] = result
+                    log.info("%s: done; it shared its job's start-up with %d other pair(s)", name,
+                             len(self.pairs) - 1)
         except Exception as error:
-            failed(names, error)
+            self.failed(names, error)
         finally:
-            computing += time.perf_counter() - start
+            self.computing += time.perf_counter() - start
             for name in names:
-                read.pop(name, None)
-    log.info("chunk: %d pair(s) in %.2f s of style transfer (reading and writing included), %.2f s per pair",
-             len(pairs), computing, computing / max(1, len(pairs)))
-    return results
+                self.loaded.pop(name, None)

@@ -209,14 +209,7 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
         loss_sum, correct = _train_epoch(model, optimizer, scheduler, train_on_device, labels_on_device, generator, device,
                                          batch_size, amp, float(train_cfg.get("label_smoothing", 0.0)))
         test_loss, test_acc, _ = evaluate(model, test_x, test_y, device, amp=amp)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": round(loss_sum / len(train_x), 6),
-            "train_accuracy": round(correct / len(train_x), 6),
-            "test_loss": round(test_loss, 6),
-            "test_accuracy": round(test_acc, 6),
-            "lr": round(scheduler.get_last_lr()[0], 8),
-        }
+        row = _metrics_row(epoch + 1, loss_sum, correct, len(train_x), test_loss, test_acc, scheduler)
         metrics.append(row)
         bar.set_postfix(train_loss=row["train_loss"], test_acc=row["test_accuracy"], refresh=False)
         if on_epoch is not None:
@@ -224,9 +217,7 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
         state = make_state(model, model_cfg, manifest, epoch + 1, optimizer, scheduler, generator, metrics, stamp, seed)
         if last is not None:
             ckpt.save_checkpoint(last, state)
-        log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.2f s",
-                 epoch + 1, epochs, row["train_loss"], row["train_accuracy"], row["test_loss"],
-                 row["test_accuracy"], time.perf_counter() - began)
+        _log_epoch(row, epochs, time.perf_counter() - began)
     bar.close()
 
     if state is None:  # everything was already done before a restart
@@ -235,6 +226,26 @@ def fit(data_path, manifest_path, model_cfg: dict, train_cfg: dict, seed: int, d
     _, _, predicted = evaluate(model, test_x, test_y, device, amp=amp)
     matrix = confusion_matrix(test_y, predicted, len(manifest["classes"]))
     return TrainResult(model=model.cpu().eval(), metrics=metrics, confusion=matrix, state=state)
+
+
+def _metrics_row(epoch: int, loss_sum: float, correct: int, train_count: int, test_loss: float, test_acc: float,
+                 scheduler) -> dict[str, float]:
+    """One epoch's row of the metrics table (``METRIC_COLUMNS``), rounded as it is kept."""
+    return {
+        "epoch": epoch,
+        "train_loss": round(loss_sum / train_count, 6),
+        "train_accuracy": round(correct / train_count, 6),
+        "test_loss": round(test_loss, 6),
+        "test_accuracy": round(test_acc, 6),
+        "lr": round(scheduler.get_last_lr()[0], 8),
+    }
+
+
+def _log_epoch(row: dict[str, float], epochs: int, seconds: float) -> None:
+    """Log one epoch's metrics and how long it took."""
+    log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.2f s",
+             row["epoch"], epochs, row["train_loss"], row["train_accuracy"], row["test_loss"],
+             row["test_accuracy"], seconds)
 
 
 def make_state(model, model_cfg, manifest, epoch, optimizer, scheduler, generator, metrics, stamp, seed) -> dict:

@@ -80,45 +80,65 @@ def style_pairs(settings: Mapping, photo_dir: str | os.PathLike = "results/photo
     file. A pair's ``style`` may blend several images: ``{starry: 0.7, scream: 0.3}`` or
     ``[starry: 0.7, scream: 0.3]`` (positive weights, normalized to sum 1; a list of names
     without weights blends them equally). Errors name the key at fault."""
-    def source(value, where: str) -> str:
-        value = str(value)
-        if value in sample_photos:
-            return str(Path(photo_dir) / f"{value}.png")
-        if not Path(value).is_file():
-            raise ValueError(
-                f"{where}: {value!r} is neither a sample photo ({', '.join(sorted(sample_photos))}) "
-                "nor an existing image file"
-            )
-        return value
-
-    found: list[StylePair] = []
-    for index, entry in enumerate(settings.get("pairs") or []):
-        if not isinstance(entry, Mapping) or set(entry) != {"content", "style"}:
-            raise ValueError(f"style.pairs[{index}]: expected {{content: ..., style: ...}}, got {entry!r}")
-        content = source(entry["content"], f"style.pairs[{index}].content")
-        where = f"style.pairs[{index}].style"
-        entries = _blend_entries(entry["style"], where)
-        weights = _blend_weights(entries, where)
-        styles = [source(image, key) for image, _, key in entries]
-        if len(set(styles)) != len(styles):
-            raise ValueError(f"{where}: a style image appears twice in the blend: {styles}")
-        found.append(StylePair(content, styles, weights))
-    content_folder, style_folder = settings.get("content_folder"), settings.get("style_folder")
-    if bool(content_folder) != bool(style_folder):
-        given, missing = ("content_folder", "style_folder") if content_folder else ("style_folder", "content_folder")
-        raise ValueError(f"style.{given} is set but style.{missing} is not: pairs from folders need both")
-    if content_folder:
-        try:
-            contents, styles = list_images(content_folder), list_images(style_folder)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"style.content_folder / style.style_folder: {error}") from None
-        found += [StylePair(str(c), [str(s)]) for c in contents for s in styles]
+    found = _listed_pairs(settings, photo_dir, sample_photos) + _folder_pairs(settings)
     if not found:
         raise ValueError(
             "style: no content/style pairs to run. List some under style.pairs "
             "(e.g. {content: chelsea, style: hubble_deep_field}) or set both style.content_folder "
             "and style.style_folder"
         )
+    return _by_name(found)
+
+
+def _source(value, where: str, photo_dir: str | os.PathLike, sample_photos: Sequence[str]) -> str:
+    """The file an image value names: a sample photo's PNG under ``photo_dir``, or an existing file."""
+    value = str(value)
+    if value in sample_photos:
+        return str(Path(photo_dir) / f"{value}.png")
+    if not Path(value).is_file():
+        raise ValueError(
+            f"{where}: {value!r} is neither a sample photo ({', '.join(sorted(sample_photos))}) "
+            "nor an existing image file"
+        )
+    return value
+
+
+def _listed_pairs(settings: Mapping, photo_dir: str | os.PathLike, sample_photos: Sequence[str]) -> list[StylePair]:
+    """The pairs listed under ``style.pairs``, in order."""
+    found: list[StylePair] = []
+    for index, entry in enumerate(settings.get("pairs") or []):
+        if not isinstance(entry, Mapping) or set(entry) != {"content", "style"}:
+            raise ValueError(f"style.pairs[{index}]: expected {{content: ..., style: ...}}, got {entry!r}")
+        content = _source(entry["content"], f"style.pairs[{index}].content", photo_dir, sample_photos)
+        where = f"style.pairs[{index}].style"
+        entries = _blend_entries(entry["style"], where)
+        weights = _blend_weights(entries, where)
+        styles = [_source(image, key, photo_dir, sample_photos) for image, _, key in entries]
+        if len(set(styles)) != len(styles):
+            raise ValueError(f"{where}: a style image appears twice in the blend: {styles}")
+        found.append(StylePair(content, styles, weights))
+    return found
+
+
+def _folder_pairs(settings: Mapping) -> list[StylePair]:
+    """Every content image of ``style.content_folder`` with every style image of
+    ``style.style_folder`` (both or neither must be set)."""
+    content_folder, style_folder = settings.get("content_folder"), settings.get("style_folder")
+    if bool(content_folder) != bool(style_folder):
+        given, missing = ("content_folder", "style_folder") if content_folder else ("style_folder", "content_folder")
+        raise ValueError(f"style.{given} is set but style.{missing} is not: pairs from folders need both")
+    if not content_folder:
+        return []
+    try:
+        contents, styles = list_images(content_folder), list_images(style_folder)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"style.content_folder / style.style_folder: {error}") from None
+    return [StylePair(str(c), [str(s)]) for c in contents for s in styles]
+
+
+def _by_name(found: Sequence[StylePair]) -> dict[str, StylePair]:
+    """The pairs by their names (a pair listed twice once), refusing two pairs of one name and
+    names that cannot be file names."""
     pairs: dict[str, StylePair] = {}
     for pair in found:
         content, style = pair

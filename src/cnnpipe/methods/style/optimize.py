@@ -204,6 +204,28 @@ def transfer_batch(
     keeps ``lbfgs_history`` curvature pairs (default ``ascent.LBFGS_HISTORY``); Adam clamped
     pixels, projected after every step. See the module docstring for the losses; the final
     losses are those of the returned image."""
+    style_weights, starts = _check_pairs(contents, styles, style_weights, starts, optimizer=optimizer, init=init,
+                                         lbfgs_history=lbfgs_history)
+    device = _move_model(model, device)
+    contents, starts = _pair_images(contents, starts)
+    content_q, style_q = resolve_layers(model, content_layers, style_layers)
+    targets = _pair_targets(model, contents, styles, style_weights, content_q, style_q, relative=relative, pad=pad,
+                            smoothing=smoothing, temperature=temperature)
+    weights = {"content_weight": float(content_weight), "style_weight": float(style_weight),
+               "tv_weight": float(tv_weight)}
+    params, started = _start_params(contents, starts, init=init, pad=pad, optimizer=optimizer, seed=seed,
+                                    device=device)
+    result = _ascend_pairs(model, targets, params, content_weight=content_weight, style_weight=style_weight,
+                           tv_weight=tv_weight, steps=steps, optimizer=optimizer, lr=lr, seed=seed, device=device,
+                           progress=progress, lbfgs_history=lbfgs_history)
+    return _pair_results(model, result, contents, targets, started, weights, pad=pad, preserve_color=preserve_color,
+                         layers=(content_q, style_q))
+
+
+def _check_pairs(contents, styles, style_weights, starts, *, optimizer: str, init: str,
+                 lbfgs_history) -> tuple[list, list]:
+    """Check the options and that there is one style per content (more than one pair only with
+    Adam); each pair's style weights and start (None: not given)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"style.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if init not in INITS:
@@ -222,9 +244,18 @@ def transfer_batch(
     starts = [None] * count if starts is None else list(starts)
     if len(style_weights) != count or len(starts) != count:
         raise ValueError(f"transfer_batch: {count} pairs, {len(style_weights)} style weights, {len(starts)} starts")
+    return style_weights, starts
+
+
+def _move_model(model: nn.Module, device) -> torch.device:
+    """Move ``model`` to ``device`` if one is given; the device it is on."""
     if device is not None:
         model.to(device)
-    device = model_device(model)
+    return model_device(model)
+
+
+def _pair_images(contents: Sequence[Tensor], starts: Sequence[Tensor | None]) -> tuple[list[Tensor], list]:
+    """The contents and the given starts as [1, 3, H, W] batches, checked to be of one size."""
     contents = [_as_batch(content, "content") for content in contents]
     if len({tuple(content.shape) for content in contents}) > 1:
         raise ValueError("a batch of style pairs needs content images of one size, got "
@@ -234,17 +265,34 @@ def transfer_batch(
         if image is not None and image.shape != contents[0].shape:
             raise ValueError(f"start image {tuple(image.shape[2:])} and content {tuple(contents[0].shape[2:])} "
                              "differ in size")
-    content_q, style_q = resolve_layers(model, content_layers, style_layers)
-    targets = [compute_targets(model, content, _style_list(style), content_q, style_q, relative=relative,
-                               pad=pad, smoothing=smoothing, temperature=temperature, style_weights=weights)
-               for content, style, weights in zip(contents, styles, style_weights)]
-    weights = {"content_weight": float(content_weight), "style_weight": float(style_weight),
-               "tv_weight": float(tv_weight)}
-    # each pair's start as it would be alone (seeded noise: the seed's sample 0)
+    return contents, starts
+
+
+def _pair_targets(model: nn.Module, contents: Sequence[Tensor], styles, style_weights, content_q: list[str],
+                  style_q: list[str], **options) -> list[StyleTargets]:
+    """Each pair's own targets (``compute_targets``); its style one image or a blend."""
+    return [compute_targets(model, content, _style_list(style), content_q, style_q, style_weights=weights, **options)
+            for content, style, weights in zip(contents, styles, style_weights)]
+
+
+def _start_params(contents: Sequence[Tensor], starts: Sequence[Tensor | None], *, init: str, pad: int,
+                  optimizer: str, seed: int, device) -> tuple[list[ascent.ImageParam], list[Tensor]]:
+    """Each pair's canvas as it would start alone (seeded noise: the seed's sample 0), and that
+    start without its border, whose losses are the initial ones."""
     params = [_canvas(content if first is None else first, init=init if first is None else "start", pad=pad,
                       optimizer=optimizer, seed=seed, device=device)
               for content, first in zip(contents, starts)]
     started = [crop(param().detach().clamp(0, 1), pad) for param in params]
+    return params, started
+
+
+def _ascend_pairs(model: nn.Module, targets: Sequence[StyleTargets], params: Sequence[ascent.ImageParam], *,
+                  content_weight: float, style_weight: float, tv_weight: float, steps: int, optimizer: str,
+                  lr: float | None, seed: int, device, progress: bool,
+                  lbfgs_history: int | None) -> ascent.AscentResult:
+    """One ascent for all pairs: one pair optimizes its own canvas; several, one batch of their
+    canvases, sample i compared with pair i's targets (``stack_targets``)."""
+    count = len(params)
     if count == 1:
         batch_targets, param = targets[0], params[0]
     else:
@@ -252,7 +300,7 @@ def transfer_batch(
         param = ascent.pixel_image(images=torch.cat([p().detach() for p in params]))(list(range(count)), seed,
                                                                                      device)
     objective = style_objective(batch_targets, content_weight, style_weight)
-    result = ascent.ascend(
+    return ascent.ascend(
         model,
         objective,
         param,
@@ -265,6 +313,14 @@ def transfer_batch(
         desc=f"style ({optimizer}{f', {count} pairs' if count > 1 else ''})",
         lbfgs_history=lbfgs_history,
     )
+
+
+def _pair_results(model: nn.Module, result: ascent.AscentResult, contents: Sequence[Tensor],
+                  targets: Sequence[StyleTargets], started: Sequence[Tensor], weights: Mapping[str, float], *,
+                  pad: int, preserve_color: bool, layers: tuple[list[str], list[str]]) -> list[StyleResult]:
+    """Each pair's result: its image without the border (the content's colours kept, if asked),
+    the losses of its start and of that image, and its column of the minimized loss's history."""
+    content_q, style_q = layers
     images = crop(result.images, pad)
     histories = -(result.history["objective"] - result.history["penalty"])
     results = []

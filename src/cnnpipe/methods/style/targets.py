@@ -146,51 +146,71 @@ def compute_targets(model: nn.Module, content: Tensor, style: Tensor | Sequence[
     with ascent.frozen(model):
         with ascent.capture(model, layers) as acts:
             acts.run(canvas)
-            margins = {}
-            for name in layers:
-                if acts[name].dim() != 4:  # a vector (the logits): no positions, no border
-                    margins[name] = (0, 0)
-                    continue
-                height, width = acts[name].shape[-2:]
-                # border pixels per feature pixel, rounded down: edge features that mix picture
-                # and border still count
-                margins[name] = (pad * height // canvas.shape[-2], pad * width // canvas.shape[-1])
-            targets = StyleTargets({}, {}, {}, {}, int(pad), margins)
+            targets = StyleTargets({}, {}, {}, {}, int(pad), _margins(acts, layers, pad, canvas))
             content_maps = {name: targets.features(acts, name).detach().clone() for name in content_layers}
         if smoothing == "softmax":
-            # s_l from the layer's target image; a layer of both kinds takes the style images'
-            # (the root of their weighted mean square: one scale for the whole blend)
-            # a vector layer (the logits) is compared as it is: the softmax is over the channels
-            # at each position of a feature map
-            squares = {name: float(maps.square().mean()) for name, maps in content_maps.items() if maps.dim() == 4}
-            style_squares = dict.fromkeys(style_layers, 0.0)
-            for image, weight in zip(styles, weights):
-                with ascent.capture(model, style_layers) as acts:
-                    acts.run(image.to(device))
-                    for name in style_layers:
-                        style_squares[name] += weight * float(acts[name].square().mean())
-            squares.update(style_squares)
-            targets.smooth_scale = {name: temperature * max(math.sqrt(value), 1e-12)
-                                    for name, value in squares.items()}
-        # Gram targets: the weighted sum over the style images, each seen as it is (no border);
-        # one image's maps at a time, so a blend costs no more memory than one image
-        grams = {}
-        for image, weight in zip(styles, weights):
-            with ascent.capture(model, style_layers) as acts:
-                acts.run(image.to(device))
-                for name in style_layers:
-                    gram = weight * gram_matrix(targets.smooth(name, acts[name].detach()))[0]
-                    grams[name] = gram if name not in grams else grams[name] + gram
+            targets.smooth_scale = _smooth_scales(model, content_maps, styles, weights, style_layers, temperature,
+                                                  device)
+        grams = _style_grams(model, targets, styles, weights, style_layers, device)
     targets.content = {name: targets.smooth(name, maps) for name, maps in content_maps.items()}
     targets.style = grams
-
-    def norms(maps: Mapping[str, Tensor]) -> dict[str, float]:
-        if not relative:
-            return {name: 1.0 for name in maps}
-        return {name: 1.0 / (len(maps) * max(float(t.square().mean()), 1e-12)) for name, t in maps.items()}
-
-    targets.content_norm, targets.style_norm = norms(targets.content), norms(targets.style)
+    targets.content_norm, targets.style_norm = _norms(targets.content, relative), _norms(targets.style, relative)
     return targets
+
+
+def _margins(acts: Mapping[str, Tensor], layers: Sequence[str], pad: int, canvas: Tensor) -> dict[str, tuple[int, int]]:
+    """Per layer, the (rows, columns) of feature pixels on every side that belong to the
+    canvas's border of ``pad`` pixels."""
+    margins = {}
+    for name in layers:
+        if acts[name].dim() != 4:  # a vector (the logits): no positions, no border
+            margins[name] = (0, 0)
+            continue
+        height, width = acts[name].shape[-2:]
+        # border pixels per feature pixel, rounded down: edge features that mix picture
+        # and border still count
+        margins[name] = (pad * height // canvas.shape[-2], pad * width // canvas.shape[-1])
+    return margins
+
+
+def _smooth_scales(model: nn.Module, content_maps: Mapping[str, Tensor], styles: Sequence[Tensor],
+                   weights: Sequence[float], style_layers: Sequence[str], temperature: float,
+                   device) -> dict[str, float]:
+    """Softmax smoothing's T s_l per layer (see the module docstring), for the frozen model."""
+    # s_l from the layer's target image; a layer of both kinds takes the style images'
+    # (the root of their weighted mean square: one scale for the whole blend)
+    # a vector layer (the logits) is compared as it is: the softmax is over the channels
+    # at each position of a feature map
+    squares = {name: float(maps.square().mean()) for name, maps in content_maps.items() if maps.dim() == 4}
+    style_squares = dict.fromkeys(style_layers, 0.0)
+    for image, weight in zip(styles, weights):
+        with ascent.capture(model, style_layers) as acts:
+            acts.run(image.to(device))
+            for name in style_layers:
+                style_squares[name] += weight * float(acts[name].square().mean())
+    squares.update(style_squares)
+    return {name: temperature * max(math.sqrt(value), 1e-12) for name, value in squares.items()}
+
+
+def _style_grams(model: nn.Module, targets: StyleTargets, styles: Sequence[Tensor], weights: Sequence[float],
+                 style_layers: Sequence[str], device) -> dict[str, Tensor]:
+    """Gram targets: the weighted sum over the style images, each seen as it is (no border),
+    for the frozen model; one image's maps at a time, so a blend costs no more memory than one."""
+    grams = {}
+    for image, weight in zip(styles, weights):
+        with ascent.capture(model, style_layers) as acts:
+            acts.run(image.to(device))
+            for name in style_layers:
+                gram = weight * gram_matrix(targets.smooth(name, acts[name].detach()))[0]
+                grams[name] = gram if name not in grams else grams[name] + gram
+    return grams
+
+
+def _norms(maps: Mapping[str, Tensor], relative: bool) -> dict[str, float]:
+    """Each layer's weight inside its loss: 1 / (L * mean(target^2)) if ``relative``, else 1."""
+    if not relative:
+        return {name: 1.0 for name in maps}
+    return {name: 1.0 / (len(maps) * max(float(t.square().mean()), 1e-12)) for name, t in maps.items()}
 
 
 def stack_targets(targets: Sequence[StyleTargets]) -> StyleTargets:
