@@ -68,7 +68,7 @@ def check_backbone_weights(key: str, backbone) -> None:
     spec = parse_backbone(backbone, key)
     if spec.weights is None:
         return
-    from cnnpipe.networks.weights import check_weights_file
+    from cnnpipe.networks.build import check_weights_file
 
     check_weights_file(spec, f"{key}.weights")
 
