@@ -102,7 +102,7 @@ def breakdown(r: dict) -> str:
         "DeepDream": r["compute"],
         "chunk start-up": start_up,
         "rest of chunk jobs": rules.get("dream_chunk", 0.0) - start_up - r["compute"],
-        "publishing jobs": rules.get("dream", 0.0),
+        "publishing jobs": rules.get("dream_photo", 0.0),
         "summary job": rules.get("dream_summary", 0.0),
         "outside jobs": r["wall"] - sum(rules.values()),
     }

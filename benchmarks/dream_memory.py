@@ -1,6 +1,6 @@
 """Peak memory of a DeepDream job against the memory its rule declares.
 
-The `dream` rule declares ``mem_mb`` from the photo's size and ``dream.tile``
+The `dream_chunk` rule declares ``mem_mb`` from its largest photo's size and ``dream.tile``
 (``cnnpipe.workflow.resources.dream_mem_mb``); a cluster kills a job that goes over it. For photos of
 several sizes and tiles this runs the rule's own function (``cnnpipe.stages.dream.run_dream_chunk`` on one photo, one
 step per octave, on the CPU) in a fresh process, reads its peak resident memory, and prints

@@ -457,7 +457,7 @@ def test_rule_asks_for_a_gpu_only_where_the_config_uses_one(tmp_path):
         plan = snakemake(tmp_path, "--dry-run", "results/dream/chelsea.png", "--config", f"device={device}")
         assert [job.get("gpu") for job in planned_resources(plan)["dream_chunk"]] == [gpus], device
         # publishing a chunk's files: a local job, no GPU
-        assert all("gpu" not in job for job in planned_resources(plan)["dream"])
+        assert all("gpu" not in job for job in planned_resources(plan)["dream_photo"])
 
 
 def plain_energy(model, layers, image: torch.Tensor) -> float:
@@ -535,7 +535,7 @@ def test_hostile_names_plan_and_render_as_plain_text(tmp_path):
     override.write_text(yaml.safe_dump({"dream": {"folder": str(folder)}}))
     plan = snakemake(tmp_path / "work", "--dry-run", "results/dream/summary.csv",
                      configfiles=(ROOT / ".test" / "config.yaml", override))
-    assert planned_jobs(plan)["dream"] == len(HOSTILE_NAMES) and planned_jobs(plan)["dream_chunk"] == 1
+    assert planned_jobs(plan)["dream_photo"] == len(HOSTILE_NAMES) and planned_jobs(plan)["dream_chunk"] == 1
     assert "new\\nline.png" in plan.stderr
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
 

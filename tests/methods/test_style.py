@@ -470,7 +470,7 @@ def test_the_rule_asks_for_a_gpu_only_where_the_config_uses_one(tmp_path):
     for device, gpus in (("cuda", "1"), ("cpu", "0")):
         plan = snakemake(tmp_path, "--dry-run", "results/style/chelsea__ihc.png", "--config", f"device={device}")
         assert [job.get("gpu") for job in planned_resources(plan)["style_chunk"]] == [gpus], device
-        assert [job.get("gpu") for job in planned_resources(plan)["style"]] == [None], device
+        assert [job.get("gpu") for job in planned_resources(plan)["style_pair"]] == [None], device
 
 
 def read_rgb(path: Path) -> torch.Tensor:

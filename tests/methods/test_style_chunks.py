@@ -109,7 +109,7 @@ def test_style_results_are_byte_identical_whatever_the_chunk_size_and_one_pair_r
         run = snakemake(work, "--cores", "2", *targets, configfiles=configs)
         chunks = assign_chunks(names, per_job)
         assert len(chunks) == (5 if per_job == 1 else 2)
-        assert planned_jobs(run) == {"style_chunk": len(chunks), "style": 5}
+        assert planned_jobs(run) == {"style_chunk": len(chunks), "style_pair": 5}
         assert not (work / "results" / "style" / "chunks").exists()  # the chunks' folders are temporary
         outputs[per_job] = published(work, names)
         logs = work / "results" / "logs" / "style"
@@ -136,7 +136,7 @@ def test_style_results_are_byte_identical_whatever_the_chunk_size_and_one_pair_r
     chunk = next(members for members in chunks.values() if grown_names[-1] in members)
     plan = snakemake(work, "--dry-run", *targets, f"results/style/{grown_names[-1]}.png",
                      configfiles=style_config(tmp_path, grown, 3, "grown"))
-    assert planned_jobs(plan) == {"style_chunk": 1, "style": len(chunk)}
+    assert planned_jobs(plan) == {"style_chunk": 1, "style_pair": len(chunk)}
     # the chunk's time limit follows its size: 10 + 20 minutes per pair
     assert [job["runtime"] for job in planned_resources(plan)["style_chunk"]] == [str(10 + 20 * len(chunk))]
 
@@ -145,10 +145,10 @@ def test_style_results_are_byte_identical_whatever_the_chunk_size_and_one_pair_r
     write_png(contents[2], 24, 24, seed=42)
     chunk = next(members for members in assign_chunks(names, 3).values() if names[2] in members)
     plan = planned_jobs(snakemake(work, "--dry-run", *targets, configfiles=configs))
-    assert plan == {"style_chunk": 1, "style": len(chunk)}
+    assert plan == {"style_chunk": 1, "style_pair": len(chunk)}
     # A setting that every result depends on: every chunk and every pair.
     configs[1].write_text(configs[1].read_text().replace("steps: 3", "steps: 2"))
-    assert planned_jobs(snakemake(work, "--dry-run", *targets, configfiles=configs)) == {"style_chunk": 2, "style": 5}
+    assert planned_jobs(snakemake(work, "--dry-run", *targets, configfiles=configs)) == {"style_chunk": 2, "style_pair": 5}
 
 
 @pytest.mark.e2e

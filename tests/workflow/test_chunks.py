@@ -169,11 +169,11 @@ def test_adding_a_photo_to_a_folder_of_20_reruns_one_chunk(tmp_path):
     configs = dream_config(tmp_path, folder, 8)
     work = tmp_path / "work"
     first = snakemake(work, "--cores", "2", "results/dream/summary.csv", configfiles=configs)
-    assert planned_jobs(first)["dream_chunk"] == 3 and planned_jobs(first)["dream"] == 20
+    assert planned_jobs(first)["dream_chunk"] == 3 and planned_jobs(first)["dream_photo"] == 20
     chunk_log = (work / "results" / "logs" / "dream" / "chunks")
     assert len(visible_files(chunk_log)) == 3
     shutil.copy(folder / "photo 00.png", folder / "photo 20.png")
     plan = planned_jobs(snakemake(work, "--dry-run", "results/dream/summary.csv", configfiles=configs))
     grown = assign_chunks([f"photo {i:02d}" for i in range(21)], 8)
     chunk = next(group for group in grown.values() if "photo 20" in group)
-    assert plan == {"dream_chunk": 1, "dream": len(chunk), "dream_summary": 1}
+    assert plan == {"dream_chunk": 1, "dream_photo": len(chunk), "dream_summary": 1}

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline import ROOT, TINY, planned_jobs, planned_resources, snakemake
+from pipeline import ROOT, TINY, planned_jobs, planned_resources, result_files, snakemake
 
 from cnnpipe.workflow.codegraph import package_files_used_by
 
 # The stages that read the trained checkpoint.
-TRAINED = {"first_layer_filters", "filters", "classes", "fooling"}
+TRAINED = {"first_layer_filters_network", "filters_layer", "classes", "fooling_method"}
 
 
 # The tiny run's test accuracy after its six epochs is 0.878 (chance: 0.1). The floor is well
@@ -68,16 +68,16 @@ def test_nothing_to_do_after_a_complete_run(tiny_run):
     [
         ({"train": {"epochs": 3}}, {"train"} | TRAINED),
         ({"dataset": {"image_size": 10}}, {"download", "lecture", "train"} | TRAINED),
-        ({"filters": {"steps": 7}}, {"filters"}),
+        ({"filters": {"steps": 7}}, {"filters_layer"}),
         ({"classes": {"l1_weight": 0.5}}, {"classes"}),
-        ({"fooling": {"target_confidence": 0.95}}, {"fooling"}),
-        ({"dream": {"octaves": 1}}, {"dream_chunk", "dream", "dream_summary"}),
-        ({"style": {"steps": 4}}, {"style_chunk", "style"}),
+        ({"fooling": {"target_confidence": 0.95}}, {"fooling_method"}),
+        ({"dream": {"octaves": 1}}, {"dream_chunk", "dream_photo", "dream_summary"}),
+        ({"style": {"steps": 4}}, {"style_chunk", "style_pair"}),
         # Other chunks: the pairs' results are the same bytes, but their chunks' folders are new.
-        ({"style": {"per_job": 1}}, {"style_chunk", "style"}),
+        ({"style": {"per_job": 1}}, {"style_chunk", "style_pair"}),
         # An ImageNet backbone: no training behind it, the weights download where needed.
         ({"classes": {"backbone": "vgg19"}}, {"backbone_weights", "classes"}),
-        ({"fooling": {"backbone": "efficientnet_lite0"}}, {"fooling"}),
+        ({"fooling": {"backbone": "efficientnet_lite0"}}, {"fooling_method"}),
     ],
     ids=lambda value: "-".join(f"{k}.{next(iter(v))}" for k, v in value.items()) if isinstance(value, dict) else "",
 )
@@ -88,21 +88,79 @@ def test_a_config_change_reruns_exactly_the_stages_it_affects(tiny_run, tmp_path
     assert set(jobs) - {"all"} == expected
 
 
+# Each stage by its name on a fresh folder: its jobs and what they need, nothing else. The
+# tiny config has three filter layers, two first-layer networks, two dream photos, one pair.
+STAGE_PLANS = {
+    "train": {"download": 1, "train": 1},
+    "lecture": {"download": 1, "lecture": 1},
+    "classes": {"download": 1, "train": 1, "classes": 1},
+    "filters": {"download": 1, "train": 1, "filters_layer": 3, "filters": 1},
+    "fooling": {"download": 1, "train": 1, "fooling_method": 2, "fooling": 1},
+    "first_layer_filters": {"download": 1, "train": 1, "first_layer_filters_network": 2, "first_layer_filters": 1},
+    "dream": {"sample_photo": 2, "dream_chunk": 1, "dream_photo": 2, "dream_summary": 1, "dream": 1},
+    "style": {"sample_photo": 2, "style_chunk": 1, "style_pair": 1, "style": 1},
+}
+# The stages whose jobs have wildcards: their names are target rules that only collect files.
+STAGE_TARGETS = {"filters", "fooling", "first_layer_filters", "dream", "style"}
+
+
+@pytest.mark.parametrize("stage", STAGE_PLANS)
+def test_each_stage_runs_by_its_name(tmp_path, stage):
+    assert planned_jobs(snakemake(tmp_path, "--dry-run", stage)) == STAGE_PLANS[stage]
+
+
+def test_the_stages_by_name_together_are_the_default_run(tmp_path):
+    """The stage targets ask for the same files as `all`, so none misses a final file."""
+    everything = planned_jobs(snakemake(tmp_path, "--dry-run"))
+    stages = planned_jobs(snakemake(tmp_path, "--dry-run", *STAGE_PLANS))
+    assert {rule: n for rule, n in stages.items() if rule not in STAGE_TARGETS} == {
+        rule: n for rule, n in everything.items() if rule != "all"}
+
+
+def test_the_slurm_profile_sets_resources_only_for_rules_that_exist(tmp_path):
+    """Snakemake ignores set-resources for an unknown rule: a renamed rule would silently lose
+    its GPU partition."""
+    rules = set(snakemake(tmp_path, "--list-rules").stdout.split())
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+
+
+def test_every_computing_job_times_itself_beside_its_log(tiny_run):
+    """`benchmark:` on every rule that computes: a TSV at its log's path under
+    results/benchmarks/; the byte-identity checks (result_files) leave them out."""
+    results = tiny_run / "results"
+
+    def stems(folder, suffix):
+        return {str(path.relative_to(folder).with_suffix("")) for path in folder.rglob(f"*{suffix}")}
+
+    logs, timed = stems(results / "logs", ".log"), stems(results / "benchmarks", ".tsv")
+    chunks = {name for name in logs if "/chunks/" in name}
+    assert {name.split("/")[0] for name in chunks} == {"dream", "style"}
+    assert timed == chunks | {
+        "train", "lecture", "classes", "fooling_gradient", "fooling_evolution", "dream/summary",
+        "filters/conv1", "filters/conv2", "filters/fc1",
+        "first_layer_filters/trained", "first_layer_filters/efficientnet_lite0",
+    }
+    for name in timed:
+        assert (results / "benchmarks" / f"{name}.tsv").read_text().startswith("s\th:m:s\t"), name
+    assert not [name for name in result_files(tiny_run) if name.startswith("benchmarks")]
+
+
 # Each rule's script under workflow/scripts/, and the rules that consume its outputs (the DAG).
 SCRIPTS = {
     "download": "download", "train": "train", "lecture": "lecture",
-    "first_layer_filters": "first_layer_filters", "sample_photo": "sample_photo", "filters": "filters",
-    "classes": "classes", "fooling": "fooling", "dream_chunk": "dream", "dream": "dream",
-    "dream_summary": "dream_summary",
-    "style_chunk": "style", "style": "style",
+    "first_layer_filters_network": "first_layer_filters", "sample_photo": "sample_photo",
+    "filters_layer": "filters", "classes": "classes", "fooling_method": "fooling",
+    "dream_chunk": "dream", "dream_photo": "dream", "dream_summary": "dream_summary",
+    "style_chunk": "style", "style_pair": "style",
 }
 CONSUMERS = {
     "download": {"train", "lecture"} | TRAINED,
     "train": TRAINED,
-    "sample_photo": {"dream_chunk", "dream", "dream_summary", "style_chunk", "style"},
-    "dream_chunk": {"dream"},
-    "dream": {"dream_summary"},
-    "style_chunk": {"style"},
+    "sample_photo": {"dream_chunk", "dream_photo", "dream_summary", "style_chunk", "style_pair"},
+    "dream_chunk": {"dream_photo"},
+    "dream_photo": {"dream_summary"},
+    "style_chunk": {"style_pair"},
 }
 
 # Run in a fresh interpreter: execute only the import statements of each script, and list the
@@ -180,11 +238,11 @@ def users_of(module: str, src: Path) -> set[str]:
     ("module", "expected"),
     [
         # DeepDream's algorithm: the dream jobs and their summary, not classes, fooling or filters.
-        ("cnnpipe/methods/deepdream.py", {"dream_chunk", "dream", "dream_summary"}),
+        ("cnnpipe/methods/deepdream.py", {"dream_chunk", "dream_photo", "dream_summary"}),
         # A style loss: the style jobs only, not classes or fooling (their judge measures no style).
-        ("cnnpipe/methods/style/losses.py", {"style_chunk", "style"}),
+        ("cnnpipe/methods/style/losses.py", {"style_chunk", "style_pair"}),
         # The pixel classifier: the stages that judge with it.
-        ("cnnpipe/judges/pixels.py", {"classes", "fooling"}),
+        ("cnnpipe/judges/pixels.py", {"classes", "fooling_method"}),
         # The parse-time package: nothing runs it, so nothing reruns.
         ("cnnpipe/workflow/checks.py", set()),
     ],

@@ -14,6 +14,8 @@ rule backbone_weights:
         str(Path(config["cache"]) / "{filename}.pth"),
     log:
         "results/logs/backbone_weights/{filename}.log",
+    benchmark:
+        "results/benchmarks/backbone_weights/{filename}.tsv"
     wildcard_constraints:
         filename="|".join(re.escape(stem) for stem in DOWNLOADS) or "(?!)",
     conda:

@@ -11,6 +11,11 @@ check_input_size(
 )
 if CLASSES_BACKBONE.kind not in ("trained", "checkpoint"):
     class_targets("classes", CLASSES_BACKBONE, config["classes"]["imagenet_classes"])
+CLASSES_OUTPUTS = [
+    "results/classes/summary.csv",
+    "results/classes/attainment.json",
+    "results/classes/classes.png",
+]
 
 
 rule classes:

@@ -126,35 +126,16 @@ def training_data(spec):
     return ["results/data/dataset.pt"] if spec.kind == "trained" else []
 
 
-CLASSES_OUTPUTS = [
-    "results/classes/summary.csv",
-    "results/classes/attainment.json",
-    "results/classes/classes.png",
-]
-FOOLING_OUTPUTS = expand(
-    "results/fooling/{method}.{ext}",
-    method=["gradient", "evolution"],
-    ext=["csv", "png"],
-)
-
-
 def final_outputs():
+    """The default target's inputs: each stage's final files, from the lists that the stage's
+    own target (`snakemake filters`, ...) takes, defined beside its rules."""
     return [
         "results/metrics/eval.json",
-        "results/lecture/conv_example.json",
-        "results/lecture/conv_example.png",
-        "results/lecture/parameters.json",
-        "results/lecture/parameters.png",
-        *expand(
-            "results/lecture/first_layer_filters/{backbone}.png",
-            backbone=FIRST_LAYER_BACKBONES,
-        ),
+        *LECTURE_OUTPUTS,
+        *FIRST_LAYER_OUTPUTS,
         *CLASSES_OUTPUTS,
         *FOOLING_OUTPUTS,
-        "results/dream/summary.csv",
-        "results/dream/summary.png",
+        *DREAM_OUTPUTS,
         *STYLE_OUTPUTS,
-        *expand(
-            "results/filters/{layer}.{ext}", layer=FILTER_LAYERS, ext=["png", "csv"]
-        ),
+        *FILTER_OUTPUTS,
     ]

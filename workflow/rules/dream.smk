@@ -34,6 +34,16 @@ DREAM_CHUNKS = assign_chunks(DREAM_IMAGES, config["dream"]["per_job"])
 DREAM_CHUNK_OF = {
     name: chunk for chunk, names in DREAM_CHUNKS.items() for name in names
 }
+# Every image's dream and table, and the summary: the stage's final files.
+DREAM_OUTPUTS = [
+    *(
+        f"results/dream/{name}.{ext}"
+        for name in sorted(DREAM_IMAGES)
+        for ext in ("png", "csv")
+    ),
+    "results/dream/summary.csv",
+    "results/dream/summary.png",
+]
 # What the images' results depend on besides their image: a change reruns every chunk.
 DREAM_SETTINGS = {
     k: v
@@ -50,10 +60,12 @@ rule dream_chunk:
         backbone=backbone_inputs(BACKBONES["dream"]),
         code=code("dream"),
     output:
-        # each image's PNG, CSV, caption and log; the dream rule publishes them
+        # each image's PNG, CSV, caption and log; the dream_photo rule publishes them
         temp(directory("results/dream/chunks/{chunk}")),
     log:
         "results/logs/dream/chunks/{chunk}.log",
+    benchmark:
+        "results/benchmarks/dream/chunks/{chunk}.tsv"
     wildcard_constraints:
         chunk=r"[0-9a-f]+",
     conda:
@@ -79,7 +91,7 @@ rule dream_chunk:
         "../scripts/dream.py"
 
 
-rule dream:
+rule dream_photo:
     input:
         chunk=lambda wildcards: f"results/dream/chunks/{DREAM_CHUNK_OF[wildcards.name]}",
         # as the chunk's: an edited image, network or code reruns this image's results
@@ -133,7 +145,16 @@ rule dream_summary:
         caption="results/captions/dream/summary.rst",
     log:
         "results/logs/dream/summary.log",
+    benchmark:
+        "results/benchmarks/dream/summary.tsv"
     conda:
         "../envs/cnnpipe.yaml"
     script:
         "../scripts/dream_summary.py"
+
+
+# `snakemake dream`: every image and the summary.
+rule dream:
+    input:
+        DREAM_OUTPUTS,
+    localrule: True

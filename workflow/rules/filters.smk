@@ -8,9 +8,12 @@ from cnnpipe.workflow.checks import filter_layers
 # model (or not a feature map of the backbone) stops the run before any job starts.
 FILTER_LAYERS = filter_layers(config["filters"], config["model"])
 FILTER_BACKBONE = BACKBONES["filters"]
+FILTER_OUTPUTS = expand(
+    "results/filters/{layer}.{ext}", layer=FILTER_LAYERS, ext=["png", "csv"]
+)
 
 
-rule filters:
+rule filters_layer:
     input:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(FILTER_BACKBONE),
@@ -37,6 +40,8 @@ rule filters:
         images=directory("results/filters/{layer}"),
     log:
         "results/logs/filters/{layer}.log",
+    benchmark:
+        "results/benchmarks/filters/{layer}.tsv"
     wildcard_constraints:
         layer="|".join(re.escape(layer) for layer in FILTER_LAYERS),
     priority: 10
@@ -57,3 +62,10 @@ rule filters:
         cache=backbone_cache(FILTER_BACKBONE),
     script:
         "../scripts/filters.py"
+
+
+# `snakemake filters`: every layer (a target rule cannot have wildcards).
+rule filters:
+    input:
+        FILTER_OUTPUTS,
+    localrule: True

@@ -11,9 +11,14 @@ check_input_size(
 )
 if FOOLING_BACKBONE.kind not in ("trained", "checkpoint"):
     class_targets("fooling", FOOLING_BACKBONE, config["fooling"]["imagenet_classes"])
+FOOLING_OUTPUTS = expand(
+    "results/fooling/{method}.{ext}",
+    method=["gradient", "evolution"],
+    ext=["csv", "png"],
+)
 
 
-rule fooling:
+rule fooling_method:
     input:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(FOOLING_BACKBONE),
@@ -56,3 +61,10 @@ rule fooling:
         cache=stage_cache("fooling"),
     script:
         "../scripts/fooling.py"
+
+
+# `snakemake fooling`: both methods.
+rule fooling:
+    input:
+        FOOLING_OUTPUTS,
+    localrule: True

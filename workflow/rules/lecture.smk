@@ -1,3 +1,15 @@
+LECTURE_OUTPUTS = [
+    "results/lecture/conv_example.json",
+    "results/lecture/conv_example.png",
+    "results/lecture/parameters.json",
+    "results/lecture/parameters.png",
+]
+FIRST_LAYER_OUTPUTS = expand(
+    "results/lecture/first_layer_filters/{backbone}.png",
+    backbone=FIRST_LAYER_BACKBONES,
+)
+
+
 rule lecture:
     input:
         manifest="results/data/manifest.json",
@@ -19,6 +31,8 @@ rule lecture:
         parameters_caption="results/captions/parameters.rst",
     log:
         "results/logs/lecture.log",
+    benchmark:
+        "results/benchmarks/lecture.tsv"
     conda:
         "../envs/cnnpipe.yaml"
     params:
@@ -29,7 +43,7 @@ rule lecture:
 
 # The lecture's first-layer slide, for each network in first_layer_filters.backbones (named
 # by its spec's slug: trained, efficientnet_lite0, alexnet, ...).
-rule first_layer_filters:
+rule first_layer_filters_network:
     input:
         backbone=lambda wildcards: backbone_inputs(
             FIRST_LAYER_BACKBONES[wildcards.backbone]
@@ -45,6 +59,8 @@ rule first_layer_filters:
         ),
     log:
         "results/logs/first_layer_filters/{backbone}.log",
+    benchmark:
+        "results/benchmarks/first_layer_filters/{backbone}.tsv"
     wildcard_constraints:
         backbone="|".join(re.escape(slug) for slug in FIRST_LAYER_BACKBONES) or "(?!)",
     priority: 10
@@ -57,3 +73,10 @@ rule first_layer_filters:
         ),
     script:
         "../scripts/first_layer_filters.py"
+
+
+# `snakemake first_layer_filters`: the slide for every network.
+rule first_layer_filters:
+    input:
+        FIRST_LAYER_OUTPUTS,
+    localrule: True

@@ -104,10 +104,12 @@ rule style_chunk:
         judge=judge_inputs("style"),
         code=code("style"),
     output:
-        # each pair's PNG, figure, losses, caption and log; the style rule publishes them
+        # each pair's PNG, figure, losses, caption and log; the style_pair rule publishes them
         temp(directory("results/style/chunks/{chunk}")),
     log:
         "results/logs/style/chunks/{chunk}.log",
+    benchmark:
+        "results/benchmarks/style/chunks/{chunk}.tsv"
     wildcard_constraints:
         chunk=r"[0-9a-f]+",
     conda:
@@ -136,7 +138,7 @@ rule style_chunk:
         "../scripts/style.py"
 
 
-rule style:
+rule style_pair:
     input:
         chunk=lambda wildcards: f"results/style/chunks/{STYLE_CHUNK_OF[wildcards.pair]}",
         # as the chunk's: an edited image, network, judge or code reruns this pair's results
@@ -176,3 +178,10 @@ rule style:
         "python -m cnnpipe publish -- {input.chunk:q} {wildcards.pair:q} {log:q}"
         " png={output.image:q} figure.png={output.figure:q} csv={output.losses:q}"
         " rst={output.caption:q}"
+
+
+# `snakemake style`: every pair.
+rule style:
+    input:
+        STYLE_OUTPUTS,
+    localrule: True
