@@ -1,5 +1,7 @@
-"""Class visualizations that transfer: each variant of the classes stage on an ImageNet network,
-judged by a second, separately trained network (the measure of Fel et al., "MACO", 2023).
+"""Class visualizations that transfer: each classes-stage variant, judged by a second ImageNet network.
+
+Each variant of the classes stage runs on an ImageNet network and is judged by a second,
+separately trained network (the measure of Fel et al., "MACO", 2023).
 
 For every variant (plain, the slide's L1, regularized) the script makes x* for the configured
 ImageNet classes on the generator, times it, reads the images back from 8-bit PNG, and prints
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from record import add_option, record
 
 from cnnpipe import ascent
 from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
@@ -65,6 +68,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=None, help="only these variants (default: all)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override classes settings, e.g. jitter=0.15 (values read as YAML)")
+    add_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -89,6 +93,7 @@ def main() -> None:
           f"{len(targets)} classes, {cfg['steps']} steps, {args.threads} threads")
     print(f"{'variant':<12} {'generator top-1':>15} {'judge top-1':>11} {'judge top-5':>11} {'seconds':>8} "
           f"{'cpu s':>6} {'load':>5}  judge says")
+    rows = []
     for name, settings in variant_settings(cfg, shape).items():
         if args.variants and name not in args.variants:
             continue
@@ -108,6 +113,13 @@ def main() -> None:
         print(f"{name:<12} {int((own == np.asarray(targets)).sum()):>12}/{len(targets)} "
               f"{int((ranks == 0).sum()):>8}/{len(targets)} {int((ranks < 5).sum()):>8}/{len(targets)} "
               f"{seconds:>8.1f} {cpu:>6.0f} {load:>5.1f}  {', '.join(said)}")
+        rows.append({"variant": name, "generator": args.generator, "judge": judge.kind, "size": args.size,
+                     "steps": cfg["steps"], "seed": args.seed, "settings": " ".join(args.set), "classes": len(targets),
+                     "generator_top1": int((own == np.asarray(targets)).sum()), "judge_top1": int((ranks == 0).sum()),
+                     "judge_top5": int((ranks < 5).sum()), "seconds": round(seconds, 1), "cpu_s": round(cpu),
+                     "load_end": round(load, 1)})
+    if rows and not args.no_record:
+        record("class_transfer", rows)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""CPPN fooling images on EfficientNet-Lite0 against a wall-clock budget (issue 11 §4).
+"""CPPN fooling images on EfficientNet-Lite0 within a wall-clock budget.
 
-Evolves one CPPN image per class with ``cnnpipe.methods.fooling.evolve_fooling`` on the generator
+Issue 11 §4. Evolves one CPPN image per class with ``cnnpipe.methods.fooling.evolve_fooling`` on the generator
 EfficientNet-Lite0 at ``--size`` px (default 128) for the ten classes of config.yaml's
 ``fooling.imagenet_classes``, until ``--seconds`` of wall-clock time (default 600) are spent:
 a generation is not started when the last one's duration would overrun the budget. The clock
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from record import add_option, record
 
 from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
 from cnnpipe.methods import fooling
@@ -50,8 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.99
 
 
-def judged(judge: ImageNetJudge, result: fooling.FoolingResult, names: list[str]) -> int:
-    """Print per class the confidence after PNG and the judge's verdict; the top-5 count."""
+def judged(judge: ImageNetJudge, result: fooling.FoolingResult, names: list[str]) -> dict:
+    """Print per class the confidence after PNG and the judge's verdict; return the counts."""
     proba = judge.predict_proba(result.loaded)
     ranks = target_ranks(proba, result.targets)
     for j, c in enumerate(result.targets):
@@ -64,7 +65,10 @@ def judged(judge: ImageNetJudge, result: fooling.FoolingResult, names: list[str]
           f"{float(result.confidence_after_png.min()):.6f}, median "
           f"{float(result.confidence_after_png.median()):.6f}); judge top-5: {top5}/{len(ranks)}, "
           f"top-1: {int((ranks == 0).sum())}/{len(ranks)}")
-    return top5
+    return {"classes": len(ranks), "target": result.target, "reached": reached,
+            "median_after_png": round(float(result.confidence_after_png.median()), 4),
+            "min_after_png": round(float(result.confidence_after_png.min()), 4),
+            "judge_top5": top5, "judge_top1": int((ranks == 0).sum())}
 
 
 def main() -> None:
@@ -89,6 +93,7 @@ def main() -> None:
     parser.add_argument("--adapt", action="store_true", default=stage["adapt_sigma"],
                         help="1/5th success rule on each class's step size")
     parser.add_argument("--threads", type=int, default=2)
+    add_option(parser)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -101,6 +106,7 @@ def main() -> None:
           f"{', '.join(names[c] for c in targets)}; {args.threads} threads, {os.cpu_count()} CPUs; "
           f"load average at start {os.getloadavg()[0]:.2f}")
 
+    rows = []
     if args.gradient:
         start, cpu = time.perf_counter(), time.process_time()
         result = fooling.gradient_fooling(model, shape, target=0.999, steps=500, lr=0.01, targets=targets,
@@ -108,7 +114,8 @@ def main() -> None:
                                           seed=args.seed, show_progress=False)
         print(f"gradient: {time.perf_counter() - start:.1f} s wall, {time.process_time() - cpu:.1f} s CPU, "
               f"steps per class {result.iterations}")
-        judged(judge, result, names)
+        rows.append({"method": "gradient", "size": args.size, "seed": args.seed,
+                     "wall_s": round(time.perf_counter() - start, 1), **judged(judge, result, names)})
 
     log_target = math.log(TARGET)
     curve: list[dict] = []
@@ -141,7 +148,12 @@ def main() -> None:
           f"({used / wall:.2f} cores of {args.threads}); load average (1 min) mean {statistics.mean(loads):.2f}, "
           f"max {max(loads):.2f}; generations to 99% per class {result.iterations}")
     print(f"  final step sizes {np.round(result.extra['sigma'], 3).tolist()}, nodes {result.extra['nodes']}")
-    judged(judge, result, names)
+    rows.append({"method": "cppn", "size": args.size, "seed": args.seed, "budget_s": args.seconds,
+                 "offspring": args.offspring, "hidden": args.hidden, "span": args.span, "sigma": args.sigma,
+                 "structure": args.structure, "crossover": args.crossover, "focus": not args.no_focus,
+                 "adapt": args.adapt, "generations": result.extra["budget"], "wall_s": round(wall, 1),
+                 "cores_used": round(used / wall, 2), "load_mean": round(statistics.mean(loads), 2),
+                 "load_max": round(max(loads), 2), **judged(judge, result, names)})
     if args.curve:
         args.curve.parent.mkdir(parents=True, exist_ok=True)
         with open(args.curve, "w", newline="") as f:
@@ -149,6 +161,8 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(curve)
         print(f"curve: {args.curve}")
+    if not args.no_record:
+        record("cppn_fooling", rows)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DeepDream over a folder of photos: one job per photo against one job per chunk of photos.
+"""DeepDream jobs per photo or per chunk of photos: wall time against DeepDream time.
 
 Makes a folder of 48 photos of 256 px (crops and mirror images of the bundled scikit-image
 photos), then runs the real workflow (`snakemake results/dream/summary.csv`, the default
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image, ImageOps
+from record import add_option, record
 
 from cnnpipe.io.photos import SAMPLE_PHOTOS, sample_photo
 
@@ -92,13 +93,13 @@ def run(folder: Path, work: Path, per_job: int, cores: int) -> dict:
     }
 
 
-def breakdown(r: dict) -> str:
+def parts(r: dict) -> dict[str, float]:
     """Where the wall time went: DeepDream itself, the chunk jobs' start-up (Python, imports,
     network), the rest of the chunk jobs (their exit, Snakemake's handling of the job), the
     publishing jobs, the summary job, and Snakemake outside jobs (parsing, the DAG, gaps)."""
     rules = r["rules"]
     start_up = sum(r["python"]) + sum(r["imports"]) + sum(r["network"])
-    parts = {
+    return {
         "DeepDream": r["compute"],
         "chunk start-up": start_up,
         "rest of chunk jobs": rules.get("dream_chunk", 0.0) - start_up - r["compute"],
@@ -106,7 +107,10 @@ def breakdown(r: dict) -> str:
         "summary job": rules.get("dream_summary", 0.0),
         "outside jobs": r["wall"] - sum(rules.values()),
     }
-    return ", ".join(f"{name} {value:.1f} s" for name, value in parts.items())
+
+
+def breakdown(r: dict) -> str:
+    return ", ".join(f"{name} {value:.1f} s" for name, value in parts(r).items())
 
 
 def main() -> None:
@@ -114,7 +118,9 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--per-job", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--cores", type=int, default=1)
+    add_option(parser)
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory(prefix="cnnpipe-chunks-") as scratch:
         folder = Path(scratch) / "photos"
         make_photos(folder, args.photos)
@@ -128,6 +134,17 @@ def main() -> None:
                   f"{r['compute']:>9.1f} {r['wall'] / r['compute']:>12.2f}  "
                   f"{median[0]:.2f} s, {median[1]:.2f} s, {median[2]:.2f} s")
             print(f"{'':>7} wall = {breakdown(r)}")
+            where = parts(r)
+            rows.append({"photos": args.photos, "side": SIDE, "snakemake_cores": args.cores, "per_job": per_job,
+                         "jobs": r["jobs"], "wall_s": round(r["wall"], 1), "compute_s": round(r["compute"], 1),
+                         "wall_per_compute": round(r["wall"] / r["compute"], 2),
+                         "python_s": round(median[0], 2), "imports_s": round(median[1], 2),
+                         "network_s": round(median[2], 2), "startup_s": round(where["chunk start-up"], 1),
+                         "rest_of_chunk_jobs_s": round(where["rest of chunk jobs"], 1),
+                         "publishing_s": round(where["publishing jobs"], 1),
+                         "summary_s": round(where["summary job"], 1), "outside_s": round(where["outside jobs"], 1)})
+    if rows and not args.no_record:
+        record("dream_chunks", rows)
 
 
 if __name__ == "__main__":

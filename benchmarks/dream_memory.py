@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image
+from record import add_option, record
 
 from cnnpipe.workflow.resources import dream_mem_mb
 
@@ -51,10 +52,11 @@ def peak_mb(image: Path, settings: dict, folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-mp", type=float, default=16, help="skip photos larger than this")
+    add_option(parser)
     args = parser.parse_args()
     base = yaml.safe_load((ROOT / "config.yaml").read_text())["dream"]
     print(f"backbone {base['backbone']}, one step per octave, CPU, one thread")
-    failures = 0
+    failures, rows = 0, []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for mp, tile, octaves in CASES:
@@ -71,10 +73,15 @@ def main() -> None:
             ratio = declared / peak
             ok = 1.1 <= ratio <= 2.0
             failures += not ok
+            rows.append({"megapixels": mp, "side": side, "tile": tile, "octaves": octaves, "threads": 1,
+                         "peak_mb": round(peak), "declared_mb": declared, "ratio": round(ratio, 2),
+                         "within": "yes" if ok else "no"})
             print(f"{mp:6.2f} MP ({side}x{side}), tile {tile:4d}, {octaves} octave(s): peak {peak:7.0f} MB, "
                   f"declared {declared:6d} MB, ratio {ratio:.2f} {'ok' if ok else 'OUT OF [1.1, 2]'}")
     print(f"{len(CASES) - failures} of {len(CASES)} cases within [1.1, 2]" if not failures else
           f"{failures} case(s) outside [1.1, 2]")
+    if rows and not args.no_record:
+        record("dream_memory", rows)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from record import add_option, record
 
 from cnnpipe import ascent
 from cnnpipe.runtime.device import select_device
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (benchmarks/gpu.sh: cuda)")
     parser.add_argument("--channels-first", action="store_true",
                         help="keep the model in [B, C, H, W] memory format (the stage uses channels last)")
+    add_option(parser)
     args = parser.parse_args()
 
     config = yaml.safe_load(args.config.read_text())
@@ -126,6 +128,13 @@ def main() -> None:
     print(f"batching ablation, speed ratio (one at a time / batched): {t_loop / t_batch:.1f}x   (goal: >= 20x)")
     print(f"images, batched vs one at a time: max |difference| {difference.max():.3g}, "
           f"pixels differing by > 0.01: {(difference > 0.01).float().mean():.1%}")
+    if not args.no_record:
+        record("filters_speed", [{
+            "layer": layer, "filters": len(filters), "steps": steps, "device": args.device,
+            "model": "trained" if origin.startswith("trained") else "random",
+            "memory_format": "channels first" if args.channels_first else "channels last",
+            "repeats": args.repeat, "batched_s": round(t_batch, 3), "one_at_a_time_s": round(t_loop, 3),
+            "ratio": round(t_loop / t_batch, 1), "max_difference": float(f"{difference.max():.3g}")}])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@
 # On the device machine (its python3 holds a CUDA PyTorch; the CPU wheels of .venv do not
 # travel): run(command="bash benchmarks/gpu.sh", carry=["build/gpu-wheels"], timeout_s=540).
 # Outside the device tool OUT is unset and the summary goes to results/gpu/.
+# On the GPU, style_batch.py and filters_speed.py append their rows to benchmarks/results/*.csv
+# (benchmarks/record.py) and those two files are copied to $OUT/benchmark-results, to be copied
+# back over the checkout's; set BENCHMARK_COMMIT=<commit> where the copy has no .git.
+# --cpu-smoke records nothing.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -69,9 +73,9 @@ BUDGET=$([[ $MODE == gpu ]] && echo 450 || echo 1500)  # seconds for all parts t
 RUN_LIMIT=$([[ $MODE == gpu ]] && echo 240 || echo 600)  # one pipeline run (two CPU cores: slow)
 
 if [[ $MODE == gpu ]]; then
-    DEVICE=cuda EPOCHS=4 FILTER_ARGS=(--repeat 3) TEST_FILTER=() TRAIN_CONFIG=""
+    DEVICE=cuda EPOCHS=4 FILTER_ARGS=(--repeat 3) TEST_FILTER=() TRAIN_CONFIG="" RECORD_ARGS=()
 else  # tiny sizes: the tiny config's model and data for training, few filter steps
-    DEVICE=cpu EPOCHS=2 FILTER_ARGS=(--steps 5 --repeat 1) TEST_FILTER=(-k "not torchvision")
+    DEVICE=cpu EPOCHS=2 FILTER_ARGS=(--steps 5 --repeat 1) TEST_FILTER=(-k "not torchvision") RECORD_ARGS=(--no-record)
     TRAIN_CONFIG=$ROOT/.test/config.yaml
 fi
 
@@ -253,13 +257,14 @@ grep -h "^RESULT dream_batch" "$LOG" | tail -1 | tr ' ' '\n' | grep "=" | while 
 # ------------------------------------------------------------------------ style pairs, batched or not
 STYLE_ARGS=$([[ $MODE == gpu ]] && echo "--pairs 8 --size 256 --steps 100" || echo "--pairs 2 --size 64 --steps 3")
 # shellcheck disable=SC2086
-part style_batch 120 "$PY" benchmarks/style_batch.py --device "$DEVICE" --threads "$(nproc)" $STYLE_ARGS
+part style_batch 120 "$PY" benchmarks/style_batch.py --device "$DEVICE" --threads "$(nproc)" $STYLE_ARGS \
+    "${RECORD_ARGS[@]}"
 grep -h "^RESULT style_batch" "$LOG" | tail -1 | tr ' ' '\n' | grep "=" | while IFS== read -r key value; do
     number style_batch "$key" "$value"; done
 
 # ------------------------------------------------------------------------ filters batching ratio
 if part filters_speed 120 "$PY" benchmarks/filters_speed.py --device "$DEVICE" --threads "$(nproc)" \
-    --model "$WORK/no-model.pt" "${FILTER_ARGS[@]}"; then
+    --model "$WORK/no-model.pt" "${FILTER_ARGS[@]}" "${RECORD_ARGS[@]}"; then
     ratio=$(grep -oE "speed ratio \(one at a time / batched\): [0-9.]+x" "$LOG" | tail -1 | grep -oE "[0-9.]+x$")
     number filters_speed ratio "${ratio%x}"
 fi
@@ -340,6 +345,10 @@ json.dump(numbers, open(sys.argv[2], "w"), indent=1, sort_keys=True)
 PY
 rm -f "$NUMBERS"
 rm -rf "$WORK"
+if [[ $MODE == gpu ]]; then
+    mkdir -p "$OUT/benchmark-results"
+    cp benchmarks/results/style_batch.csv benchmarks/results/filters_speed.csv "$OUT/benchmark-results/" 2>/dev/null
+fi
 cat "$SUMMARY"
 failed=0
 for name in "${!STATUS[@]}"; do [[ ${STATUS[$name]} == ok* ]] || failed=1; done

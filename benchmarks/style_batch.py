@@ -1,4 +1,4 @@
-"""Style pairs one at a time against the same pairs in one batch (``style.batch``, Adam).
+"""Style pairs one at a time against one batch (``style.batch``, Adam).
 
 Makes ``--pairs`` content images of one size (seeded square crops of the bundled photos, at
 ``--size`` px) paired in turn with the two default style images, then runs the config's style
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from record import add_option, record
 
 from cnnpipe.io.images import pil_to_tensor
 from cnnpipe.io.photos import sample_photo
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="Adam steps per pair")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    add_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -104,6 +106,13 @@ def main() -> None:
     print(f"RESULT style_batch pairs={args.pairs} size={args.size} steps={args.steps} one_at_a_time_s={alone_s:.3f} "
           f"batched_s={together_s:.3f} speedup={alone_s / together_s:.2f} mean_pixel_diff={pixel:.2e} "
           f"loss_rel_diff={loss:.1e}")
+    if not args.no_record:
+        record("style_batch", [{
+            "pairs": args.pairs, "size": args.size, "steps": args.steps, "device": str(device),
+            "one_at_a_time_s": round(alone_s, 3), "batched_s": round(together_s, 3),
+            "one_at_a_time_s_per_pair": round(alone_s / args.pairs, 3),
+            "batched_s_per_pair": round(together_s / args.pairs, 3), "speedup": round(alone_s / together_s, 2),
+            "mean_pixel_diff": float(f"{pixel:.2e}"), "loss_rel_diff": float(f"{loss:.1e}")}])
 
 
 if __name__ == "__main__":

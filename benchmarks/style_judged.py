@@ -1,5 +1,7 @@
-"""Style transfer judged by a second network: feature smoothing off (``none``) against softmax
-smoothing (Wang, Li and Vasconcelos, CVPR 2021), on the style stage's pairs.
+"""Style transfer judged by a second network: style distance and content kept.
+
+Compares feature smoothing off (``none``) against softmax smoothing (Wang, Li and Vasconcelos,
+CVPR 2021), on the style stage's pairs.
 
 For every pair and smoothing option the script runs the style stage's algorithm with the
 ``style`` settings of config.yaml (the generator, EfficientNet-Lite0 by default, its layers,
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from record import add_option, record
 
 from cnnpipe.io.images import load_image, pil_to_tensor, save_png
 from cnnpipe.io.photos import export_sample_photo
@@ -71,6 +74,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override style settings, e.g. style_weight=50 (values read as YAML)")
+    add_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -135,14 +139,20 @@ def main() -> None:
                          f"r{judged['content_rank'] + 1:<3} {seconds:6.1f}s")
         print(f"{content_name + '__' + style_name:<30}" + "".join(f"{cell:>{width}}" for cell in cells),
               flush=True)
-    means = []
+    means, records = [], []
     for label in totals:
         rows = totals[label]
         distance = sum(r[0] for r in rows) / len(rows)
         kept = sum(r[1] for r in rows)
         means.append(f"{distance:.3f} {kept}/{len(rows)} {sum(r[2] for r in rows) / len(rows):6.1f}s")
+        records.append({"option": label, "settings": " ".join(args.set), "generator": cfg["backbone"],
+                        "judge": judge.kind, "size": cfg["image_size"], "steps": cfg["steps"], "pairs": len(rows),
+                        "style_distance": round(distance, 3), "kept": kept,
+                        "seconds_per_pair": round(sum(r[2] for r in rows) / len(rows), 1)})
     print(f"{'mean (kept: count)':<30}" + "".join(f"{cell:>{width}}" for cell in means))
     print(f"images: {out}/<option>/<pair>.png")
+    if records and not args.no_record:
+        record("style_judged", records)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Multiscale style transfer (issue 14): a 1024 px result made at 256 -> 512 -> 1024 against one
-made at 1024 px directly in about the same wall time, and the peak memory of the stage at each
-size against a proposed mem_mb formula.
+"""Multiscale style transfer against direct 1024 px in equal time; peak memory.
+
+Issue 14: a 1024 px result made at 256 -> 512 -> 1024 against one made at 1024 px directly in
+about the same wall time, and the peak memory of the stage at each size against a proposed
+mem_mb formula.
 
 Every run is one fresh worker process doing what the style stage does for one pair: load the
 generator (``style.backbone``, EfficientNet-Lite0 by default) and the judge
@@ -39,6 +41,7 @@ import time
 from pathlib import Path
 
 import yaml
+from record import add_option, record
 
 from cnnpipe.workflow.resources import style_mem_mb
 
@@ -109,6 +112,7 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/style_multiscale")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_option(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -143,8 +147,17 @@ def main() -> None:
               f"{row['style_distance']:12.3f}{'yes' if row['content_kept'] else 'NO':>6}{row['style_loss']:12.4f}"
               f"{row['content_loss']:14.4f}", flush=True)
     print(f"images: {direct['image']}, {multi['image']}; load average {os.getloadavg()}")
+    common = {"pair": "__".join(args.pair), "generator": settings["backbone"], "judge": settings["judge"],
+              "threads": args.threads}
+    records = [{**common, "run": label, "sizes": ",".join(map(str, run_sizes)), "history": history,
+                "evaluations": "+".join(map(str, row["evaluations"])), "seconds": round(row["seconds"], 1),
+                "style_distance": round(row["style_distance"], 3),
+                "content_kept": "yes" if row["content_kept"] else "no", "peak_mb": round(row["peak_mb"])}
+               for label, run_sizes, row in (("direct", [size], direct), ("multiscale", sizes, multi))]
 
     if args.skip_memory:
+        if not args.no_record:
+            record("style_multiscale", records)
         return
     rows = []
     for s in sizes[:-1]:
@@ -158,12 +171,18 @@ def main() -> None:
     print("\n(b) peak resident memory of one fresh process (stage: generator + judge + transfer + judging)")
     print(f"{'largest size':>13}{'history':>9}{'evaluations':>14}{'peak MB':>10}{'declared mem_mb':>17}{'fits':>6}")
     for s, h, row in rows:
-        proposed = style_mem_mb({"image_size": s, "lbfgs_history": h})  # what the rule declares
+        proposed = style_mem_mb({**settings, "image_size": s, "lbfgs_history": h})  # what the rule declares
         label = f"{s}{' (multi)' if row.get('label') else ''}"
         print(f"{label:>13}{h:9d}{'+'.join(map(str, row['evaluations'])):>14}{row['peak_mb']:10.0f}"
               f"{proposed:17d}{'yes' if row['peak_mb'] <= proposed else 'NO':>6}")
+        records.append({**common, "run": f"memory {label}", "history": h,
+                        "sizes": ",".join(map(str, sizes)) if row.get("label") else s,
+                        "evaluations": "+".join(map(str, row["evaluations"])), "peak_mb": round(row["peak_mb"]),
+                        "declared_mb": proposed, "fits": "yes" if row["peak_mb"] <= proposed else "no"})
     print(f"largest child peak by RUSAGE_CHILDREN: {rows[-1][2]['children_peak_mb']:.0f} MB; "
           f"load average after {os.getloadavg()}")
+    if not args.no_record:
+        record("style_multiscale", records)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from record import add_option, record
 from torch import nn
 
 from cnnpipe.io.images import pil_to_tensor
@@ -249,7 +250,8 @@ def build_backbone(backbone: str, cache: Path):
         return net, content, style, "ImageNet" if pretrained else "random"
     net = load_backbone(backbone)
     defaults = DEFAULT_LAYERS[backbone]
-    return net, [defaults["content"]], list(defaults["style"]), "ImageNet"
+    content = defaults["content"]  # one name, or several since Lite0's default took blocks.5 too
+    return net, [content] if isinstance(content, str) else list(content), list(defaults["style"]), "ImageNet"
 
 
 def compare(backbone: str, size: int, repeats: int, steps: int, device: torch.device, cache: Path,
@@ -297,7 +299,7 @@ def compare(backbone: str, size: int, repeats: int, steps: int, device: torch.de
                   flush=True)
     scores = {m: referee(net, backbone, content_img, style_img, content_after, style_after, images[m].to(device),
                          style_weight=style_weight) for m in runs}
-    summary = {}
+    summary = {"weights": weights}
     for method, values in runs.items():
         summary[method] = {
             "wall": statistics.median(v[0] for v in values),
@@ -388,14 +390,36 @@ def main() -> None:
     parser.add_argument("--lite0-size", type=int, default=192)
     parser.add_argument("--cache", type=Path, default=ROOT / "downloads")
     parser.add_argument("--only", choices=["vgg19", "efficientnet_lite0"])
+    add_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
           f"{args.repeats} repeats per method, {args.steps} steps")
+    rows = []
     for backbone, size in (("vgg19", args.vgg_size), ("efficientnet_lite0", args.lite0_size)):
         if args.only in (None, backbone):
-            compare(backbone, size, args.repeats, args.steps, device, args.cache)
+            summary = compare(backbone, size, args.repeats, args.steps, device, args.cache)
+            rows.append(headline(backbone, size, args, summary))
+    if rows and not args.no_record:
+        record("style_speed", rows)
+
+
+def headline(backbone: str, size: int, args, summary: dict) -> dict:
+    """What compare() printed, as one CSV row: (1) the same budget, (2) time to the reference's loss."""
+    ref, ours, reach = summary["reference"], summary["cnnpipe"], summary.get("to_reference_loss")
+    return {
+        "backbone": backbone, "weights": summary["weights"], "size": size, "steps": args.steps,
+        "repeats": args.repeats, "device": args.device,
+        "reference_s": round(ref["wall"], 2), "cnnpipe_s": round(ours["wall"], 2),
+        "speedup": round(ref["wall"] / ours["wall"], 2), "speedup_cpu": round(ref["cpu"] / ours["cpu"], 2),
+        "reference_loss": float(f"{ref['total']:.6g}"), "cnnpipe_loss": float(f"{ours['total']:.6g}"),
+        "loss_excess_pct": round(100 * (ours["total"] / ref["total"] - 1), 1),
+        "to_loss_evals": reach and reach["evals"],
+        "to_loss_s": reach and round(reach["wall"], 2),
+        "to_loss_reference_s": reach and round(reach["reference_wall"], 2),
+        "to_loss_speedup": reach and round(reach["reference_wall"] / reach["wall"], 2),
+    }
 
 
 if __name__ == "__main__":

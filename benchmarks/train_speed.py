@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
+from record import add_option, record
 from torch import nn
 
 from cnnpipe.data.prepare import load_manifest, load_prepared, prepare_dataset
@@ -263,6 +264,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per side (median reported)")
     parser.add_argument("--threads", type=int, help="torch threads for both sides (default: torch's default)")
+    add_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -308,8 +310,15 @@ def main() -> None:
     targets = [(t, f"{t:.2f}") for t in FIXED_TARGETS] + [(ref_best, f"{ref_best:.4f} (reference's best)")]
     print("\ntime to first reach a test accuracy (training only, per-epoch test passes excluded for both);"
           " speed-up = reference time / cnnpipe time, then each repeat's own:")
+    rows = []
     for target, label in targets:
         ref_reach, our_reach = first_reach(ref_curve, target), first_reach(our_curve, target)
+        rows.append({"case": "reference best" if label.endswith("(reference's best)") else f"{target:.2f}",
+                     "target": round(target, 4), "repeats": args.repeats, "device": str(device),
+                     "reference_s": ref_reach and round(ref_reach[1], 2),
+                     "cnnpipe_s": our_reach and round(our_reach[1], 2),
+                     "speedup": None if ref_reach is None or our_reach is None else
+                     round(ref_reach[1] / our_reach[1], 1)})
         each = ", ".join(ratio(first_reach(r["epochs"], target), first_reach(o["epochs"], target))
                          for r, o in zip(references, ours))
         goal = "   (goal >= 3x)" if label.endswith("(reference's best)") else ""
@@ -323,6 +332,12 @@ def main() -> None:
         evals = statistics.median(run["eval_seconds"] for run in runs)
         print(f"  {name}: best {best:.4f} after {describe(first_reach(curve, best))}; all {len(curve)} epochs "
               f"{curve[-1][0]:.2f} s training (+ {evals:.2f} s test passes, median)")
+        side = "reference" if runs is references else "cnnpipe"
+        for row in rows:  # the same on every row: each side's best and when it first got there
+            row[f"{side}_best"] = round(best, 4)
+            row[f"{side}_best_s"] = round(first_reach(curve, best)[1], 2)
+    if not args.no_record:
+        record("train_speed", rows)
 
 
 if __name__ == "__main__":
