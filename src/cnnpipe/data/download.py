@@ -8,22 +8,20 @@ directly (IDX, CIFAR pickles inside the tar.gz) so nothing is extracted to disk.
 from __future__ import annotations
 
 import gzip
-import http.client
-import logging
 import math
-import os
 import pickle
 import struct
 import tarfile
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision import datasets as tv_datasets
-from torchvision.datasets.utils import calculate_md5, download_url
 
-log = logging.getLogger(__name__)
+# re-exported: fetch raises them, and callers catch them from here
+from cnnpipe.io.download import ChecksumError as ChecksumError
+from cnnpipe.io.download import DownloadError as DownloadError
+from cnnpipe.io.download import download
 
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -35,14 +33,6 @@ _CIFAR_FOLDER = tv_datasets.CIFAR10.base_folder
 _CIFAR_TRAIN = tuple(name for name, _ in tv_datasets.CIFAR10.train_list)
 _CIFAR_TEST = tuple(name for name, _ in tv_datasets.CIFAR10.test_list)
 _CIFAR_META = tv_datasets.CIFAR10.meta["filename"]
-
-
-class DownloadError(RuntimeError):
-    """A dataset file could not be downloaded from any mirror."""
-
-
-class ChecksumError(DownloadError):
-    """A downloaded file did not have the expected MD5; it was deleted, never used."""
 
 
 def _build_sources() -> dict[str, dict]:
@@ -88,37 +78,9 @@ def fetch(name: str, cache_dir, mirror: str | None = None, sources: dict[str, st
 
 
 def _fetch_file(folder: Path, filename: str, md5: str, bases: list[str]) -> Path:
-    target = folder / filename
-    if target.is_file():
-        actual = calculate_md5(target)
-        if actual == md5:
-            return target
-        log.warning("%s: cached file has MD5 %s, expected %s; downloading it again", target, actual, md5)
-        target.unlink()
-    # Download under a temporary name and rename only after the checksum matched, so the
-    # cache never holds a partial or wrong file under the real name.
-    partial = folder / f".{filename}.{os.getpid()}.part"
-    failures: list[str] = []
-    bad_checksum = False
-    for base in bases:
-        url = _join_url(base, filename)
-        partial.unlink(missing_ok=True)
-        try:
-            download_url(url, str(folder), partial.name, md5=None)
-        except (OSError, ValueError, http.client.HTTPException, urllib.error.URLError) as exc:
-            partial.unlink(missing_ok=True)
-            failures.append(f"{url}: {type(exc).__name__}: {exc}")
-            continue
-        actual = calculate_md5(partial)
-        if actual != md5:
-            partial.unlink(missing_ok=True)
-            bad_checksum = True
-            failures.append(f"{url}: MD5 mismatch, expected {md5}, got {actual} (the download was deleted)")
-            continue
-        os.replace(partial, target)
-        return target
-    error = ChecksumError if bad_checksum else DownloadError
-    raise error(f"{target}: could not download a valid copy:\n  " + "\n  ".join(failures))
+    urls = [_join_url(base, filename) for base in bases]
+    # the dataset downloads always showed torchvision's progress bar; they still do
+    return download(urls, folder / filename, algorithm="md5", expected=md5, progress=True)
 
 
 def _read_idx(path: Path) -> np.ndarray:

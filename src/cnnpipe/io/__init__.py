@@ -1,1 +1,1 @@
-"""Files: atomic writes, safe image reading and writing, the bundled sample photos."""
+"""Files: atomic writes, hashing and verified downloads, safe image reading and writing, the bundled sample photos."""

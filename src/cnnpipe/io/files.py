@@ -113,10 +113,26 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB blocks, as hex."""
-    digest = hashlib.sha256()
+HASH_ALGORITHMS = ("md5", "sha256")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """The ``algorithm`` ("md5" or "sha256") digest of a file's bytes, read in 1 MiB blocks, as hex."""
+    if algorithm not in HASH_ALGORITHMS:
+        raise ValueError(f"hash algorithm must be one of {HASH_ALGORITHMS}, got {algorithm!r}")
+    # MD5 only checks the dataset mirrors' files; usedforsecurity=False lets it run on FIPS systems.
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes as hex."""
+    return file_digest(path, "sha256")
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """The MD5 of a file's bytes as hex."""
+    return file_digest(path, "md5")

@@ -12,7 +12,6 @@ import importlib
 import os
 import pickle
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
+from cnnpipe.io.download import ChecksumError, DownloadError, download
 from cnnpipe.io.files import file_sha256
 from cnnpipe.networks.aliases import _last_linear
 from cnnpipe.networks.spec import PACKAGED, BackboneSpec, parse_backbone
@@ -64,34 +64,27 @@ def download_weights(
     The SHA-256 prefix in the file name (``vgg19-dcbb9e9d.pth``) is checked. A file that is
     already there and valid is kept without any network access; an invalid one is removed.
     ``url`` replaces torchvision's URL (a mirror, or a test server); its file name is used.
+    Raises ``ChecksumError`` for wrong bytes, ``DownloadError`` when none arrive (both
+    RuntimeError, from cnnpipe.io.download); nothing is then left in ``cache_dir``.
     """
     official = _torchvision_weights(name).url  # an unknown name fails even with a url given
     url = url or official
     filename = Path(urlsplit(url).path).name
     prefix = _hash_prefix(filename, url)
     destination = Path(cache_dir) / filename
-    if destination.is_file():
-        if file_sha256(destination).startswith(prefix):
-            return destination
-        destination.unlink()  # a file failing its checksum must never be loaded later
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # Streamed to disk (VGG19 is 548 MB), so not through fileio's in-memory writers; the
-    # temporary folder sits next to the destination, which makes the final rename atomic.
-    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{filename}.") as tmp:
-        partial = Path(tmp) / filename
-        try:
-            torch.hub.download_url_to_file(url, str(partial), hash_prefix=prefix, progress=progress)
-        except RuntimeError as error:  # torch's checksum failure
-            raise RuntimeError(
-                f"{name} weights downloaded from {url} fail their checksum: the SHA-256 of "
-                f"{filename} must start with {prefix} ({error}); nothing was written to {destination}"
-            ) from error
-        except OSError as error:
-            raise RuntimeError(
-                f"cannot download {name} weights from {url} to {destination}: {error}"
-            ) from error
-        os.replace(partial, destination)
-    return destination
+    try:
+        return download(url, destination, algorithm="sha256", expected=prefix, progress=progress)
+    except ChecksumError as error:
+        raise ChecksumError(
+            f"{name} weights downloaded from {url} fail their checksum: the SHA-256 of {filename} must start "
+            f"with {prefix} (it is {error.failures[0].actual}); nothing was written to {destination}",
+            error.failures,
+        ) from error
+    except DownloadError as error:
+        raise DownloadError(
+            f"cannot download {name} weights from {url} to {destination}: {error.failures[0].reason}",
+            error.failures,
+        ) from error
 
 
 def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
