@@ -25,15 +25,16 @@ run: install
 	$(VENV)/bin/snakemake --cores $(CORES)
 	$(VENV)/bin/snakemake --cores 1 --report results/report.html
 
-# The fast tier: unit tests and one shared tiny pipeline run (about five minutes on 2 cores).
+# The fast tier: unit tests and one shared tiny pipeline run, on two workers that take whole
+# files (a file's fixtures are built once; the first worker to need the tiny run makes it).
 test: install
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile
 
 # The slow tier: second runs for byte identity, kills and resumes, chunk-size invariance, the
 # report in Chromium, and the pipeline through SLURM on a single-node cluster on localhost
 # (needs root: installs munge and SLURM with apt-get when missing; see tests/slurm/README.md).
 test-slow: install
-	CNNPIPE_SLURM=1 $(VENV)/bin/pytest -m slow -n 0 --durations=10
+	CNNPIPE_SLURM=1 $(VENV)/bin/pytest -m slow --durations=10
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -140,7 +140,7 @@ if [[ $MODE == gpu ]] && ! "$PY" -c "import torch; assert torch.cuda.is_availabl
 fi
 
 # ------------------------------------------------------------------------ deterministic paths
-part tests 150 "$PY" -m pytest tests/test_deterministic.py -q -p no:cacheprovider -rs "${TEST_FILTER[@]}"
+part tests 150 "$PY" -m pytest tests/end_to_end/test_deterministic.py -q -p no:cacheprovider -rs "${TEST_FILTER[@]}"
 
 # ------------------------------------------------------------------------ the tiny pipeline
 printf 'device: %s\n' "$DEVICE" >"$WORK/device.yaml"
@@ -308,7 +308,7 @@ fi
     echo
     echo "## Environment"; echo; echo '```'
     sed -n '/^== environment (/,/^== environment:/p' "$LOG" | grep -v "^=="; echo '```'
-    echo; echo "## Deterministic paths (tests/test_deterministic.py)"; echo; echo '```'
+    echo; echo "## Deterministic paths (tests/end_to_end/test_deterministic.py)"; echo; echo '```'
     sed -n '/^== tests (/,/^== tests:/p' "$LOG" | grep -v "^==" | tail -8; echo '```'
     echo; echo "## Tiny pipeline on $DEVICE: times from its logs"; echo; echo '```'
     cat "$WORK/pipeline-times.txt" 2>/dev/null || echo "(no pipeline run)"; echo '```'
