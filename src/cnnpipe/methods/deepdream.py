@@ -136,6 +136,13 @@ class _TiledSums(torch.autograd.Function):
         return grad, None
 
 
+def tile_margin(tile: int, align: int, margin: int | None = None) -> int:
+    """A window's context per side: ``margin`` (default ``tile // 16``) rounded up to a
+    multiple of the layers' stride ``align``."""
+    wanted = tile // 16 if margin is None else int(margin)
+    return -(-max(0, wanted) // align) * align
+
+
 class TiledEnergy(nn.Module):
     """``forward(x) -> [B, L]``: mean ``a^2`` of each of ``layers`` over the whole image x.
 
@@ -153,8 +160,7 @@ class TiledEnergy(nn.Module):
         self.tile = int(tile)
         self.strides = self._probe_strides()
         self.align = math.lcm(*self.strides.values())
-        wanted = self.tile // 16 if margin is None else int(margin)
-        self.margin = -(-max(0, wanted) // self.align) * self.align
+        self.margin = tile_margin(self.tile, self.align, margin)
         self.min_side = self._probe_min_side()
 
     def _acts(self, x: Tensor) -> dict[str, Tensor]:

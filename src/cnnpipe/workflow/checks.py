@@ -39,16 +39,17 @@ def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
     tile = int(dream_cfg["tile"])
     if tile <= 0 or tile >= SAFE_TILE:
         return
-    from cnnpipe.methods.deepdream import TiledEnergy, resolve_layers, split_axis
+    from cnnpipe.methods.deepdream import TiledEnergy, resolve_layers, split_axis, tile_margin
 
     spec = parse_backbone(dream_cfg["backbone"], "dream.backbone", must_exist=False)
     model = _meta_network(spec, model_cfg, None)
     layers = resolve_layers(model, dream_cfg.get("layers"))
+    # The layers' stride is probed once; each candidate side only changes the margin.
+    align = TiledEnergy(model, layers, tile=tile).align
 
     def fits(side: int) -> bool:
-        energy = TiledEnergy(model, layers, tile=side)
         try:
-            split_axis(side + 1, side, energy.margin, energy.align)
+            split_axis(side + 1, side, tile_margin(side, align), align)
         except ValueError:
             return False
         return True
