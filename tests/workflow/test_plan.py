@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -139,3 +140,25 @@ def test_the_workflow_parses_without_importing_torch():
     code = f"import sys; import {', '.join(modules)}; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, f"{modules}: {done.stderr}"
+
+
+def test_the_digits_class_sizes_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    assert list(checks.DIGITS_CLASS_COUNTS) == np.bincount(load_digits().target).tolist()
+
+
+@pytest.mark.parametrize("counts", [(178, 182, 177, 183, 181, 182, 181, 179, 174, 180), (2, 2), (3, 7, 2), (5, 1), (40, 41, 39)])
+def test_the_split_rule_refuses_exactly_what_scikit_learn_cannot_split(counts):
+    """The parse-time rule and the job's train_test_split agree on every fraction tried."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.repeat(np.arange(len(counts)), counts)
+    fractions = sorted({*np.linspace(0.001, 0.999, 41).round(4), 0.005, 0.0051, 0.994, 0.995, 0.5})
+    for fraction in fractions:
+        try:
+            train_test_split(np.arange(len(labels)), test_size=fraction, random_state=0, stratify=labels)
+            splits = True
+        except ValueError:
+            splits = False
+        assert (checks.split_problem(counts, fraction) is None) == splits, (counts, fraction)

@@ -304,6 +304,13 @@ def test_a_finished_run_moved_elsewhere_has_nothing_to_do(tiny_run, tmp_path):
         ({"classes": {"backbone": "vgg19", "image_size": 16}}, ["classes.image_size", "vgg19", "at least 32 px"]),
         ({"fooling": {"imagenet_classes": [1, 1000]}}, ["fooling", "imagenet_classes", "1000", "999"]),
         ({"fooling": {"imagenet_classes": []}}, ["fooling", "imagenet_classes"]),
+        # Settings the schema takes that would only fail inside a job (issue 26, item 2).
+        ({"dataset": {"test_fraction": 0.999}},
+         ["dataset.test_fraction", "0.999", "1797 images in 10 classes", "1 train", "at most 0.994"]),
+        ({"dataset": {"test_fraction": 0.001}}, ["dataset.test_fraction", "0.001", "2 test", "above 0.00501"]),
+        ({"classes": {"parameterization": "phase"}}, ["classes.blur_every", "'phase'", "0"]),
+        ({"classes": {"backbone": "vgg19", "imagenet_regularized": {"parameterization": "phase", "blur_every": 2}}},
+         ["classes.imagenet_regularized.blur_every", "'phase'"]),
     ],
 )
 def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, override, expected):
@@ -315,6 +322,56 @@ def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, override, 
     for word in expected:
         assert word in message, (word, message)
     assert not (tmp_path / "results").exists()
+
+
+def _image_folder(root: Path, counts: dict[str, int]) -> Path:
+    """An image folder dataset: one subfolder per class with ``counts[class]`` 8x8 PNG files."""
+    from PIL import Image
+
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for index in range(count):
+            Image.new("L", (8, 8), 40 * index % 256).save(root / name / f"{index}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        (None, ["dataset.folder", "does not exist"]),
+        ({"cat": 5}, ["dataset.folder", "a single class subfolder", "'cat'"]),
+        ({"cat": 5, "dog": 0}, ["dataset.folder", "dog", "holds no images"]),
+        ({"cat": 5, "dog": 1}, ["dataset.test_fraction", "dog", "fewer than 2 images"]),
+        ({"cat": 5, "dog": 5}, ["dataset.test_fraction", "0.9", "10 images in 2 classes", "1 train"]),
+    ],
+    ids=["missing", "one-class", "empty-class", "one-image-class", "too-few-to-train"],
+)
+def test_an_image_folder_that_cannot_be_split_stops_before_any_job(tmp_path, counts, expected):
+    """dataset.folder is read while the workflow is parsed: a folder the download job could
+    not split into stratified train and test sets is refused, naming the key and the folder."""
+    folder = tmp_path / "images"
+    if counts is not None:
+        _image_folder(folder, counts)
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"dataset": {"name": "imagefolder", "folder": str(folder), "image_size": 12,
+                                                  "test_fraction": 0.9}}))
+    result = snakemake(tmp_path / "work", "--dry-run", "results/data/dataset.pt", configfiles=(TINY, config),
+                       check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    for word in [*expected, str(folder)]:
+        assert word in message, (word, message)
+    assert not (tmp_path / "work" / "results").exists()
+
+
+def test_an_image_folder_that_can_be_split_plans_its_download(tmp_path):
+    folder = _image_folder(tmp_path / "images", {"cat": 3, "dog": 2})
+    config = tmp_path / "ok.yaml"
+    config.write_text(yaml.safe_dump({"dataset": {"name": "imagefolder", "folder": str(folder), "image_size": 12,
+                                                  "test_fraction": 0.4}}))
+    jobs = planned_jobs(snakemake(tmp_path / "work", "--dry-run", "results/data/dataset.pt",
+                                  configfiles=(TINY, config)))
+    assert jobs == {"download": 1}
 
 
 def test_lint_is_clean(tmp_path):
