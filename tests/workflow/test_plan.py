@@ -162,3 +162,30 @@ def test_the_split_rule_refuses_exactly_what_scikit_learn_cannot_split(counts):
         except ValueError:
             splits = False
         assert (checks.split_problem(counts, fraction) is None) == splits, (counts, fraction)
+
+
+def save_gray_checkpoint(path: Path) -> Path:
+    """Another run's checkpoint of a one-channel lecture CNN (12 px, conv1, conv2, fc1)."""
+    import torch
+
+    from cnnpipe.networks import checkpoint as ckpt
+    from cnnpipe.networks.lecture_cnn import build_model
+
+    manifest = {"image_shape": [1, 12, 12], "classes": ["a", "b"], "normalization": {"mean": [0.5], "std": [0.2]}}
+    model_cfg = {"conv_channels": [4, 8], "kernel_size": 3, "hidden": [16], "dropout": 0.0, "batch_norm": False}
+    state = {"format": ckpt.FORMAT, "model_state": build_model(model_cfg, manifest).state_dict(),
+             "model_config": model_cfg, "classes": manifest["classes"], "image_shape": manifest["image_shape"],
+             "normalization": manifest["normalization"], "epoch": 1, "optimizer_state": {}, "scheduler_state": {},
+             "rng_state": {}, "metrics": [], "fingerprint": "test"}
+    torch.manual_seed(0)
+    return ckpt.save_checkpoint(path, state)
+
+
+def test_filter_layers_of_another_runs_gray_checkpoint_are_probed_at_its_own_shape(tmp_path):
+    """A checkpoint takes its own channels and size (the filters job draws it so), not 3 x
+    filters.image_size: the lecture CNN has one channel (issue 26, item 3)."""
+    spec = {"checkpoint": str(save_gray_checkpoint(tmp_path / "other" / "model.pt"))}
+    settings = {"backbone": spec, "layers": ["conv1", "conv2", "fc1"], "image_size": 128}
+    assert checks.filter_layers(settings, MODEL) == ["conv1", "conv2", "fc1"]
+    with pytest.raises(ValueError, match=r"^filters\.layers: layer 'conv3' not found"):
+        checks.filter_layers({**settings, "layers": ["conv3"]}, MODEL)

@@ -324,6 +324,18 @@ def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, override, 
     assert not (tmp_path / "results").exists()
 
 
+def test_another_runs_gray_checkpoint_is_a_filters_backbone(tiny_run, tmp_path):
+    """The lecture CNN has one input channel: the parse-time layer probe takes the checkpoint's
+    own shape, as the filters job does (issue 26, item 3: it crashed with 'Invalid channel
+    dimensions')."""
+    config = tmp_path / "other.yaml"
+    config.write_text(yaml.safe_dump({"filters": {
+        "backbone": {"checkpoint": str(tiny_run / "results" / "train" / "model.pt")}, "layers": ["conv1", "fc1"]}}))
+    result = snakemake(tmp_path / "work", "--dry-run", "filters", configfiles=(TINY, config), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert planned_jobs(result) == {"filters_layer": 2, "filters": 1}
+
+
 def _image_folder(root: Path, counts: dict[str, int]) -> Path:
     """An image folder dataset: one subfolder per class with ``counts[class]`` 8x8 PNG files."""
     from PIL import Image

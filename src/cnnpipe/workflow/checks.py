@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cnnpipe.data.catalog import DIGITS_CLASS_COUNTS, NATIVE_SIZES
 from cnnpipe.networks.spec import TRAINED, default_layers_for, parse_backbone
-from cnnpipe.workflow.probes import _meta_network, _smallest_working, check_layer_names, native_size
+from cnnpipe.workflow.probes import _meta_network, _smallest_working, check_layer_names, native_shape, native_size
 
 # A DeepDream tile at least this large fits its margin at any layer stride here (at most 32).
 SAFE_TILE = 256
@@ -196,6 +196,10 @@ def filter_layers(filters_cfg: Mapping, model_cfg: Mapping) -> list[str]:
             f"filters.layers: required when filters.backbone is {spec.label!r} (a network from elsewhere "
             f"has too many layers to draw them all); `python -m cnnpipe layers {spec.arch}` lists them"
         )
-    size = filters_cfg.get("image_size", 128) or native_size(spec)
-    check_layer_names("filters.layers", spec, layers, model_cfg, input_shape=(3, size, size), units_allowed=True)
+    if spec.kind == "checkpoint":  # another run's CNN: probed at its own channels and size, as the job draws it
+        shape = native_shape(spec)
+    else:
+        size = filters_cfg.get("image_size", 128) or native_size(spec)
+        shape = (3, size, size)
+    check_layer_names("filters.layers", spec, layers, model_cfg, input_shape=shape, units_allowed=True)
     return layers
