@@ -189,3 +189,25 @@ def test_filter_layers_of_another_runs_gray_checkpoint_are_probed_at_its_own_sha
     assert checks.filter_layers(settings, MODEL) == ["conv1", "conv2", "fc1"]
     with pytest.raises(ValueError, match=r"^filters\.layers: layer 'conv3' not found"):
         checks.filter_layers({**settings, "layers": ["conv3"]}, MODEL)
+
+
+def test_two_first_layer_networks_with_one_file_name_are_refused_naming_both(tmp_path, monkeypatch):
+    """A spec's slug names its figure: two different specs with one slug wrote one file, the
+    second silently replacing the first (issue 26, item 5)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a/resnet18.pt", "b/resnet18.pt", "x/y.pt", "x-y.pt"):
+        Path(name).parent.mkdir(exist_ok=True)
+        Path(name).write_bytes(b"weights")
+    key, pattern = "first_layer_filters.backbones", "results/lecture/first_layer_filters/{}.png"
+    same_file = [{"arch": "resnet18", "weights": "a/resnet18.pt"},
+                 {"arch": "resnet18", "weights": "b/resnet18.pt", "num_classes": 5}]
+    with pytest.raises(ValueError, match=r"^first_layer_filters\.backbones\[1\] and first_layer_filters\.backbones"
+                                         r"\[2\]: .*a/resnet18\.pt.*b/resnet18\.pt.* both .*"
+                                         r"results/lecture/first_layer_filters/resnet18-resnet18\.png"):
+        checks.backbones_by_slug(["trained", same_file[0], same_file[1]], key, pattern)
+    with pytest.raises(ValueError, match=r"backbones\[0\] and .*backbones\[1\]: .*checkpoint-x-y\.png"):
+        checks.backbones_by_slug([{"checkpoint": "x/y.pt"}, {"checkpoint": "x-y.pt"}], key, pattern)
+    # the same network listed twice is drawn once
+    specs = checks.backbones_by_slug(["trained", "alexnet", "trained", same_file[0]], key, pattern)
+    assert list(specs) == ["trained", "alexnet", "resnet18-resnet18"]
+    assert specs["alexnet"] == (1, checks.parse_backbone("alexnet"))

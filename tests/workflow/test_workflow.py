@@ -336,6 +336,29 @@ def test_another_runs_gray_checkpoint_is_a_filters_backbone(tiny_run, tmp_path):
     assert planned_jobs(result) == {"filters_layer": 2, "filters": 1}
 
 
+def test_two_first_layer_networks_whose_weights_share_a_name_stop_the_run(tmp_path):
+    """{arch, weights: a/x.pt} and {arch, weights: b/x.pt} have one slug, so one figure: the run
+    stops naming both list entries and the file (issue 26, item 5)."""
+    import torch
+    import torchvision
+
+    work = tmp_path / "work"
+    for folder, classes in (("a", 1000), ("b", 5)):
+        (work / folder).mkdir(parents=True)
+        torch.save(torchvision.models.squeezenet1_1(num_classes=classes).state_dict(), work / folder / "sq.pt")
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump({"first_layer_filters": {"backbones": [
+        {"arch": "squeezenet1_1", "weights": "a/sq.pt"}, {"arch": "squeezenet1_1", "weights": "b/sq.pt",
+                                                          "num_classes": 5}]}}))
+    result = snakemake(work, "--dry-run", configfiles=(TINY, config), check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    for word in ("first_layer_filters.backbones[0] and first_layer_filters.backbones[1]", "a/sq.pt", "b/sq.pt",
+                 "results/lecture/first_layer_filters/squeezenet1_1-sq.png"):
+        assert word in message, (word, message)
+    assert not (work / "results").exists()
+
+
 def _image_folder(root: Path, counts: dict[str, int]) -> Path:
     """An image folder dataset: one subfolder per class with ``counts[class]`` 8x8 PNG files."""
     from PIL import Image

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from cnnpipe.networks.spec import parse_backbone
 from cnnpipe.workflow.codegraph import package_files_used_by
 from cnnpipe.io.photos import SAMPLE_PHOTOS
-from cnnpipe.workflow.checks import check_backbone_weights
+from cnnpipe.workflow.checks import backbones_by_slug, check_backbone_weights
 from cnnpipe.judges.specs import check_judge
 from cnnpipe.workflow.resources import gpus_per_job, local_gpu_count
 from cnnpipe.workflow.runlock import RunLockError, acquire, runs_no_jobs
@@ -68,13 +68,14 @@ JUDGES = {
 for stage, spec in JUDGES.items():
     if spec is not None:
         check_backbone_weights(f"{stage}.judge", spec)
-FIRST_LAYER_BACKBONES = {
-    spec.slug: spec
-    for spec in (
-        parse_backbone(value, f"first_layer_filters.backbones[{index}]")
-        for index, value in enumerate(config["first_layer_filters"]["backbones"])
-    )
-}
+# The first-layer slide's networks by the name of their figure (the spec's slug); two that
+# would share one figure stop the run.
+FIRST_LAYER_INDEXED = backbones_by_slug(
+    config["first_layer_filters"]["backbones"],
+    "first_layer_filters.backbones",
+    "results/lecture/first_layer_filters/{}.png",
+)
+FIRST_LAYER_BACKBONES = {slug: spec for slug, (_, spec) in FIRST_LAYER_INDEXED.items()}
 for spec in FIRST_LAYER_BACKBONES.values():
     check_backbone_weights("first_layer_filters.backbones", spec)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cnnpipe.data.catalog import DIGITS_CLASS_COUNTS, NATIVE_SIZES
-from cnnpipe.networks.spec import TRAINED, default_layers_for, parse_backbone
+from cnnpipe.networks.spec import TRAINED, BackboneSpec, default_layers_for, parse_backbone
 from cnnpipe.workflow.probes import _meta_network, _smallest_working, check_layer_names, native_shape, native_size
 
 # A DeepDream tile at least this large fits its margin at any layer stride here (at most 32).
@@ -135,6 +135,25 @@ def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
             f"dream.tile: {tile} px leaves no room inside a window for its margin of context at the stride of "
             f"the layers {layers} (backbone {spec.label!r}); use 0 (never tile) or at least {smallest} px"
         )
+
+
+def backbones_by_slug(values: Sequence, key: str, pattern: str) -> dict[str, tuple[int, BackboneSpec]]:
+    """The networks listed under ``key``, by the file name each one's results take (its spec's
+    slug, put into ``pattern``): slug -> (list index, spec), in list order. Two different specs
+    with one slug would write one file, the second replacing the first: refused, naming both
+    entries and the file. The same network listed twice is kept once."""
+    found: dict[str, tuple[int, BackboneSpec]] = {}
+    for index, value in enumerate(values):
+        spec = parse_backbone(value, f"{key}[{index}]")
+        if spec.slug not in found:
+            found[spec.slug] = (index, spec)
+            continue
+        first, other = found[spec.slug]
+        if other != spec:
+            raise ValueError(f"{key}[{first}] and {key}[{index}]: {other.label!r} and {spec.label!r} would both be "
+                             f"written to {pattern.format(spec.slug)}, one replacing the other; rename one of the "
+                             f"files")
+    return found
 
 
 def check_backbone_weights(key: str, backbone) -> None:
