@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import zlib
@@ -21,6 +22,7 @@ from probes import forward_outputs
 from cnnpipe.io.images import ImageError
 from cnnpipe.methods.deepdream import (
     TiledEnergy,
+    _octave_plan,
     deep_dream,
     deep_dream_batch,
     default_layers,
@@ -618,3 +620,17 @@ def test_each_dream_job_declares_memory_for_its_photo(tmp_path):
         assert declared[-1] > 1.1 * 4670
         if chunks == 2:
             assert declared[0] < 2000
+
+
+def test_a_photo_shrunk_by_max_side_below_what_the_layers_need_blames_the_setting(caplog):
+    """451x300 at dream.max_side 96 would be 96x64 (63.9 px): the message said the photo was
+    too small (issue 26, item 7); it is the setting."""
+    caplog.set_level(logging.WARNING)
+    sizes = _octave_plan(300, 451, 64, ["blocks.3"], octaves=1, octave_scale=1.4, max_side=96)
+    assert sizes == [(64, 96)]
+    message = caplog.records[-1].getMessage()
+    assert "dream.max_side 96" in message and "451x300" in message and "64 px" in message
+    assert "451x300 is smaller" not in message
+    caplog.clear()
+    _octave_plan(30, 40, 64, ["blocks.3"], octaves=1, octave_scale=1.4, max_side=None)
+    assert "40x30 is smaller than the 64 px the layers need" in caplog.records[-1].getMessage()

@@ -359,6 +359,45 @@ def test_two_first_layer_networks_whose_weights_share_a_name_stop_the_run(tmp_pa
     assert not (work / "results").exists()
 
 
+def test_a_first_layer_network_with_an_empty_weights_file_is_named_by_its_index(tmp_path):
+    """The message names the list entry and why the file cannot be read (issue 26, item 7: it
+    said 'first_layer_filters.backbones.weights: ... cannot be read as PyTorch weights ()')."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    config = tmp_path / "empty.yaml"
+    config.write_text(yaml.safe_dump({"first_layer_filters": {"backbones": [
+        "trained", {"arch": "resnet18", "weights": "empty.pt"}]}}))
+    result = snakemake(tmp_path, "--dry-run", configfiles=(TINY, config), check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "first_layer_filters.backbones[1].weights: empty.pt is empty (0 bytes)" in message, message
+
+
+def test_a_dry_run_beside_a_live_run_says_what_is_going_on(tmp_path):
+    """Snakemake's dry run finds the live run's lock files, prints 'Error: Directory cannot be
+    locked' and returns 0; the message now says that a run is working and the dry run changes
+    nothing, or that the lock files are a dead run's (issue 26, item 7)."""
+    from test_runlock import hold_in_another_process
+
+    from cnnpipe.workflow import runlock
+
+    holder = hold_in_another_process(tmp_path)
+    locks = tmp_path / runlock.SNAKEMAKE_LOCKS  # the live run's, written after it took the run lock
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text("results/train/model.pt\n")
+    try:
+        result = snakemake(tmp_path, "--dry-run", "results/train/model.pt")
+    finally:
+        holder.kill()
+        holder.wait()
+    message = result.stdout + result.stderr
+    assert "Directory cannot be locked" not in message
+    assert f"another run is working in {tmp_path} (process {holder.pid} on " in message, message
+    assert "this dry run changes nothing" in message
+    after = snakemake(tmp_path, "--dry-run", "results/train/model.pt")
+    message = after.stdout + after.stderr
+    assert "Directory cannot be locked" not in message and "a run that no longer runs" in message, message
+
+
 def _image_folder(root: Path, counts: dict[str, int]) -> Path:
     """An image folder dataset: one subfolder per class with ``counts[class]`` 8x8 PNG files."""
     from PIL import Image
