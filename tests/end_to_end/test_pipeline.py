@@ -42,6 +42,7 @@ def test_nothing_is_written_outside_results_and_the_cache(tiny_run):
 @pytest.mark.parametrize("override", [
     {"model": {"conv_channels": [4, 8, 8, 8, 8]}},  # too deep for 12 px images: would fail in training
     {"dream": {"tile": 1}},                          # no room for a margin: would fail in every dream job
+    {"dataset": {"test_fraction": 0.999}},           # 1 train image per class at most: would fail in download
 ])
 def test_a_config_rejected_at_parse_time_leaves_every_result_as_it_was(tiny_run_copy, tmp_path, override):
     """A setting that passes the schema but cannot work is refused before any job, so

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import zlib
@@ -21,6 +22,7 @@ from probes import forward_outputs
 from cnnpipe.io.images import ImageError
 from cnnpipe.methods.deepdream import (
     TiledEnergy,
+    _octave_plan,
     deep_dream,
     deep_dream_batch,
     default_layers,
@@ -496,7 +498,12 @@ def test_the_tiny_run_raises_the_layer_energy_of_every_photo(tiny_run):
         assert row.energy_ratio >= 1.25
 
 
-HOSTILE_NAMES = ["`click`_", ":raw-html:`x`", "back\\slash", "a b_c*d*"]
+# Names the workflow takes, each with characters that mean something in reStructuredText or HTML
+# in other places (the captions escape them; the report's hyperlink targets take them as they are).
+HOSTILE_NAMES = ["back\\slash", "a b_c", "it's 'quoted'", "[1] #x$ &amp; ~y", "javascript-alert(1)"]
+# Names that reStructuredText reads as markup where Snakemake's report names each result file
+# (a hyperlink target per file): refused, naming the file (issue 26, item 4).
+RST_NAMES = ["`click`_", ":raw-html:`x`", "a*b*", "|sub|", "_lead", "trail_", "x: y"]
 
 
 def hostile_folder(folder: Path) -> Path:
@@ -522,6 +529,16 @@ def test_folder_names_that_cannot_be_outputs_are_reported_or_refused(tmp_path, c
         with pytest.raises(ImageError, match=rf"{re.escape(bad)}.*dream.folder.*pattern"):
             dream_inputs({"folder": str(folder)}, folder_files(folder))
         (folder / bad).unlink()
+
+
+@pytest.mark.parametrize("name", RST_NAMES)
+def test_folder_names_that_restructuredtext_reads_as_markup_are_refused(tmp_path, name):
+    """Snakemake's report writes ``.. _<file name>: ...`` for every result; a backtick there
+    broke every caption of the report (23 'System Message' blocks for one photo)."""
+    folder = hostile_folder(tmp_path / "photos")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    with pytest.raises(ImageError, match=rf"^{re.escape(str(folder / name))}\.png: dream\.folder: .*reStructuredText"):
+        dream_inputs({"folder": str(folder)}, folder_files(folder))
 
 
 @pytest.mark.e2e
@@ -556,6 +573,33 @@ def test_hostile_names_plan_and_render_as_plain_text(tmp_path):
         assert html.replace(f"<li>{escape(name, quote=False)}: energy", "<li>cat: energy") == plain, name
 
 
+@pytest.mark.slow
+def test_the_report_names_hostile_files_without_a_docutils_message(tmp_path):
+    """A real `snakemake --report`: it writes a hyperlink target `.. _<file name>: ...` for each
+    result into every caption, so a name reStructuredText reads as markup broke them all (a
+    backtick gave a 'System Message' per caption, issue 26 item 4). The names the workflow takes,
+    as DeepDream photos and as style pairs (contents and style from folders), leave none."""
+    folder = hostile_folder(tmp_path / "photos")
+    contents, styles = tmp_path / "contents", tmp_path / "styles"
+    for path in folder.glob("*.png"):
+        if "\\" not in path.name and "\n" not in path.name:  # style pair names refuse these two
+            (contents / path.name).parent.mkdir(exist_ok=True)
+            (contents / path.name).write_bytes(path.read_bytes())
+    styles.mkdir()
+    Image.fromarray(np.full((20, 20, 3), 90, dtype=np.uint8)).save(styles / "a b_c [1].png")
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"dream": {"folder": str(folder)}, "style": {
+        "pairs": [], "content_folder": str(contents), "style_folder": str(styles), "per_job": 8}}))
+    configs = (ROOT / ".test" / "config.yaml", override)
+    work = tmp_path / "work"
+    snakemake(work, "--cores", "2", "dream", "style", configfiles=configs)
+    snakemake(work, "--report", "report.html", "dream", "style", configfiles=configs)
+    html = (work / "report.html").read_text(errors="replace")
+    # a caption per dream photo, per style pair, and the dream summary, each with its key numbers
+    assert html.count("Key numbers of this run") >= 2 * len(HOSTILE_NAMES)
+    assert "System Message" not in html and "system-message" not in html
+
+
 @pytest.mark.e2e
 def test_each_dream_job_declares_memory_for_its_photo(tmp_path):
     """mem_mb follows the photo's size (read from its header), so a cluster gives a large
@@ -576,3 +620,17 @@ def test_each_dream_job_declares_memory_for_its_photo(tmp_path):
         assert declared[-1] > 1.1 * 4670
         if chunks == 2:
             assert declared[0] < 2000
+
+
+def test_a_photo_shrunk_by_max_side_below_what_the_layers_need_blames_the_setting(caplog):
+    """451x300 at dream.max_side 96 would be 96x64 (63.9 px): the message said the photo was
+    too small (issue 26, item 7); it is the setting."""
+    caplog.set_level(logging.WARNING)
+    sizes = _octave_plan(300, 451, 64, ["blocks.3"], octaves=1, octave_scale=1.4, max_side=96)
+    assert sizes == [(64, 96)]
+    message = caplog.records[-1].getMessage()
+    assert "dream.max_side 96" in message and "451x300" in message and "64 px" in message
+    assert "451x300 is smaller" not in message
+    caplog.clear()
+    _octave_plan(30, 40, 64, ["blocks.3"], octaves=1, octave_scale=1.4, max_side=None)
+    assert "40x30 is smaller than the 64 px the layers need" in caplog.records[-1].getMessage()

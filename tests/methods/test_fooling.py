@@ -359,3 +359,11 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
             assert (tmp_path / f"{method}.{ext}").read_bytes() == produced, (method, ext)
         for file in (results / "fooling" / method).glob("*.png"):
             assert (tmp_path / method / file.name).read_bytes() == file.read_bytes(), (method, file.name)
+
+
+def test_evolution_runs_with_a_single_cppn_node(tiny_cnn):
+    """fooling.cppn_nodes: 1 passes the schema; genomes then start with the one node they may have
+    (they started with two and failed inside the job, issue 26)."""
+    result = fooling.evolve_fooling(tiny_cnn(**FITTED), (1, 8, 8), generations=2, offspring=3, hidden=1,
+                                    show_progress=False)
+    assert result.extra["nodes"] == [1, 1, 1]

@@ -4,6 +4,7 @@ pairs: test_style_chunks.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -540,3 +541,31 @@ def test_the_tiny_run_takes_the_style_statistics_of_the_style_image(tiny_run, ti
         assert row["style_loss_initial"] == pytest.approx(before, rel=0.15)
         assert row["style_loss_final"] == pytest.approx(after, rel=0.1)
         assert after <= before / STYLE_FACTOR, (before, after)
+
+
+@pytest.mark.parametrize(("content", "style", "key"), [
+    ("`x`_", "ihc", "content"), ("a:b", "ihc", "content"), ("a*b*", "ihc", "content"), ("|s|", "ihc", "content"),
+    ("_lead", "ihc", "content"), ("chelsea", "trail_", "style"), ("chelsea", "x`y", "style"),
+])
+def test_style_pair_names_that_restructuredtext_reads_as_markup_are_refused(tmp_path, content, style, key):
+    """A pair's name (``<content>__<style>``) names its result files, which Snakemake's report
+    writes as hyperlink targets: markup there breaks every caption (issue 26, item 4). The
+    error names the key and the file at fault."""
+    files = {name: str(write_png(tmp_path / f"{name}.png")) for name in (content, style) if name not in PHOTOS}
+    settings = {"pairs": [{"content": files.get(content, content), "style": files.get(style, style)}]}
+    culprit = files[content if key == "content" else style]
+    with pytest.raises(ValueError, match=rf"style.pairs\[0\].{key}: {re.escape(repr(culprit))}.*reStructuredText"):
+        workflow_style_pairs.style_pairs(settings, sample_photos=PHOTOS)
+    folders = {"pairs": [], "content_folder": str(tmp_path), "style_folder": str(tmp_path)}
+    with pytest.raises(ValueError, match=r"style.(content|style)_folder.*reStructuredText"):
+        workflow_style_pairs.style_pairs(folders, sample_photos=PHOTOS)
+
+
+
+def test_style_pair_names_join_names_that_are_harmless_alone(tmp_path):
+    """The ``__`` between the names is no markup after any character (checked with docutils):
+    ``IMG (1)__ihc`` is a fine name for a result."""
+    content = write_png(tmp_path / "IMG (1).png")
+    pairs = workflow_style_pairs.style_pairs({"pairs": [{"content": str(content), "style": "ihc"}]},
+                                             sample_photos=PHOTOS)
+    assert list(pairs) == ["IMG (1)__ihc"]

@@ -360,3 +360,11 @@ def test_a_null_image_size_means_the_native_size_of_the_weights():
     settings = {"backbone": "efficientnet_lite1", "judge": None, "imagenet_classes": [281], "image_size": None}
     assert load_classifier(settings, key="classes").image_shape == (3, 240, 240)
     assert load_classifier({**settings, "image_size": 64}, key="classes").image_shape == (3, 64, 64)
+
+
+def test_an_empty_weights_file_says_so(tmp_path):
+    """torch.load raises an EOFError without a message for an empty file (issue 26, item 7)."""
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"^{KEY}: {re.escape(str(empty))} is empty \(0 bytes\), not PyTorch weights"):
+        networks_weights.read_state_dict(empty, KEY)

@@ -224,3 +224,15 @@ def test_weight_files_table_matches_torchvision():
     assert {name: WEIGHT_FILES[name] for name in names} == expected
     unchecked = [file for file in WEIGHT_FILES.values() if not _HASH_IN_NAME.search(file)]
     assert unchecked == []  # each download can be checked against its SHA-256 prefix
+
+
+def test_a_home_folder_path_is_expanded(tmp_path, monkeypatch):
+    """``~/x.pt`` means the file in the home folder, as in a shell (issue 26, item 7)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "mine.pt").write_bytes(b"weights")
+    spec = parse_backbone({"arch": "resnet18", "weights": "~/mine.pt"}, KEY)
+    assert spec.weights == str(tmp_path / "mine.pt")
+    assert parse_backbone({"checkpoint": "~/mine.pt"}, KEY).checkpoint == str(tmp_path / "mine.pt")
+    with raises(rf"\.weights: the weights file '~/other\.pt' \({re.escape(str(tmp_path / 'other.pt'))}\) does not "
+                r"exist"):
+        parse_backbone({"arch": "resnet18", "weights": "~/other.pt"}, KEY)

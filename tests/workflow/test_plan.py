@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -139,3 +140,74 @@ def test_the_workflow_parses_without_importing_torch():
     code = f"import sys; import {', '.join(modules)}; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, f"{modules}: {done.stderr}"
+
+
+def test_the_digits_class_sizes_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    assert list(checks.DIGITS_CLASS_COUNTS) == np.bincount(load_digits().target).tolist()
+
+
+@pytest.mark.parametrize("counts", [(178, 182, 177, 183, 181, 182, 181, 179, 174, 180), (2, 2), (3, 7, 2), (5, 1), (40, 41, 39)])
+def test_the_split_rule_refuses_exactly_what_scikit_learn_cannot_split(counts):
+    """The parse-time rule and the job's train_test_split agree on every fraction tried."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.repeat(np.arange(len(counts)), counts)
+    fractions = sorted({*np.linspace(0.001, 0.999, 41).round(4), 0.005, 0.0051, 0.994, 0.995, 0.5})
+    for fraction in fractions:
+        try:
+            train_test_split(np.arange(len(labels)), test_size=fraction, random_state=0, stratify=labels)
+            splits = True
+        except ValueError:
+            splits = False
+        assert (checks.split_problem(counts, fraction) is None) == splits, (counts, fraction)
+
+
+def save_gray_checkpoint(path: Path) -> Path:
+    """Another run's checkpoint of a one-channel lecture CNN (12 px, conv1, conv2, fc1)."""
+    import torch
+
+    from cnnpipe.networks import checkpoint as ckpt
+    from cnnpipe.networks.lecture_cnn import build_model
+
+    manifest = {"image_shape": [1, 12, 12], "classes": ["a", "b"], "normalization": {"mean": [0.5], "std": [0.2]}}
+    model_cfg = {"conv_channels": [4, 8], "kernel_size": 3, "hidden": [16], "dropout": 0.0, "batch_norm": False}
+    state = {"format": ckpt.FORMAT, "model_state": build_model(model_cfg, manifest).state_dict(),
+             "model_config": model_cfg, "classes": manifest["classes"], "image_shape": manifest["image_shape"],
+             "normalization": manifest["normalization"], "epoch": 1, "optimizer_state": {}, "scheduler_state": {},
+             "rng_state": {}, "metrics": [], "fingerprint": "test"}
+    torch.manual_seed(0)
+    return ckpt.save_checkpoint(path, state)
+
+
+def test_filter_layers_of_another_runs_gray_checkpoint_are_probed_at_its_own_shape(tmp_path):
+    """A checkpoint takes its own channels and size (the filters job draws it so), not 3 x
+    filters.image_size: the lecture CNN has one channel (issue 26, item 3)."""
+    spec = {"checkpoint": str(save_gray_checkpoint(tmp_path / "other" / "model.pt"))}
+    settings = {"backbone": spec, "layers": ["conv1", "conv2", "fc1"], "image_size": 128}
+    assert checks.filter_layers(settings, MODEL) == ["conv1", "conv2", "fc1"]
+    with pytest.raises(ValueError, match=r"^filters\.layers: layer 'conv3' not found"):
+        checks.filter_layers({**settings, "layers": ["conv3"]}, MODEL)
+
+
+def test_two_first_layer_networks_with_one_file_name_are_refused_naming_both(tmp_path, monkeypatch):
+    """A spec's slug names its figure: two different specs with one slug wrote one file, the
+    second silently replacing the first (issue 26, item 5)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a/resnet18.pt", "b/resnet18.pt", "x/y.pt", "x-y.pt"):
+        Path(name).parent.mkdir(exist_ok=True)
+        Path(name).write_bytes(b"weights")
+    key, pattern = "first_layer_filters.backbones", "results/lecture/first_layer_filters/{}.png"
+    same_file = [{"arch": "resnet18", "weights": "a/resnet18.pt"},
+                 {"arch": "resnet18", "weights": "b/resnet18.pt", "num_classes": 5}]
+    with pytest.raises(ValueError, match=r"^first_layer_filters\.backbones\[1\] and first_layer_filters\.backbones"
+                                         r"\[2\]: .*a/resnet18\.pt.*b/resnet18\.pt.* both .*"
+                                         r"results/lecture/first_layer_filters/resnet18-resnet18\.png"):
+        checks.backbones_by_slug(["trained", same_file[0], same_file[1]], key, pattern)
+    with pytest.raises(ValueError, match=r"backbones\[0\] and .*backbones\[1\]: .*checkpoint-x-y\.png"):
+        checks.backbones_by_slug([{"checkpoint": "x/y.pt"}, {"checkpoint": "x-y.pt"}], key, pattern)
+    # the same network listed twice is drawn once
+    specs = checks.backbones_by_slug(["trained", "alexnet", "trained", same_file[0]], key, pattern)
+    assert list(specs) == ["trained", "alexnet", "resnet18-resnet18"]
+    assert specs["alexnet"] == (1, checks.parse_backbone("alexnet"))

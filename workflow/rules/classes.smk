@@ -1,16 +1,18 @@
 # Per-class activation maximization ("can we see digits?"): x* = argmax_x y^i for every class,
 # plain, with the slide's L1 term, and regularized; judged by an independent pixel classifier.
 from cnnpipe.judges.specs import class_targets
+from cnnpipe.workflow.checks import check_classes_settings
 from cnnpipe.workflow.probes import check_input_size
 
 CLASSES_BACKBONE = BACKBONES["classes"]
 # Checked while the workflow is parsed: a backbone that cannot run at image_size, and class
-# indices that the network does not have.
+# indices that the network does not have, and a phase image asked to be blurred.
 check_input_size(
     "classes.image_size", CLASSES_BACKBONE, config["classes"]["image_size"]
 )
 if CLASSES_BACKBONE.kind not in ("trained", "checkpoint"):
     class_targets("classes", CLASSES_BACKBONE, config["classes"]["imagenet_classes"])
+check_classes_settings(config["classes"])
 CLASSES_OUTPUTS = [
     "results/classes/summary.csv",
     "results/classes/attainment.json",

@@ -5,14 +5,20 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger as snakemake_logger
 
 from cnnpipe.networks.spec import parse_backbone
 from cnnpipe.workflow.codegraph import package_files_used_by
 from cnnpipe.io.photos import SAMPLE_PHOTOS
-from cnnpipe.workflow.checks import check_backbone_weights
+from cnnpipe.workflow.checks import backbones_by_slug, check_backbone_weights
 from cnnpipe.judges.specs import check_judge
 from cnnpipe.workflow.resources import gpus_per_job, local_gpu_count
-from cnnpipe.workflow.runlock import RunLockError, acquire, runs_no_jobs
+from cnnpipe.workflow.runlock import (
+    ExplainLockWarning,
+    RunLockError,
+    acquire,
+    runs_no_jobs,
+)
 
 # One run at a time in this folder, held by the kernel until the process ends (see
 # cnnpipe.workflow.runlock); jobs that a cluster or a subprocess runs belong to the run holding it.
@@ -21,6 +27,9 @@ if workflow.is_main_process and not runs_no_jobs(sys.argv):
         acquire(".", sys.argv)
     except RunLockError as error:
         raise WorkflowError(str(error)) from None
+elif workflow.is_main_process:
+    # A dry run beside a live run: Snakemake says 'Directory cannot be locked' and goes on.
+    snakemake_logger.addFilter(ExplainLockWarning("."))
 
 
 # Shell jobs run `python` (cnnpipe's small commands) as if the environment running Snakemake
@@ -68,15 +77,16 @@ JUDGES = {
 for stage, spec in JUDGES.items():
     if spec is not None:
         check_backbone_weights(f"{stage}.judge", spec)
-FIRST_LAYER_BACKBONES = {
-    spec.slug: spec
-    for spec in (
-        parse_backbone(value, f"first_layer_filters.backbones[{index}]")
-        for index, value in enumerate(config["first_layer_filters"]["backbones"])
-    )
-}
-for spec in FIRST_LAYER_BACKBONES.values():
-    check_backbone_weights("first_layer_filters.backbones", spec)
+# The first-layer slide's networks by the name of their figure (the spec's slug); two that
+# would share one figure stop the run.
+FIRST_LAYER_INDEXED = backbones_by_slug(
+    config["first_layer_filters"]["backbones"],
+    "first_layer_filters.backbones",
+    "results/lecture/first_layer_filters/{}.png",
+)
+FIRST_LAYER_BACKBONES = {slug: spec for slug, (_, spec) in FIRST_LAYER_INDEXED.items()}
+for index, spec in FIRST_LAYER_INDEXED.values():
+    check_backbone_weights(f"first_layer_filters.backbones[{index}]", spec)
 
 
 def section(name):

@@ -13,12 +13,15 @@ JUDGE_STYLE_LAYERS = {"efficientnet_lite0": _LITE_STYLE_LAYERS, "efficientnet_li
 
 
 def check_judge(key: str, judge, generator) -> BackboneSpec | None:
-    """The judge's spec for the stage ``key`` (``classes``/``fooling``), or None where it has
-    nothing to judge (a generator without ImageNet's classes, or ``judge: null``). Raises
-    ``ValueError`` naming ``<key>.judge`` when the judge is the generator itself or does not
-    predict ImageNet's 1000 classes. Torch-free: called while the workflow is parsed."""
+    """The judge's spec for the stage ``key`` (``classes``/``fooling``/``style``), or None where
+    it has nothing to judge (``judge: null``, or for classes and fooling a generator without
+    ImageNet's classes: their images are made for the generator's classes). The style judge
+    measures style and content with its own layers and classes, whatever the generator's
+    classes. Raises ``ValueError`` naming ``<key>.judge`` when the judge is the generator
+    itself or does not predict ImageNet's 1000 classes. Torch-free: called while the workflow
+    is parsed."""
     generator = parse_backbone(generator, f"{key}.backbone", must_exist=False)
-    if judge is None or not generator.imagenet:
+    if judge is None or (key != "style" and not generator.imagenet):
         return None
     spec = parse_backbone(judge, f"{key}.judge")
     if not spec.imagenet:

@@ -330,9 +330,15 @@ def _octave_plan(height: int, width: int, min_side: int, layers: Sequence[str], 
     if max_side and max(height, width) > max_side:
         factor = max_side / max(height, width)
     if min(height, width) * factor < min_side:
+        shrunk = factor < 1.0
+        if shrunk:  # the setting's fault, not the photo's
+            log.warning("dream.max_side %d would shrink %dx%d to %dx%d px, below the %d px the layers need on the "
+                        "shorter side; dreaming at %d px on that side instead (raise dream.max_side)", max_side,
+                        width, height, round(width * factor), round(height * factor), min_side, min_side)
         factor = min_side / min(height, width)
-        log.warning("%dx%d is smaller than the %d px the layers need; dreaming at %.0f%% size",
-                    width, height, min_side, 100 * factor)
+        if not shrunk:
+            log.warning("%dx%d is smaller than the %d px the layers need; dreaming at %.0f%% size",
+                        width, height, min_side, 100 * factor)
     top = (max(1, round(height * factor)), max(1, round(width * factor)))
     sizes = octave_sizes(*top, octaves, octave_scale, min_side)
     if len(sizes) < octaves:

@@ -366,7 +366,8 @@ class _MapElites:
         self.score, self.rng, self.k, self.log_target, self.generations = score, rng, k, log_target, generations
         self.offspring, self.focus, self.crossover, self.rates, self.adapt = offspring, focus, crossover, rates, adapt
         # Generation 0: offspring random genomes per class; each class's best becomes its elite.
-        population = cppn.random_cppn(rng, k * offspring, hidden, channels)
+        # Two starting nodes, or the one that fooling.cppn_nodes: 1 allows.
+        population = cppn.random_cppn(rng, k * offspring, hidden, channels, initial_nodes=min(2, hidden))
         scores = score(population)
         best = scores.argmax(dim=0).numpy()
         self.elites = population.take(best)

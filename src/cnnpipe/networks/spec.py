@@ -199,12 +199,15 @@ def _channel_values(key: str, value, *, positive: bool) -> tuple[float, ...]:
 
 
 def _existing_file(key: str, value, what: str, must_exist: bool) -> str:
+    """The path ``value`` with ``~`` expanded to the home folder, as a shell would."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{key}: expected the path of {what}, got {value!r}")
-    if must_exist and not Path(value).is_file():
-        problem = "is a folder" if Path(value).is_dir() else "does not exist"
-        raise ValueError(f"{key}: {what} {value!r} {problem}")
-    return value
+    path = os.path.expanduser(value)
+    if must_exist and not Path(path).is_file():
+        problem = "is a folder" if Path(path).is_dir() else "does not exist"
+        shown = f"{value!r} ({path})" if path != value else repr(value)
+        raise ValueError(f"{key}: {what} {shown} {problem}")
+    return path
 
 
 def parse_backbone(value, key: str = "backbone", *, must_exist: bool = True) -> BackboneSpec:

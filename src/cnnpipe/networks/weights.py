@@ -93,6 +93,8 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: weights file {path} does not exist")
+    if path.stat().st_size == 0:  # torch.load says only EOFError(), with no message
+        raise ValueError(f"{what}: {path} is empty (0 bytes), not PyTorch weights (an interrupted copy or download?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -102,7 +104,8 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
             f"Save model.state_dict() instead."
         ) from None
     except Exception as error:  # a truncated or foreign file
-        raise ValueError(f"{what}: {path} cannot be read as PyTorch weights ({error})") from None
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise ValueError(f"{what}: {path} cannot be read as PyTorch weights ({reason})") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]  # a training checkpoint that wraps the weights
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):

@@ -38,6 +38,16 @@ def _is_image_name(name: str) -> bool:
 
 # Characters Snakemake reads as wildcards ({}) or path variables (<>) in a file path.
 _PATTERN_CHARACTERS = re.compile(r"[{}<>]")
+# What reStructuredText reads as markup in a name: ` : * |, and _ at the start or end of a word.
+# Snakemake's report writes a hyperlink target `.. _<file name>: ...` for every result into
+# every caption, so one such name breaks them all.
+_RST_MARKUP = re.compile(r"[`:*|]|(?<!\w)_|_(?!\w)")
+RST_MARKUP_TEXT = "` : * | or an _ at the start or end of a word"
+
+
+def rst_markup(name: str) -> bool:
+    """Whether ``name`` holds what reStructuredText reads as markup (see ``_RST_MARKUP``)."""
+    return bool(_RST_MARKUP.search(name))
 
 
 def folder_files(folder: str | os.PathLike) -> list[str]:
@@ -55,7 +65,8 @@ def dream_inputs(settings: Mapping, files: Iterable[str] = ()) -> dict[str, str]
     Otherwise the images among ``files`` (the folder's :func:`folder_files`), see
     :func:`find_images`. Other visible files, and names with control characters (a newline),
     which cannot be output file names, are reported on stderr and skipped. A name with
-    ``{ } < >``, which Snakemake would read as a pattern, stops the run naming the file.
+    ``{ } < >``, which Snakemake would read as a pattern, or with reStructuredText markup
+    (:func:`rst_markup`), which breaks the report, stops the run naming the file.
     """
     folder = settings.get("folder")
     if folder is None:
@@ -75,6 +86,11 @@ def dream_inputs(settings: Mapping, files: Iterable[str] = ()) -> dict[str, str]
     if unprintable:
         print(f"dream.folder {folder}: skipping files whose names hold control characters (a newline), which "
               f"cannot be output file names: {unprintable}", file=sys.stderr)
+    marked = sorted(name for name in images if rst_markup(name))
+    if marked:
+        raise ImageError(images[marked[0]], f"dream.folder: the name {marked[0]!r} holds {RST_MARKUP_TEXT}, which "
+                                            "reStructuredText reads as markup in the report (where each result is named); "
+                                            "rename it" + (f" (and {marked[1:]})" if len(marked) > 1 else ""))
     if "summary" in images:
         raise ImageError(images["summary"], "an image named 'summary' would collide with results/dream/summary.csv; "
                                             "rename it")

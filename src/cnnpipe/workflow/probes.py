@@ -69,6 +69,16 @@ def native_size(backbone) -> int:
     return int(_meta_network(spec, None, None).input_size)
 
 
+def native_shape(backbone) -> tuple[int, int, int]:
+    """The input [C, H, W] a network takes: another run's checkpoint its own (the lecture CNN
+    may be gray), any other network RGB at its native size."""
+    spec = parse_backbone(backbone, "backbone", must_exist=False)
+    model = _meta_network(spec, None, None)
+    if spec.kind == "checkpoint":
+        return tuple(int(s) for s in model.image_shape)
+    return (3, int(model.input_size), int(model.input_size))
+
+
 def check_layer_names(
     key: str,
     backbone,

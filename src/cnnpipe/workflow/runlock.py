@@ -9,7 +9,8 @@ before Snakemake writes anything. Holding the lock also proves that no other run
 Snakemake lock files found then are stale and are removed.
 
 Invocations that only read (a dry run, ``--lint``, ``--summary``, ``--report``, ...) take no
-lock and remove nothing, so they work beside a running pipeline."""
+lock and remove nothing, so they work beside a running pipeline; a dry run that finds
+Snakemake's lock files says whose they are (:class:`ExplainLockWarning`)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,44 @@ def _remove_stale_snakemake_locks(workdir: Path) -> None:
         lock.unlink(missing_ok=True)
     if stale:
         log.warning("removed %d lock file(s) left by a run that no longer runs", len(stale))
+
+
+def _holder_alive(path: Path) -> bool:
+    """Whether the process named in the run lock file ``path`` is alive on this host (what a
+    read-only invocation can tell without taking the lock, which would race a starting run)."""
+    try:
+        info = json.loads(path.read_text())
+        if info["host"] != socket.gethostname():
+            return True  # another machine's process: assume it runs
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return isinstance(error, PermissionError)  # alive, but another user's
+    return True
+
+
+def lock_note(workdir: str | os.PathLike = ".") -> str:
+    """What Snakemake's lock files mean to a dry run (which warns 'Directory cannot be locked'
+    and goes on): a live run's, or those of a run that no longer runs."""
+    path, folder = Path(workdir, RUN_LOCK), Path(workdir).absolute()
+    if _holder_alive(path):
+        return (f"cnnpipe: another run is working in {folder} ({_holder(path)}); Snakemake found its lock files. "
+                "The plan below is what is left to do as of now; this dry run changes nothing.")
+    return (f"cnnpipe: Snakemake found lock files in {folder} left by a run that no longer runs; the next run "
+            "removes them. This dry run changes nothing.")
+
+
+class ExplainLockWarning(logging.Filter):
+    """On Snakemake's logger: replaces the 'Error: Directory cannot be locked' that a dry run
+    prints (and then ignores) with :func:`lock_note`, which says what is going on."""
+
+    def __init__(self, workdir: str | os.PathLike = "."):
+        super().__init__()
+        self.workdir = workdir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Error: Directory cannot be locked"):
+            record.msg, record.args = lock_note(self.workdir), ()
+        return True
 
 
 def release(workdir: str | os.PathLike = ".") -> None:

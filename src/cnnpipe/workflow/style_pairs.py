@@ -10,6 +10,7 @@ from pathlib import Path
 from cnnpipe.io.images import list_images
 from cnnpipe.io.photos import SAMPLE_PHOTOS
 from cnnpipe.methods.style.names import pair_name
+from cnnpipe.workflow.inputs import RST_MARKUP_TEXT, rst_markup
 
 
 class StylePair(tuple):
@@ -116,8 +117,22 @@ def _listed_pairs(settings: Mapping, photo_dir: str | os.PathLike, sample_photos
         styles = [_source(image, key, photo_dir, sample_photos) for image, _, key in entries]
         if len(set(styles)) != len(styles):
             raise ValueError(f"{where}: a style image appears twice in the blend: {styles}")
-        found.append(StylePair(content, styles, weights))
+        found.append(_without_markup(StylePair(content, styles, weights),
+                                     [f"style.pairs[{index}].content", *(key for _, _, key in entries)]))
     return found
+
+
+def _without_markup(pair: StylePair, keys: Sequence[str]) -> StylePair:
+    """``pair``, unless the name of one of its images holds reStructuredText markup
+    (:func:`rst_markup`): the pair's files are named after them, and Snakemake's report, which
+    names every result, would break. The error names the key (``keys``: the content's, then
+    each style's) and the file. The ``__`` that joins the names is safe after any character."""
+    for key, path in zip(keys, [pair.content, *pair.styles]):
+        if rst_markup(Path(path).stem):
+            raise ValueError(f"{key}: {path!r} has a name that holds {RST_MARKUP_TEXT}, which reStructuredText "
+                             f"reads as markup in the report (where each result, named after the pair "
+                             f"{pair_name(pair.content, pair.styles, pair.weights)!r}, is named); rename the file")
+    return pair
 
 
 def _folder_pairs(settings: Mapping) -> list[StylePair]:
@@ -133,7 +148,8 @@ def _folder_pairs(settings: Mapping) -> list[StylePair]:
         contents, styles = list_images(content_folder), list_images(style_folder)
     except (OSError, ValueError) as error:
         raise ValueError(f"style.content_folder / style.style_folder: {error}") from None
-    return [StylePair(str(c), [str(s)]) for c in contents for s in styles]
+    return [_without_markup(StylePair(str(c), [str(s)]), ["style.content_folder", "style.style_folder"])
+            for c in contents for s in styles]
 
 
 def _by_name(found: Sequence[StylePair]) -> dict[str, StylePair]:
