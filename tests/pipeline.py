@@ -11,6 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"
+# The rules that read the trained checkpoint.
+TRAINED = {"first_layer_filters_network", "filters_layer", "classes", "fooling_method"}
 
 
 def copy_workflow(target: Path) -> Path:
