@@ -26,14 +26,11 @@ OVERRIDE = {
                 "image_size": 64, "steps": 10},
     "fooling": {"backbone": "efficientnet_lite0", "imagenet_classes": [1, 963], "image_size": 64,
                 "gradient_steps": 30, "gradient_lr": 0.05},
-    "filters": {"layers": ["conv1", "fc1"]},
     "first_layer_filters": {"backbones": ["trained", USER_SPEC]},
 }
 TARGETS = [
     "results/classes/summary.csv",
     "results/fooling/gradient.csv",
-    "results/filters/conv1.csv",
-    "results/filters/fc1.csv",
     f"results/lecture/first_layer_filters/{USER_SLUG}.png",
 ]
 
@@ -94,14 +91,14 @@ def test_gradient_fooling_on_lite0_is_judged_by_lite1_on_the_png_files(backbone_
 
 
 @pytest.mark.e2e
-def test_fc1_neurons_beat_every_training_image_they_respond_to(backbone_run):
+def test_fc1_neurons_beat_every_training_image_they_respond_to(tiny_run):
     """The neuron slide: x* = argmax a^j for every unit of fc1. dataset_max is checked against
     a plain forward pass of all training images; every unit that some image turns on is driven
     harder by its x*."""
     from cnnpipe.data.prepare import load_prepared
     from cnnpipe.networks.checkpoint import load_model
 
-    workdir, _ = backbone_run
+    workdir = tiny_run  # its filters stage draws conv1, conv2 and fc1
     table = pd.read_csv(workdir / "results" / "filters" / "fc1.csv")
     assert list(table.columns) == ["unit", "activation", "dataset_max", "ratio", "start"]
     model = load_model(workdir / "results" / "train" / "model.pt")
@@ -165,7 +162,7 @@ def test_weights_files_are_checked_before_any_job(tmp_path):
            "(5, 512, 1, 1) in the file but (1000, 512, 1, 1)" in message, message
     message = _stops_before_any_job(tmp_path, {"first_layer_filters": {"backbones": [
         "trained", {"arch": "squeezenet1_1", "weights": "pickled.pt", "num_classes": 5}]}})
-    assert "first_layer_filters.backbones.weights: pickled.pt is refused: unpickling it would run code" in message
+    assert "first_layer_filters.backbones[1].weights: pickled.pt is refused: unpickling it would run code" in message
     message = _stops_before_any_job(tmp_path, {"classes": {"backbone": {"arch": "squeezenet1_1", "weights": "five.pt",
                                                                         "num_classes": 5}}})
     assert "classes.imagenet_classes: backbone 'squeezenet1_1 (weights five.pt)' has 5 classes" in message
