@@ -144,3 +144,62 @@ def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path):
     assert not list((killed / ".snakemake" / "locks").glob("*.lock"))
     snakemake(whole, "--cores", "2", target, configfiles=configs)
     assert (killed / target).read_bytes() == (whole / target).read_bytes()
+
+
+def _live(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _training_process(work: Path) -> int:
+    """The pid of the training job working in ``work``, found in /proc by its command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.startswith(str(work).encode()) and part.endswith(b".train.py") for part in command):
+            found.append(int(entry.name))
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.slow
+def test_sigkill_of_snakemake_alone_ends_its_jobs(tmp_path):
+    """Issue 26, item 1, as reported: SIGKILL to the Snakemake process only (not its process
+    group) while it trains. The training job used to train on, and the next run started a
+    second training beside it; now the job sees its run gone and stops within a second, and
+    the next run works alone."""
+    override = tmp_path / "long.yaml"
+    override.write_text(yaml.safe_dump({"train": {"epochs": 600}}))
+    work, target = tmp_path / "work", "results/train/model.pt"
+    process = subprocess.Popen(snakemake_command(work, "--cores", "2", target, configfiles=(TINY, override)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = work / "results" / "train" / "checkpoints" / "last.pt"
+    jobs = work / ".snakemake" / "cnnpipe-jobs"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = _training_process(work)
+    # its lock (the download job has ended and taken its own lock file along)
+    assert [json.loads(path.read_text())["pid"] for path in jobs.glob("*.lock")] == [job]
+    try:
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while _live(job) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _live(job), "the training job outlived its run"
+    finally:
+        if _live(job):
+            os.kill(job, signal.SIGKILL)
+    assert not (work / target).exists()
+    assert "this job stops so that it cannot outlive its run" in (work / "results" / "logs" / "train.log").read_text()
+    # The next run is not refused, and trains alone (six epochs here).
+    snakemake(work, "--cores", "2", target)
+    assert json.loads((work / "results" / "metrics" / "eval.json").read_text())["epochs"] == 6
+    assert not list(jobs.glob("*.lock"))

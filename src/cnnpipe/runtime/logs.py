@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from cnnpipe.runtime.jobs import guard_job
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -59,6 +61,9 @@ def job_logging(log_path: str | os.PathLike | None, *, history: str | os.PathLik
     """
     logger = logging.getLogger("cnnpipe")
     _skip_collection_at_exit()
+    # A Snakemake job ends with its run and holds a lock that the next run checks
+    # (runtime.jobs); first, so that an orphan stops before it opens (and empties) its log.
+    guard_job()
     if log_path is None:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         yield logger

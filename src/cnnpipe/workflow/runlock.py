@@ -8,6 +8,9 @@ dies, however it dies. A second run finds the lock taken, says which process hol
 before Snakemake writes anything. Holding the lock also proves that no other run is alive, so
 Snakemake lock files found then are stale and are removed.
 
+Jobs hold locks of their own and end with their run (:mod:`cnnpipe.runtime.jobs`); a run
+also refuses to start while a job of an earlier one still lives.
+
 Invocations that only read (a dry run, ``--lint``, ``--summary``, ``--report``, ...) take no
 lock and remove nothing, so they work beside a running pipeline; a dry run that finds
 Snakemake's lock files says whose they are (:class:`ExplainLockWarning`)."""
@@ -23,9 +26,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from cnnpipe.runtime.jobs import RUN_LOCK, live_jobs
+
 log = logging.getLogger(__name__)
 
-RUN_LOCK = Path(".snakemake") / "cnnpipe-run.lock"
 SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"
 # Command-line options after which Snakemake runs no job (a short-option cluster such as -np
 # counts as a dry run through its n).
@@ -82,6 +86,14 @@ def acquire(workdir: str | os.PathLike = ".", argv: Sequence[str] = ()) -> bool:
             "finish or stop it; this run changed nothing. (Dry runs, --lint, --summary and --report "
             "work beside it.)"
         ) from None
+    jobs = live_jobs(workdir)
+    if jobs:  # orphans of a run killed with SIGKILL that have not noticed yet, or a cluster's
+        os.close(fd)
+        raise RunLockError(
+            f"jobs of an earlier run, which has ended, still run in {Path(workdir).absolute()}: {'; '.join(jobs)}. "
+            "They write the files this run would write: wait for them to end or stop them (kill <pid>); "
+            "this run changed nothing."
+        )
     _held[path] = fd
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": list(argv)}
