@@ -54,6 +54,7 @@ def backbone_run(tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a second pipeline run, on ImageNet backbones
 def test_classes_on_efficientnet_lite1_name_the_imagenet_classes(backbone_run):
     workdir, _ = backbone_run
     summary = pd.read_csv(workdir / "results" / "classes" / "summary.csv")
@@ -77,6 +78,7 @@ def test_classes_on_efficientnet_lite1_name_the_imagenet_classes(backbone_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a second pipeline run, on ImageNet backbones
 def test_gradient_fooling_on_lite0_is_judged_by_lite1_on_the_png_files(backbone_run):
     workdir, _ = backbone_run
     table = pd.read_csv(workdir / "results" / "fooling" / "gradient.csv")
@@ -117,6 +119,7 @@ def test_fc1_neurons_beat_every_training_image_they_respond_to(tiny_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a second pipeline run, on ImageNet backbones
 def test_replacing_a_weights_file_reruns_only_the_stages_that_use_it(backbone_run):
     workdir, override = backbone_run
     assert planned_jobs(snakemake(workdir, "--dry-run", *TARGETS, configfiles=(TINY, override))) == {}
