@@ -44,20 +44,23 @@ _held: list[int] = []  # this job's lock descriptor, kept open for the process's
 _guarded = False
 
 
-def _start_time(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), or None when there
-    is no such process: with the pid it names one process, even after the pid is reused."""
+def _stat_field(pid: int, index: int) -> int | None:
+    """Field ``index`` of /proc/<pid>/stat after the command name (Linux), or None when there
+    is no such process."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[index])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot, or None when there is no
+    such process: with the pid it names one process, even after the pid is reused."""
+    return _stat_field(pid, 19)
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    return _stat_field(pid, 1)
 
 
 def _is_ancestor(pid: int) -> bool:
@@ -70,11 +73,21 @@ def _is_ancestor(pid: int) -> bool:
     return False
 
 
-def _run_info(workdir: Path) -> dict | None:
+def run_lock_info(path: str | os.PathLike) -> dict | None:
+    """What the run holding the run lock ``path`` wrote there (pid, host, started, command), or
+    None while nothing readable is there."""
     try:
-        info = json.loads((workdir / RUN_LOCK).read_text())
+        info = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _run_info(workdir: Path) -> dict | None:
+    info = run_lock_info(workdir / RUN_LOCK)
+    try:
         return {"pid": int(info["pid"]), "host": str(info["host"])}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 

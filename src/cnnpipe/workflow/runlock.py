@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cnnpipe.runtime.jobs import RUN_LOCK, live_jobs
+from cnnpipe.runtime.jobs import RUN_LOCK, live_jobs, run_lock_info
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ def runs_no_jobs(argv: Sequence[str]) -> bool:
 
 
 def _holder(path: Path) -> str:
+    info = run_lock_info(path)
     try:
-        info = json.loads(path.read_text())
         return (f"process {info['pid']} on {info['host']}, started {info['started']}: "
                 f"{' '.join(info['command'])}")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return "a process that has not yet said who it is"
 
 
@@ -114,8 +114,8 @@ def _remove_stale_snakemake_locks(workdir: Path) -> None:
 def _holder_alive(path: Path) -> bool:
     """Whether the process named in the run lock file ``path`` is alive on this host (what a
     read-only invocation can tell without taking the lock, which would race a starting run)."""
+    info = run_lock_info(path)
     try:
-        info = json.loads(path.read_text())
         if info["host"] != socket.gethostname():
             return True  # another machine's process: assume it runs
         os.kill(int(info["pid"]), 0)
