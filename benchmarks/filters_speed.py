@@ -37,8 +37,8 @@ import yaml
 from record import add_option, record
 
 from cnnpipe import ascent
+from cnnpipe.methods.filter_search import feature_map_layer, image_spec, leaky_relus, maximize_filters, prepare_model
 from cnnpipe.runtime.device import select_device
-from cnnpipe.stages.filters import feature_map_layer, image_spec, leaky_relus, maximize_filters, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

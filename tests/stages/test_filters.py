@@ -15,6 +15,7 @@ from torch import nn
 
 from cnnpipe.io.files import write_csv
 from cnnpipe.io.images import read_images
+from cnnpipe.methods import filter_search as search
 from cnnpipe.stages import filters
 from cnnpipe.workflow import checks
 
@@ -81,9 +82,9 @@ def test_conv_layers_of_the_trained_cnn_are_read_after_their_relu():
     from cnnpipe.networks.lecture_cnn import LectureCNN
 
     model = LectureCNN(1, 3, 8, conv_channels=(2, 4), hidden=(4,), batch_norm=True)
-    assert filters.feature_map_layer(model, "conv2") == "relu2"
+    assert search.feature_map_layer(model, "conv2") == "relu2"
     with pytest.raises(ValueError, match="not a convolution layer"):
-        filters.feature_map_layer(model, "conv3")
+        search.feature_map_layer(model, "conv3")
 
 
 # --------------------------------------------------------------------------- a^k
@@ -92,12 +93,12 @@ def test_conv_layers_of_the_trained_cnn_are_read_after_their_relu():
 def test_degree_of_activation_sums_the_lecture_feature_maps():
     net = lecture_net()
     # The lecture's 4x4 maps of filter 1 and 2 sum to -14 and -12; after the ReLU 3+1+1+3 and 1+1+3.
-    assert filters.layer_activations(net, "conv1", LECTURE_IMAGE).tolist() == [[-14.0, -12.0]]
-    assert filters.layer_activations(net, "relu1", LECTURE_IMAGE).tolist() == [[8.0, 5.0]]
+    assert search.layer_activations(net, "conv1", LECTURE_IMAGE).tolist() == [[-14.0, -12.0]]
+    assert search.layer_activations(net, "relu1", LECTURE_IMAGE).tolist() == [[8.0, 5.0]]
     as_bytes = (LECTURE_IMAGE * 255).to(torch.uint8).repeat(3, 1, 1, 1)
-    assert filters.layer_activations(net, "relu1", as_bytes, batch_size=2).tolist() == [[8.0, 5.0]] * 3
+    assert search.layer_activations(net, "relu1", as_bytes, batch_size=2).tolist() == [[8.0, 5.0]] * 3
     with_black = torch.cat([LECTURE_IMAGE, torch.zeros_like(LECTURE_IMAGE)])
-    assert filters.dataset_max(net, "conv1", with_black).tolist() == [0, 0]
+    assert search.dataset_max(net, "conv1", with_black).tolist() == [0, 0]
 
 
 def test_units_are_read_as_they_are_and_other_shapes_are_refused():
@@ -106,10 +107,10 @@ def test_units_are_read_as_they_are_and_other_shapes_are_refused():
     image = LECTURE_IMAGE  # [1, 1, 6, 6]
     with torch.no_grad():
         expected = net[:3](image)
-    torch.testing.assert_close(filters.layer_activations(net, "fc", image), expected)
-    assert filters.has_units(net, "fc", image[0]) and not filters.has_units(net, "conv1", image[0])
+    torch.testing.assert_close(search.layer_activations(net, "fc", image), expected)
+    assert search.has_units(net, "fc", image[0]) and not search.has_units(net, "conv1", image[0])
     with pytest.raises(ValueError, match=r"'tokens' gives \(1, 1, 3\), not a feature map \[B, C, H, W\] or units"):
-        filters.layer_activations(net, "tokens", image)
+        search.layer_activations(net, "tokens", image)
 
 
 # --------------------------------------------------------------------------- the ascent
@@ -119,7 +120,7 @@ def test_linear_filters_reach_their_closed_form_optimum():
     """Before the ReLU, a^k(x) = <c_k, x> with c_k = conv_transpose(ones, w_k): over [0, 1]
     pixels the maximum is x = 1 where c_k > 0 and 0 where c_k < 0."""
     net = lecture_net(bias=0.25)
-    result = filters.maximize_filters(net, "conv1", [0, 1], (1, 6, 6), steps=60, lr=0.1, leak=0.0, memory_mb=None,
+    result = search.maximize_filters(net, "conv1", [0, 1], (1, 6, 6), steps=60, lr=0.1, leak=0.0, memory_mb=None,
                                       progress=False)
     for k in range(2):
         c = torch.nn.functional.conv_transpose2d(torch.ones(1, 1, 4, 4), LECTURE_FILTERS[k:k + 1])[0, 0]
@@ -127,7 +128,7 @@ def test_linear_filters_reach_their_closed_form_optimum():
         assert torch.equal(x[c > 0], torch.ones_like(x[c > 0]))
         assert torch.equal(x[c < 0], torch.zeros_like(x[c < 0]))
         best = float(c.clamp_min(0).sum()) + 16 * 0.25
-        assert filters.layer_activations(net, "conv1", x[None, None])[0, k].item() == pytest.approx(best)
+        assert search.layer_activations(net, "conv1", x[None, None])[0, k].item() == pytest.approx(best)
 
 
 def test_after_the_relu_the_vertical_line_filter_draws_vertical_lines():
@@ -136,12 +137,12 @@ def test_after_the_relu_the_vertical_line_filter_draws_vertical_lines():
     (the lecture image: 5). The diagonal filter's sum has several local maxima (diagonal
     stripes: 18); plain ascent reaches one of them, here at least the lecture image's 8."""
     net = lecture_net()
-    result = filters.maximize_filters(net, "relu1", [0, 1], (1, 6, 6), steps=100, lr=0.1, memory_mb=None,
+    result = search.maximize_filters(net, "relu1", [0, 1], (1, 6, 6), steps=100, lr=0.1, memory_mb=None,
                                       progress=False)
     lines = torch.zeros(6, 6)
     lines[:, [1, 4]] = 1.0
     assert torch.equal(result.images[1, 0], lines)
-    found = filters.layer_activations(net, "relu1", result.images).diagonal()
+    found = search.layer_activations(net, "relu1", result.images).diagonal()
     assert found[1].item() == 24.0 and found[0].item() >= 8.0
 
 
@@ -155,11 +156,11 @@ def test_the_leak_revives_a_filter_that_is_silent_on_the_start_image():
         conv.bias.fill_(-6.0)
     net = nn.Sequential(OrderedDict(conv1=conv, relu1=nn.ReLU()))
     kwargs = dict(steps=40, lr=0.1, memory_mb=None, progress=False)
-    stuck = filters.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.0, **kwargs)
-    revived = filters.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.01, **kwargs)
-    assert filters.layer_activations(net, "relu1", stuck.images).item() == 0.0
+    stuck = search.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.0, **kwargs)
+    revived = search.maximize_filters(net, "relu1", [0], (1, 6, 6), leak=0.01, **kwargs)
+    assert search.layer_activations(net, "relu1", stuck.images).item() == 0.0
     assert torch.equal(revived.images, torch.ones(1, 1, 6, 6))
-    assert filters.layer_activations(net, "relu1", revived.images).item() == 48.0
+    assert search.layer_activations(net, "relu1", revived.images).item() == 48.0
 
 
 def test_leaky_relus_are_seen_by_capture_and_removed_afterwards():
@@ -167,7 +168,7 @@ def test_leaky_relus_are_seen_by_capture_and_removed_afterwards():
 
     net = nn.Sequential(OrderedDict(relu=nn.ReLU()))
     x = torch.tensor([[[[-2.0, 3.0]]]])
-    with filters.leaky_relus(net, 0.5), ascent.capture(net, ["relu"]) as acts:
+    with search.leaky_relus(net, 0.5), ascent.capture(net, ["relu"]) as acts:
         assert acts.run(x)["relu"].flatten().tolist() == [-1.0, 3.0]
     assert net(x).flatten().tolist() == [0.0, 3.0]
     assert "forward" not in vars(net.relu) and not net.relu._forward_hooks
@@ -176,8 +177,8 @@ def test_leaky_relus_are_seen_by_capture_and_removed_afterwards():
 def test_memory_budget_chunks_do_not_change_the_images():
     net = lecture_net(bias=0.1)
     kwargs = dict(steps=20, lr=0.05, progress=False, seed=3)
-    whole = filters.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=None, **kwargs)
-    chunked = filters.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=1e-4, **kwargs)
+    whole = search.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=None, **kwargs)
+    chunked = search.maximize_filters(net, "relu1", [0, 1, 0, 1], (1, 6, 6), memory_mb=1e-4, **kwargs)
     assert torch.allclose(whole.images, chunked.images, atol=1e-6)
     # Samples 0 and 2 maximize the same filter from different seeded starts.
     assert not torch.equal(whole.images[0], whole.images[2])
@@ -251,7 +252,7 @@ def test_run_filters_on_an_imagenet_backbone(tmp_path):
     handle = net.get_submodule("blocks.1").register_forward_hook(lambda m, i, out: sums.append(out.sum(dim=(2, 3))))
     try:
         with torch.no_grad():
-            net(filters.reference_photos(32))
+            net(search.reference_photos(32))
     finally:
         handle.remove()
     expected = sums[0][:, :3].max(dim=0).values.numpy()
@@ -298,7 +299,7 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
         data_acts = degree_of_activation(model, layer, train_images)
         data_max = data_acts.max(dim=0).values
         assert table["dataset_max"].to_numpy() == pytest.approx(data_max.numpy(), rel=1e-5, abs=1e-3)
-        x_star = filters.maximize_filters(
+        x_star = search.maximize_filters(
             model, "relu" + layer.removeprefix("conv"), list(range(count)), tuple(train_images.shape[1:]),
             steps=settings["steps"], lr=settings["lr"], parameterization=settings["parameterization"],
             jitter=settings["jitter"], leak=settings["leak"], memory_mb=None, seed=tiny_config["seed"],
@@ -308,7 +309,7 @@ def test_rule_on_the_tiny_config(tiny_run, tiny_config, tmp_path):
         short = [k for k in range(count) if not activation[k] > data_max[k]]
         from_data = torch.zeros(count, dtype=torch.bool)
         if short:
-            again = filters.maximize_filters(
+            again = search.maximize_filters(
                 model, "relu" + layer.removeprefix("conv"), short, tuple(train_images.shape[1:]),
                 steps=settings["steps"], lr=settings["lr"], parameterization=settings["parameterization"],
                 jitter=settings["jitter"], leak=settings["leak"], memory_mb=None, seed=tiny_config["seed"],
@@ -381,7 +382,7 @@ def test_the_data_start_replaces_only_short_noise_results_and_only_where_higher(
         asked.append((list(filters_), start_images.clone()))
         return types.SimpleNamespace(images=(start_images * 1.5).clamp(0, 1))
 
-    images, acts, start = filters.data_start_where_short(ascend, net, "relu1", ks, x_noise, noise_acts,
+    images, acts, start = search.data_start_where_short(ascend, net, "relu1", ks, x_noise, noise_acts,
                                                          reference, ref_acts)
     (asked_ks, starts), = asked
     assert asked_ks == [k for k in ks if not noise_acts[k] > ref_acts[:, k].max()] and 0 not in asked_ks
