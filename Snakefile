@@ -20,6 +20,7 @@ include: "workflow/rules/lecture.smk"
 include: "workflow/rules/photos.smk"
 include: "workflow/rules/backbones.smk"
 include: "workflow/rules/filters.smk"
+include: "workflow/rules/atlas.smk"
 include: "workflow/rules/dream.smk"
 include: "workflow/rules/classes.smk"
 include: "workflow/rules/fooling.smk"
@@ -30,3 +31,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        ATLAS_OUTPUTS,

@@ -27,7 +27,7 @@ PARAMETERIZATIONS = ("pixel", "fft")
 _ACTIVATION_OF = {re.compile(r"conv(\d+)"): "relu{}", re.compile(r"fc(\d+)"): "fc_relu{}"}
 
 
-def feature_map_layer(model: nn.Module, layer: str) -> str:
+def feature_map_layer(model: nn.Module, layer: str, key: str = "filters.layers") -> str:
     """The module whose output is maximized: ``reluN`` for the trained CNN's ``convN`` and
     ``fc_reluN`` for its hidden ``fcN`` (their activations), the layer itself otherwise (an
     alias is resolved for a backbone)."""
@@ -37,12 +37,12 @@ def feature_map_layer(model: nn.Module, layer: str) -> str:
         try:
             return resolve_layer(model, layer)
         except ValueError as error:
-            raise ValueError(f"filters.layers: {error}") from None
+            raise ValueError(f"{key}: {error}") from None
     for pattern, activation in _ACTIVATION_OF.items():
         match = pattern.fullmatch(layer)
         if match and hasattr(model, "conv_layer_names"):
             if pattern.pattern.startswith("conv") and layer not in model.conv_layer_names():
-                raise ValueError(f"filters.layers: {layer!r} is not a convolution layer of the CNN "
+                raise ValueError(f"{key}: {layer!r} is not a convolution layer of the CNN "
                                  f"(it has {model.conv_layer_names()})")
             ascent.get_layer(model, layer)
             activation = activation.format(match.group(1))
@@ -177,22 +177,25 @@ def maximize_filters(
         )
 
 
-def reference_photos(image_size: int, channels: int = 3) -> Tensor:
-    """scikit-image's bundled photos, centre-cropped square and resized: [N, C, S, S] in [0, 1]
-    (gray, as PIL converts it, for a 1-channel network)."""
+def square_image(photo, image_size: int, channels: int = 3) -> Tensor:
+    """A PIL image centre-cropped square and resized: [C, S, S] in [0, 1] (gray, as PIL
+    converts it, for ``channels`` 1)."""
     from PIL import Image
 
     from cnnpipe.io.images import pil_to_tensor
+
+    side = min(photo.size)
+    left, top = (photo.width - side) // 2, (photo.height - side) // 2
+    square = photo.crop((left, top, left + side, top + side)).convert("L" if channels == 1 else "RGB")
+    return pil_to_tensor(square.resize((image_size, image_size), Image.Resampling.LANCZOS))
+
+
+def reference_photos(image_size: int, channels: int = 3) -> Tensor:
+    """scikit-image's bundled photos, centre-cropped square and resized: [N, C, S, S] in [0, 1]
+    (gray, as PIL converts it, for a 1-channel network)."""
     from cnnpipe.io.photos import SAMPLE_PHOTOS, sample_photo
 
-    tensors = []
-    for name in sorted(SAMPLE_PHOTOS):
-        photo = sample_photo(name)
-        side = min(photo.size)
-        left, top = (photo.width - side) // 2, (photo.height - side) // 2
-        square = photo.crop((left, top, left + side, top + side)).convert("L" if channels == 1 else "RGB")
-        tensors.append(pil_to_tensor(square.resize((image_size, image_size), Image.Resampling.LANCZOS)))
-    return torch.stack(tensors)
+    return torch.stack([square_image(sample_photo(name), image_size, channels) for name in sorted(SAMPLE_PHOTOS)])
 
 
 def as_unit_images(images: Tensor) -> Tensor:

@@ -95,3 +95,19 @@ def dream_inputs(settings: Mapping, files: Iterable[str] = ()) -> dict[str, str]
         raise ImageError(images["summary"], "an image named 'summary' would collide with results/dream/summary.csv; "
                                             "rename it")
     return images
+
+
+def atlas_images(folder) -> list[str]:
+    """The image files directly inside ``atlas.folder`` (sorted), or none for null (the
+    bundled photos, or the trained CNN's training images). A missing folder or one without
+    images stops the run, naming ``atlas.folder``."""
+    if folder is None:
+        return []
+    path = Path(folder)
+    if not path.is_dir():
+        raise ImageError(path, "atlas.folder: no such folder")
+    images = [str(path / name) for name in folder_files(path) if _is_image_name(name)]
+    if not images:
+        raise ImageError(path, f"atlas.folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)} directly "
+                               "inside it)")
+    return images

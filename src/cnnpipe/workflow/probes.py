@@ -170,3 +170,46 @@ def _check_feature_map(model, qualified: str, input_shape: Sequence[int], what: 
     wanted = "a feature map [B, C, H, W] or units [B, N]" if units_allowed else "a feature map [B, C, H, W]"
     raise ValueError(f"{what} gives an output of shape {shape}, not {wanted}"
                      + ("" if units_allowed else " (this stage needs a layer with a spatial output)"))
+
+
+# `atlas.layers: conv` names every convolution layer of the network.
+EVERY_CONV = "conv"
+
+
+def layer_units(key: str, backbone, layers, model_cfg: Mapping | None = None, *,
+                input_shape: Sequence[int] | None = None) -> dict[str, int]:
+    """Layer -> its number of units (channels of a feature map, neurons of a fully connected
+    layer), for the layers named under ``key`` or, for ``"conv"``, every ``Conv2d`` of the
+    network; from one forward on the meta device (no weights). Errors name ``key``."""
+    import torch
+    from torch import nn
+
+    from cnnpipe import ascent
+
+    spec = parse_backbone(backbone, key.rsplit(".", 1)[0] + ".backbone", must_exist=False)
+    model = _meta_network(spec, model_cfg, None)
+    if layers == EVERY_CONV:
+        return {name: int(m.out_channels) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if isinstance(layers, str) or not layers:
+        raise ValueError(f"{key}: a list of layer names, or {EVERY_CONV!r} for every convolution layer")
+    try:
+        qualified = {name: _qualified_layer(model, spec, name) for name in dict.fromkeys(layers)}
+    except (ascent.LayerNotFoundError, ValueError) as error:
+        raise ValueError(f"{key}: {error}") from None
+    shape = input_shape or (3, 224, 224)
+    if spec.kind == TRAINED:  # the stand-in CNN that _meta_network builds
+        size = 4 * 2 ** len(model_cfg["conv_channels"])
+        shape = (1, size, size)
+    elif hasattr(model, "image_shape"):  # another run's CNN: its own shape
+        shape = tuple(model.image_shape)
+    with ascent.capture(model, sorted(set(qualified.values()))) as acts:
+        acts.run(torch.zeros(1, *(int(s) for s in shape), device="meta"))
+    units = {}
+    for name, target in qualified.items():
+        out = acts[target]
+        if not torch.is_tensor(out) or out.dim() not in (2, 4):
+            raise ValueError(f"{key}: layer {name!r} of backbone {spec.label!r} gives "
+                             f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}, not a feature map "
+                             "[B, C, H, W] or units [B, N]")
+        units[name] = int(out.shape[1])
+    return units

@@ -73,3 +73,31 @@ def gpus_per_job(device: str, *, local: bool, local_gpus: int) -> int:
     if device == "auto" and local:
         return 1 if local_gpus > 0 else 0
     return 1
+
+
+# An atlas job's memory, in MB: the process with torch and a small network (the lecture CNN), or
+# an ImageNet network; a chunk's ascent batches are sized to atlas.memory_mb by
+# estimate_max_batch from the layer's size (activations, gradients, transform copies), so a
+# chunk needs the base plus that budget; a dataset pass holds the images as float and one
+# float per image and unit (values and positions). Not yet measured like DeepDream's (issue 25).
+ATLAS_MEMORY_MB = {"base_trained": 600, "base_backbone": 1200, "margin": 1.3}
+
+
+def atlas_chunk_mem_mb(atlas_cfg: Mapping, *, trained: bool) -> int:
+    """The ``mem_mb`` an atlas chunk declares: the base for its network plus ``atlas.memory_mb``."""
+    cost = ATLAS_MEMORY_MB
+    base = cost["base_trained"] if trained else cost["base_backbone"]
+    mb = (base + float(atlas_cfg["memory_mb"])) * cost["margin"]
+    return int(-(-mb // 100) * 100)
+
+
+def atlas_dataset_mem_mb(images: int, units: int, atlas_cfg: Mapping) -> int:
+    """The ``mem_mb`` an atlas dataset pass declares for ``images`` files (0: the bundled
+    photos or the training set, counted as 2,000) and a layer of ``units`` units."""
+    count = images or 2000
+    side = int(atlas_cfg["image_size"] or 224)
+    pixels_mb = count * 3 * side * side * 4 / 2**20
+    per_unit_mb = count * units * 16 / 2**20
+    cost = ATLAS_MEMORY_MB
+    mb = (cost["base_backbone"] + pixels_mb + per_unit_mb) * cost["margin"]
+    return int(-(-mb // 100) * 100)
