@@ -4,8 +4,8 @@ The dataset pass runs every image of a folder through the network once, up to th
 keeps per unit: its degree of activation on every image (``a^k = sum_ij a^k_ij`` for a feature
 map, as the filters stage and x* use; the unit's value for a fully connected layer), the
 position of the strongest ``a^k_ij`` on each image (for the receptive-field crop), the top-n
-and bottom-n images and a histogram. Bottom examples are kept only for units that go below
-zero on some image: after a ReLU the bottom is a tie of silent images, which says nothing.
+and bottom-n images and a histogram. Bottom examples are kept only for layers whose units go
+below zero (not after a ReLU, whose lowest images are silent ones, a tie that says nothing).
 
 The diverse set (Lucent's diversity objective, in our words): k images that all excite the
 unit, pushed apart by a penalty on the cosine similarity of their Gram matrices at the layer
@@ -58,15 +58,17 @@ def activations_and_positions(model: nn.Module, layer: str, images: Tensor, *, b
 def ranked(values: Tensor, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Top-n and bottom-n images per unit of ``values`` [N, C]: (top indices [C, n], their values,
     bottom indices [C, n], their values), best first / lowest first. Ties go to the lower image
-    index. A unit that never goes below zero gets no bottom examples (index -1, value NaN)."""
+    index. A layer none of whose units goes below zero on any image (one after a ReLU) gets no
+    bottom examples (index -1, value NaN): its lowest images say nothing about what it
+    opposes."""
     n = min(int(n), values.shape[0])
     data = values.double().numpy().T  # [C, N]
     order = np.argsort(-data, axis=1, kind="stable")[:, :n]
     low = np.argsort(data, axis=1, kind="stable")[:, :n]
     top_values = np.take_along_axis(data, order, axis=1)
     bottom_values = np.take_along_axis(data, low, axis=1)
-    signed = (data < 0).any(axis=1)
-    low[~signed], bottom_values[~signed] = -1, np.nan
+    if not (data < 0).any():
+        low[:], bottom_values[:] = -1, np.nan
     return order, top_values, low, bottom_values
 
 

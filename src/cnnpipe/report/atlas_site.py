@@ -92,8 +92,8 @@ def unit_page(network: str, layer: str, unit: int, *, strip: str, examples: str,
     bottoms = [r for r in rows if r["kind"] == "bottom"]
     nav = " · ".join(_link(href, text) for href, text in neighbours)
     bottom = (_examples_table(bottoms) if bottoms else
-              "<p>No bottom examples: this unit never goes below zero on the folder (after a ReLU the "
-              "lowest images are a tie of silent ones).</p>")
+              "<p>No bottom examples: this layer never goes below zero on the folder (after a ReLU the "
+              "lowest images are silent ones, a tie that says nothing).</p>")
     body = f"""<p>{nav}</p>
 <h2>x* and a diverse set</h2>
 <p>The first image is x* = argmax<sub>x</sub> a<sup>k</sup>; the others excite the unit too while differing in
