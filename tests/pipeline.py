@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".test" / "config.yaml"
 # The rules that read the trained checkpoint.
-TRAINED = {"first_layer_filters_network", "filters_layer", "classes", "fooling_method"}
+TRAINED = {"first_layer_filters_network", "filters_layer", "classes", "fooling_method", "atlas_dataset", "atlas_chunk"}
 
 
 def copy_workflow(target: Path) -> Path:

@@ -21,14 +21,17 @@ SCRIPTS = {
     "filters_layer": "filters", "classes": "classes", "fooling_method": "fooling",
     "dream_chunk": "dream", "dream_photo": "dream", "dream_summary": "dream_summary",
     "style_chunk": "style", "style_pair": "style",
+    "atlas_dataset": "atlas_dataset", "atlas_chunk": "atlas_chunk", "atlas_site": "atlas_site",
 }
 CONSUMERS = {
-    "download": {"train", "lecture"} | TRAINED,
-    "train": TRAINED,
+    "download": {"train", "lecture", "atlas_site"} | TRAINED,
+    "train": TRAINED | {"atlas_site"},
     "sample_photo": {"dream_chunk", "dream_photo", "dream_summary", "style_chunk", "style_pair"},
     "dream_chunk": {"dream_photo"},
     "dream_photo": {"dream_summary"},
     "style_chunk": {"style_pair"},
+    "atlas_dataset": {"atlas_site"},
+    "atlas_chunk": {"atlas_site"},
 }
 
 # Run in a fresh interpreter: execute only the import statements of each script, and list the
@@ -111,6 +114,8 @@ def users_of(module: str, src: Path) -> set[str]:
         ("cnnpipe/methods/style/losses.py", {"style_chunk", "style_pair"}),
         # The pixel classifier: the stages that judge with it.
         ("cnnpipe/judges/pixels.py", {"classes", "fooling_method"}),
+        # The atlas's pages: the site only, not the dataset pass or the ascent.
+        ("cnnpipe/report/atlas_site.py", {"atlas_site"}),
         # The parse-time package: nothing runs it, so nothing reruns.
         ("cnnpipe/workflow/checks.py", set()),
     ],

@@ -59,9 +59,13 @@ def test_nothing_to_do_after_a_complete_run(tiny_run):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ({"train": {"epochs": 3}}, {"train"} | TRAINED),
-        ({"dataset": {"image_size": 10}}, {"download", "lecture", "train"} | TRAINED),
+        ({"train": {"epochs": 3}}, {"train", "atlas_site"} | TRAINED),
+        ({"dataset": {"image_size": 10}}, {"download", "lecture", "train", "atlas_site"} | TRAINED),
         ({"filters": {"steps": 7}}, {"filters_layer"}),
+        # The atlas: a diversity setting reruns the ascent and the pages, not the dataset pass;
+        # a dataset setting the dataset pass and the pages, no ascent.
+        ({"atlas": {"diversity": 0.5}}, {"atlas_chunk", "atlas_site"}),
+        ({"atlas": {"top_n": 3}}, {"atlas_dataset", "atlas_site"}),
         ({"classes": {"l1_weight": 0.5}}, {"classes"}),
         ({"fooling": {"target_confidence": 0.95}}, {"fooling_method"}),
         ({"dream": {"octaves": 1}}, {"dream_chunk", "dream_photo", "dream_summary"}),
@@ -92,9 +96,10 @@ STAGE_PLANS = {
     "first_layer_filters": {"download": 1, "train": 1, "first_layer_filters_network": 2, "first_layer_filters": 1},
     "dream": {"sample_photo": 2, "dream_chunk": 1, "dream_photo": 2, "dream_summary": 1, "dream": 1},
     "style": {"sample_photo": 2, "style_chunk": 1, "style_pair": 1, "style": 1},
+    "atlas": {"download": 1, "train": 1, "atlas_dataset": 3, "atlas_chunk": 1, "atlas_site": 1, "atlas": 1},
 }
 # The stages whose jobs have wildcards: their names are target rules that only collect files.
-STAGE_TARGETS = {"filters", "fooling", "first_layer_filters", "dream", "style"}
+STAGE_TARGETS = {"filters", "fooling", "first_layer_filters", "dream", "style", "atlas"}
 
 
 @pytest.mark.parametrize("stage", STAGE_PLANS)
@@ -128,11 +133,12 @@ def test_every_computing_job_times_itself_beside_its_log(tiny_run):
 
     logs, timed = stems(results / "logs", ".log"), stems(results / "benchmarks", ".tsv")
     chunks = {name for name in logs if "/chunks/" in name}
-    assert {name.split("/")[0] for name in chunks} == {"dream", "style"}
+    assert {name.split("/")[0] for name in chunks} == {"dream", "style", "atlas"}
     assert timed == chunks | {
         "train", "lecture", "classes", "fooling_gradient", "fooling_evolution", "dream/summary",
         "filters/conv1", "filters/conv2", "filters/fc1",
         "first_layer_filters/trained", "first_layer_filters/efficientnet_lite0",
+        "atlas/dataset/conv1", "atlas/dataset/conv2", "atlas/dataset/fc1", "atlas/site",
     }
     for name in timed:
         assert (results / "benchmarks" / f"{name}.tsv").read_text().startswith("s\th:m:s\t"), name

@@ -14,7 +14,6 @@ import csv
 import html
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -22,16 +21,12 @@ from urllib.parse import quote
 import numpy as np
 
 from cnnpipe.io.files import atomic_write_text
+from cnnpipe.io.names import file_slug as slug
 
 _STYLE = ("body{font-family:sans-serif;margin:1.5em;max-width:70em}img{image-rendering:pixelated}"
           "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
           ".grid a{display:inline-block;margin:3px;text-align:center;font-size:small;color:#333}"
           ".grid img{width:72px;height:72px;object-fit:cover;object-position:left}.note{color:#a33}")
-
-
-def slug(name: str) -> str:
-    """A file name for a layer (its characters outside ``[A-Za-z0-9._-]`` become ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -21,10 +21,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 from cnnpipe.io.files import atomic_write_bytes, write_rows
+from cnnpipe.io.names import file_slug as slug
 from cnnpipe.methods import atlas
 from cnnpipe.methods.filter_search import feature_map_layer, has_units, prepare_model, reference_photos, square_image
 from cnnpipe.networks.receptive_field import receptive_field
-from cnnpipe.report.atlas_site import slug
 from cnnpipe.runtime.device import seed_everything, select_device
 
 log = logging.getLogger(__name__)
