@@ -269,6 +269,15 @@ if part filters_speed 120 "$PY" benchmarks/filters_speed.py --device "$DEVICE" -
     number filters_speed ratio "${ratio%x}"
 fi
 
+# ------------------------------------------------------------------------ atlas throughput
+# units per minute for Lite0 blocks.4, batched vs one unit at a time (benchmarks/atlas_speed.py)
+ATLAS_ARGS=$([[ $MODE == gpu ]] && echo "--units 32 --size 224 --steps 100" || echo "--units 2 --size 32 --steps 2")
+# shellcheck disable=SC2086
+part atlas_speed 120 "$PY" benchmarks/atlas_speed.py --device "$DEVICE" --threads "$(nproc)" $ATLAS_ARGS \
+    "${RECORD_ARGS[@]}"
+grep -h "^RESULT atlas_speed" "$LOG" | tail -1 | tr ' ' '\n' | grep "=" | while IFS== read -r key value; do
+    number atlas_speed "$key" "$value"; done
+
 # ------------------------------------------------------------------------ rerun, byte for byte
 COMPARE=$(cat <<'PY'
 """Every result file of two runs, logs, timings and the report aside, compared by SHA-256."""
@@ -301,8 +310,8 @@ fi
     echo
     echo "| part | status |"
     echo "| --- | --- |"
-    for name in environment tests pipeline train_amp dream_batch style_batch filters_speed pipeline_rerun \
-        rerun_identical; do
+    for name in environment tests pipeline train_amp dream_batch style_batch filters_speed atlas_speed \
+        pipeline_rerun rerun_identical; do
         echo "| $name | ${STATUS[$name]:-not run} |"
     done
     echo
@@ -322,6 +331,8 @@ fi
     echo; echo "## Filters: batching ratio (benchmarks/filters_speed.py)"; echo; echo '```'
     grep -hE "^(model:|batched|one filter|per step|batching ablation|images, batched)" "$LOG" || echo "(no result)"
     echo '```'
+    echo; echo "## Atlas: units per minute, batched or one at a time (benchmarks/atlas_speed.py)"; echo; echo '```'
+    grep -h "^RESULT atlas_speed" "$LOG" || echo "(no result)"; echo '```'
     echo; echo "## Second pipeline run, byte for byte"; echo; echo '```'
     grep -h "^RERUN" "$LOG" || echo "(not run)"; echo '```'
 } >"$SUMMARY"
@@ -347,7 +358,8 @@ rm -f "$NUMBERS"
 rm -rf "$WORK"
 if [[ $MODE == gpu ]]; then
     mkdir -p "$OUT/benchmark-results"
-    cp benchmarks/results/style_batch.csv benchmarks/results/filters_speed.csv "$OUT/benchmark-results/" 2>/dev/null
+    cp benchmarks/results/style_batch.csv benchmarks/results/filters_speed.csv benchmarks/results/atlas_speed.csv \
+        "$OUT/benchmark-results/" 2>/dev/null
 fi
 cat "$SUMMARY"
 failed=0

@@ -58,7 +58,8 @@ def test_a_config_rejected_at_parse_time_leaves_every_result_as_it_was(tiny_run_
 
 # Folders of optimized images saved one per file (data to reuse, not figures): each x* of
 # classes/images/<variant>/, fooling/<method>/ and filters/<layer>/; their grids are figures.
-IMAGE_FOLDERS = ("classes", "fooling", "filters")
+# The atlas's images belong to its site (atlas/<network>/...), which the report links.
+IMAGE_FOLDERS = ("classes", "fooling", "filters", "atlas")
 
 
 def figures(workdir: Path) -> list[Path]:

@@ -96,8 +96,9 @@ which channels fire together (the diversity term).</p>
 <img src="{quote(strip)}" alt="x* and diverse set of unit {unit}">
 {_members_table(members, maximum)}
 <h2>Dataset examples</h2>
-<p>Top row: the images that excite the unit most; bottom row: least, where the unit can go below zero. Each is
-cropped to the receptive field around its strongest position.</p>
+<p>Top row: the images that excite the unit most; bottom row: least, where the layer can go below zero. The
+receptive field around the unit's strongest position is outlined in red on small images, and large ones are
+cropped to it.</p>
 <img src="{quote(examples)}" alt="dataset examples of unit {unit}">
 <h3>Top</h3>{_examples_table(tops)}
 <h3>Bottom</h3>{bottom}

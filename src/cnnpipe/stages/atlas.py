@@ -80,21 +80,31 @@ def load_images(settings: Mapping, shape, *, data_path=None, files: Sequence[str
     return reference_photos(size, channels), sorted(SAMPLE_PHOTOS)
 
 
-def _tile(image: Tensor) -> Image.Image:
-    """One image [C, H, W] in [0, 1] (or uint8) as a PIL tile about ``TILE`` px high."""
+def _tile(image: Tensor, box=None) -> Image.Image:
+    """One image [C, H, W] in [0, 1] (or uint8) as a PIL tile about ``TILE`` px high; ``box``
+    (top, left, bottom, right) is outlined in red."""
     array = image.float() / 255 if image.dtype == torch.uint8 else image.float()
     array = (array.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     tile = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).convert("RGB")
     side = max(tile.size)
     if side < TILE:
         factor = max(1, TILE // side)
-        return tile.resize((tile.width * factor, tile.height * factor), Image.Resampling.NEAREST)
-    return tile.resize((tile.width * TILE // side, tile.height * TILE // side), Image.Resampling.LANCZOS)
+        tile = tile.resize((tile.width * factor, tile.height * factor), Image.Resampling.NEAREST)
+    else:
+        tile = tile.resize((tile.width * TILE // side, tile.height * TILE // side), Image.Resampling.LANCZOS)
+    if box is not None:
+        from PIL import ImageDraw
+
+        scale = tile.width / image.shape[-1]
+        top, left, bottom, right = (int(round(v * scale)) for v in box)
+        ImageDraw.Draw(tile).rectangle((left, top, right - 1, bottom - 1), outline=(230, 30, 30), width=2)
+    return tile
 
 
-def write_strip(rows: Sequence[Sequence[Tensor]], path: str | os.PathLike) -> Path:
-    """Images in rows of tiles (``TILE`` px, 2 px white gaps), saved as one PNG."""
-    tiles = [[_tile(image) for image in row] for row in rows if len(row)]
+def write_strip(rows: Sequence[Sequence], path: str | os.PathLike) -> Path:
+    """Images in rows of tiles (``TILE`` px, 2 px white gaps), saved as one PNG; an entry may be
+    an image or (image, box to outline)."""
+    tiles = [[_tile(*entry) if isinstance(entry, tuple) else _tile(entry) for entry in row] for row in rows if len(row)]
     height = max(t.height for row in tiles for t in row)
     width = max(sum(t.width + _GAP for t in row) - _GAP for row in tiles)
     sheet = Image.new("RGB", (width, len(tiles) * (height + _GAP) - _GAP), "white")
@@ -110,7 +120,14 @@ def write_strip(rows: Sequence[Sequence[Tensor]], path: str | os.PathLike) -> Pa
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _crops(images: Tensor, indices: np.ndarray, boxes: np.ndarray) -> list[Tensor]:
+# Images up to this side are shown whole with the receptive field outlined (a digit's 8 px
+# field alone says little); larger ones are cropped to it.
+WHOLE_UP_TO = 64
+
+
+def _examples(images: Tensor, indices: np.ndarray, boxes: np.ndarray) -> list:
+    if max(images.shape[-2:]) <= WHOLE_UP_TO:
+        return [(images[i], tuple(int(v) for v in box)) for i, box in zip(indices, boxes) if i >= 0]
     return [images[i, :, t:b, l:r] for i, (t, l, b, r) in zip(indices, boxes) if i >= 0]
 
 
@@ -141,7 +158,7 @@ def run_dataset_pass(layer: str, settings: Mapping, out_dir: str | os.PathLike, 
                     rows.append({"unit": unit, "kind": kind, "rank": rank, "image": int(image), "name": names[image],
                                  "value": round(float(arrays[f"{kind}_value"][unit, rank]), 4),
                                  "top": t, "left": left, "bottom": b, "right": r})
-        write_strip([_crops(images, arrays[f"{kind}_index"][unit], arrays[f"{kind}_box"][unit])
+        write_strip([_examples(images, arrays[f"{kind}_index"][unit], arrays[f"{kind}_box"][unit])
                      for kind in ("top", "bottom")], out / "examples" / f"{unit}.png")
     write_rows(out / "examples.csv", rows, EXAMPLE_COLUMNS)
     log.info("%s: %d units ranked on %d images (receptive field %s)", layer, len(arrays["maximum"]), len(images),
