@@ -145,7 +145,7 @@ def run_dataset_pass(layer: str, settings: Mapping, out_dir: str | os.PathLike, 
     arrays = atlas.dataset_pass(model, target, images, field, top_n=int(settings["top_n"]), bins=int(settings["bins"]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "activations.npz", names=np.asarray(names), **arrays)
+    write_npz(out / "activations.npz", {"names": np.asarray(names), **arrays})
     write_rows(out / "units.csv", [
         {"unit": u, "maximum": round(float(arrays["maximum"][u]), 4), "minimum": round(float(arrays["minimum"][u]), 4),
          "mean": round(float(arrays["mean"][u]), 4)} for u in range(len(arrays["maximum"]))], UNIT_COLUMNS)
@@ -164,6 +164,23 @@ def run_dataset_pass(layer: str, settings: Mapping, out_dir: str | os.PathLike, 
     log.info("%s: %d units ranked on %d images (receptive field %s)", layer, len(arrays["maximum"]), len(images),
              "none: units" if field is None else f"{field.size[0]}x{field.size[1]} px, jump {field.jump[0]}")
     return arrays
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Arrays as a compressed ``.npz`` that ``np.load`` reads, written atomically and byte for
+    byte the same on every run (``np.savez`` stamps each member with the current time)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.save(member, np.asarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, member.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _by_layer(units: Sequence[str]) -> dict[str, list[int]]:
