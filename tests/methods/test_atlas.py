@@ -118,3 +118,11 @@ def test_a_units_x_star_does_not_depend_on_its_chunk(tiny_cnn):
     together, _ = atlas.xstar_and_diverse(tiny_cnn, "relu2", [0, 1, 2], shape, _settings(0.5, diverse=2))
     alone, _ = atlas.xstar_and_diverse(tiny_cnn, "relu2", [2], shape, _settings(0.5, diverse=2))
     assert (together[2] - alone[0]).abs().max() < 1e-4
+
+
+def test_with_few_images_no_image_is_both_a_top_and_a_bottom_example():
+    net = _net(nn.Conv2d(1, 2, 3), nn.Tanh())
+    arrays = atlas.dataset_pass(net, "1", torch.rand(5, 1, 8, 8) - 0.5, None, top_n=9, bins=4)
+    for unit in range(2):
+        top, bottom = set(arrays["top_index"][unit]), set(arrays["bottom_index"][unit])
+        assert len(top) == 3 and len(bottom) == 2 and not top & bottom

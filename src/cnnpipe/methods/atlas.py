@@ -60,16 +60,19 @@ def ranked(values: Tensor, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     bottom indices [C, n], their values), best first / lowest first. Ties go to the lower image
     index. A layer none of whose units goes below zero on any image (one after a ReLU) gets no
     bottom examples (index -1, value NaN): its lowest images say nothing about what it
-    opposes."""
-    n = min(int(n), values.shape[0])
+    opposes. With fewer than 2n images, the top takes the first half and the bottom the rest,
+    so that no image is shown as both."""
+    count = values.shape[0]
+    signed = bool((values < 0).any())
+    top_n = min(int(n), count) if not signed else min(int(n), (count + 1) // 2)
+    bottom_n = min(int(n), count - top_n) if signed else top_n
     data = values.double().numpy().T  # [C, N]
-    order = np.argsort(-data, axis=1, kind="stable")[:, :n]
-    low = np.argsort(data, axis=1, kind="stable")[:, :n]
+    order = np.argsort(-data, axis=1, kind="stable")[:, :top_n]
     top_values = np.take_along_axis(data, order, axis=1)
-    bottom_values = np.take_along_axis(data, low, axis=1)
-    if not (data < 0).any():
-        low[:], bottom_values[:] = -1, np.nan
-    return order, top_values, low, bottom_values
+    if not signed:
+        return order, top_values, np.full((data.shape[0], top_n), -1), np.full((data.shape[0], top_n), np.nan)
+    low = np.argsort(data, axis=1, kind="stable")[:, :bottom_n]
+    return order, top_values, low, np.take_along_axis(data, low, axis=1)
 
 
 def histograms(values: Tensor, bins: int) -> tuple[np.ndarray, np.ndarray]:
