@@ -22,6 +22,7 @@ def test_importing_plan_does_not_import_torch():
 def test_checking_no_named_layers_does_not_import_torch():
     code = ("import sys, cnnpipe.workflow.probes as p; p.check_layer_names('dream.layers', 'vgg19', [], None); "
             "import cnnpipe.workflow.checks as c; c.filter_layers({'backbone': 'trained', 'layers': []}, {'conv_channels': [4]}); "
+            "p.layer_units('atlas.layers', 'trained', ['conv1', 'fc1'], {'conv_channels': [4], 'hidden': [8]}); "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
@@ -30,7 +31,7 @@ def test_every_stage_takes_the_one_backbone_spec_of_the_schema():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     stages = {section for section, spec in schema["properties"].items()
               if spec.get("properties", {}).get("backbone") == {"$ref": "#/$defs/backbone"}}
-    assert stages == {"filters", "classes", "fooling", "dream", "style"}
+    assert stages == {"filters", "atlas", "classes", "fooling", "dream", "style"}
     assert schema["properties"]["first_layer_filters"]["properties"]["backbones"]["items"] == {
         "$ref": "#/$defs/backbone"}
 

@@ -176,11 +176,29 @@ def _check_feature_map(model, qualified: str, input_shape: Sequence[int], what: 
 EVERY_CONV = "conv"
 
 
+def _trained_units(backbone, layers, model_cfg: Mapping | None) -> dict[str, int] | None:
+    """Layer -> units for the trained CNN's convN and fcN layers (or ``conv``), from the model
+    section; None where another network or layer needs the probe."""
+    if model_cfg is None or parse_backbone(backbone, "atlas.backbone", must_exist=False).kind != TRAINED:
+        return None
+    known = {f"conv{i}": int(c) for i, c in enumerate(model_cfg["conv_channels"], start=1)}
+    if layers == EVERY_CONV:
+        return known
+    known.update({f"fc{j}": int(w) for j, w in enumerate(model_cfg.get("hidden") or [], start=1)})
+    if isinstance(layers, str) or not layers or not set(layers) <= set(known):
+        return None
+    return {name: known[name] for name in dict.fromkeys(layers)}
+
+
 def layer_units(key: str, backbone, layers, model_cfg: Mapping | None = None, *,
                 input_shape: Sequence[int] | None = None) -> dict[str, int]:
     """Layer -> its number of units (channels of a feature map, neurons of a fully connected
     layer), for the layers named under ``key`` or, for ``"conv"``, every ``Conv2d`` of the
-    network; from one forward on the meta device (no weights). Errors name ``key``."""
+    network; from one forward on the meta device (no weights). Errors name ``key``. The trained
+    CNN's conv and fc layers are read from ``model_cfg`` without importing torch."""
+    from_config = _trained_units(backbone, layers, model_cfg)
+    if from_config is not None:
+        return from_config
     import torch
     from torch import nn
 
