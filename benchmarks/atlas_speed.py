@@ -1,5 +1,6 @@
-"""Atlas throughput: units per minute for one layer, batched against one unit at a time, with
-the time split into the dataset pass, the ascent and writing.
+"""Atlas throughput: units per minute for one layer, batched against one unit at a time.
+
+The time is split into the dataset pass, the ascent and writing.
 
 An ablation inside cnnpipe (no other tool runs here): both sides are the atlas's own code
 (``cnnpipe.methods.atlas.xstar_and_diverse``) on EfficientNet-Lite0 (weights shipped in a

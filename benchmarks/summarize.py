@@ -110,8 +110,15 @@ def style_batch(rows):
     return f"{speeds} ({rows[-1]['pairs']} pairs, {rows[-1]['steps']} Adam steps)"
 
 
+def atlas_speed(rows):
+    r = rows[-1]
+    return (f"{r['layer']} at {r['size']} px: **{r['units_per_min_batched']}** units/min batched, "
+            f"{r['units_per_min_one_at_a_time']} alone")
+
+
 HEADLINES = {f.__name__: f for f in (train_speed, style_speed, filters_speed, dream_memory, dream_chunks,
-                                     class_transfer, cppn_fooling, style_judged, style_multiscale, style_batch)}
+                                     class_transfer, cppn_fooling, style_judged, style_multiscale, style_batch,
+                                     atlas_speed)}
 
 
 def latest_run(path: Path) -> list[dict]:
