@@ -121,3 +121,18 @@ def test_the_tiny_runs_member_values_are_on_the_pages(tiny_run, layer):
             if row["layer"] == layer:
                 text = (root / "site" / layer / f"{row['unit']}.html").read_text()
                 assert f"<td>{float(row['activation']):.4g}</td>" in text
+
+
+def test_a_class_units_page_shows_its_verdicts_and_what_they_do_not_show(tmp_path):
+    layers, chunks = synthetic_atlas(tmp_path, layer="logits", units=2)
+    _write_csv(chunks[0] / "verdicts.csv", [
+        {"layer": "logits", "unit": 0, "member": m, "judge": "judge <lite1>", "top1": 5, "top1_name": HOSTILE[0],
+         "top1_probability": 0.61, "unit_rank": 3, "unit_probability": 0.02} for m in range(2)])
+    build_site("net", layers, chunks, tmp_path / "index.html", tmp_path / "site", "photos")
+    text = (tmp_path / "site" / "logits" / "0.html").read_text()
+    rows = re.findall(r"<tr><td style='text-align:left'>(.*?)</td><td>(.*?)</td><td style='text-align:left'>(.*?)"
+                      r"</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", text)
+    assert rows == [("judge &lt;lite1&gt;", member, html.escape(HOSTILE[0]), "0.61", "3", "0.02")
+                    for member in ("x*", "1")]
+    assert "What it does not show" in text
+    assert "Verdicts" not in (tmp_path / "site" / "logits" / "1.html").read_text()

@@ -4,6 +4,7 @@
 # chunk); one job writes the pages.
 import re
 
+from cnnpipe.judges.specs import check_judge
 from cnnpipe.networks.spec import parse_backbone
 from cnnpipe.workflow.chunks import assign_chunks
 from cnnpipe.workflow.inputs import atlas_images
@@ -70,6 +71,22 @@ ATLAS_ASCENT_SETTINGS = {
 }
 ATLAS_DATASET_SETTINGS["backbone"] = ATLAS_SPEC.to_config()
 ATLAS_ASCENT_SETTINGS["backbone"] = ATLAS_SPEC.to_config()
+# The class scores layer (logits; for a network with ImageNet's classes any layer of 1,000
+# units, a superset) gets verdicts on its x*: an ImageNet judge's, or for the trained CNN a
+# pixel classifier's fitted on its training data. Only then is the judge a chunk setting (a
+# changed judge reruns no other atlas).
+ATLAS_CLASS_UNITS = any(
+    layer == "logits" or (ATLAS_SPEC.imagenet and units == 1000)
+    for layer, units in ATLAS_LAYERS.items()
+)
+ATLAS_JUDGE = (
+    check_judge("atlas", config["atlas"]["judge"], ATLAS_SPEC)
+    if ATLAS_CLASS_UNITS
+    else None
+)
+if ATLAS_JUDGE is not None:
+    check_backbone_weights("atlas.judge", ATLAS_JUDGE)
+    ATLAS_ASCENT_SETTINGS["judge"] = ATLAS_JUDGE.to_config()
 
 
 rule atlas_dataset:
@@ -109,9 +126,14 @@ rule atlas_dataset:
 rule atlas_chunk:
     input:
         backbone=backbone_inputs(ATLAS_SPEC),
+        # the judge's weights, and the training data of the trained CNN's pixel classifier,
+        # where the atlas has class units
+        judge=backbone_inputs(ATLAS_JUDGE) if ATLAS_JUDGE else [],
+        data=training_data(ATLAS_SPEC) if ATLAS_CLASS_UNITS else [],
         code=code("atlas_chunk"),
     output:
-        # <layer>/<unit>.png (the unit's diverse set, x* first) and members.csv
+        # <layer>/<unit>.png (the unit's diverse set, x* first), members.csv and, for class
+        # units, verdicts.csv
         directory(f"{ATLAS_ROOT}/chunks/{{chunk}}"),
     log:
         f"results/logs/atlas/chunks/{{chunk}}.log",
@@ -132,7 +154,8 @@ rule atlas_chunk:
         settings=ATLAS_ASCENT_SETTINGS,
         seed=config["seed"],
         device=config["device"],
-        cache=backbone_cache(ATLAS_SPEC),
+        cache=backbone_cache(ATLAS_SPEC)
+        or (backbone_cache(ATLAS_JUDGE) if ATLAS_JUDGE else None),
     script:
         "../scripts/atlas_chunk.py"
 

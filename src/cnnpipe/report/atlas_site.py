@@ -79,9 +79,34 @@ def _members_table(values: Sequence[float], maximum: float) -> str:
             + "".join(cells) + "</table>")
 
 
+_VERDICT_NOTE = (
+    "<p>This unit is a class score, so classifiers can say which class they see in its images. "
+    "<b>What it shows:</b> whether another network (or a pixel classifier of another model family) finds the "
+    "unit's class in x*, as an image made to fool only this network would not. <b>What it does not show:</b> that "
+    "a person would see the class. Images can transfer between networks for reasons a person does not see, "
+    "and a judge's error is not the image's fault. The network's own verdict only confirms that the ascent "
+    "worked. Rank 0 means the judge's top-1 class is the unit's class.</p>")
+
+
+def verdict_table(rows: Sequence[Mapping[str, str]]) -> str:
+    """The judges' verdicts on a class unit's set, one row per judge and member."""
+    if not rows:
+        return ""
+    lines = "".join(
+        f"<tr><td style='text-align:left'>{html.escape(r['judge'])}</td>"
+        f"<td>{'x*' if r['member'] == '0' else html.escape(r['member'])}</td>"
+        f"<td style='text-align:left'>{html.escape(r['top1_name'])}</td><td>{html.escape(r['top1_probability'])}</td>"
+        f"<td>{html.escape(r['unit_rank'])}</td><td>{html.escape(r['unit_probability'])}</td></tr>" for r in rows)
+    return ("<h2>Verdicts on x* and the set</h2>" + _VERDICT_NOTE
+            + "<table><tr><th>judge</th><th>member</th><th>top-1 class</th><th>its probability</th>"
+            "<th>rank of the unit's class</th><th>its probability</th></tr>" + lines + "</table>")
+
+
 def unit_page(network: str, layer: str, unit: int, *, strip: str, examples: str, members: Sequence[float],
-              summary: Mapping[str, str], rows: Sequence[Mapping[str, str]], counts, edges, neighbours) -> str:
-    """One unit's page; ``strip`` and ``examples`` are relative image links."""
+              summary: Mapping[str, str], rows: Sequence[Mapping[str, str]], counts, edges, neighbours,
+              verdicts: Sequence[Mapping[str, str]] = ()) -> str:
+    """One unit's page; ``strip`` and ``examples`` are relative image links; ``verdicts`` are
+    the unit's rows of a chunk's ``verdicts.csv`` (class units only)."""
     maximum = float(summary["maximum"])
     tops = [r for r in rows if r["kind"] == "top"]
     bottoms = [r for r in rows if r["kind"] == "bottom"]
@@ -95,6 +120,7 @@ def unit_page(network: str, layer: str, unit: int, *, strip: str, examples: str,
 which channels fire together (the diversity term).</p>
 <img src="{quote(strip)}" alt="x* and diverse set of unit {unit}">
 {_members_table(members, maximum)}
+{verdict_table(verdicts)}
 <h2>Dataset examples</h2>
 <p>Top row: the images that excite the unit most; bottom row: least, where the layer can go below zero. The
 receptive field around the unit's strongest position is outlined in red on small images, and large ones are
@@ -117,7 +143,11 @@ def build_site(network: str, layers: Mapping[str, str | os.PathLike], chunks: Se
     root = index_path.parent
     members: dict[tuple[str, int], dict[int, float]] = {}
     strip_of: dict[tuple[str, int], Path] = {}
+    verdicts: dict[tuple[str, int], list] = {}
     for chunk in map(Path, chunks):
+        if (chunk / "verdicts.csv").exists():
+            for row in _read_csv(chunk / "verdicts.csv"):
+                verdicts.setdefault((row["layer"], int(row["unit"])), []).append(row)
         for row in _read_csv(chunk / "members.csv"):
             key = (row["layer"], int(row["unit"]))
             members.setdefault(key, {})[int(row["member"])] = float(row["activation"])
@@ -145,7 +175,8 @@ def build_site(network: str, layers: Mapping[str, str | os.PathLike], chunks: Se
             atomic_write_text(page, unit_page(
                 network, layer, unit, strip=rel(strip_of[(layer, unit)]), examples=rel(folder / "examples" / f"{unit}.png"),
                 members=values, summary=summaries[unit], rows=examples.get(unit, []),
-                counts=arrays["hist_counts"][unit], edges=arrays["hist_edges"][unit], neighbours=neighbours))
+                counts=arrays["hist_counts"][unit], edges=arrays["hist_edges"][unit], neighbours=neighbours,
+                verdicts=verdicts.get((layer, unit), ())))
             pages += 1
             thumb = os.path.relpath(strip_of[(layer, unit)], site_dir)
             cells.append(f'<a href="{quote(f"{slug(layer)}/{unit}.html")}"><img src="{quote(thumb)}" '
