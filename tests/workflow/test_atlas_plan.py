@@ -49,7 +49,13 @@ def test_the_folder_must_exist_and_hold_images(tmp_path):
 
 
 def test_a_chunk_declares_its_batch_budget_and_a_dataset_pass_its_images():
-    settings = {"memory_mb": 1024, "image_size": 128}
-    assert atlas_chunk_mem_mb(settings, trained=True) < atlas_chunk_mem_mb(settings, trained=False)
-    assert atlas_chunk_mem_mb({**settings, "memory_mb": 4096}, trained=False) > 4096
+    settings = {"memory_mb": 1024, "image_size": 128, "diverse": 4}
+    small = atlas_chunk_mem_mb(settings, trained=False, units=1, side=128)
+    assert atlas_chunk_mem_mb(settings, trained=True, units=1, side=128) < small
+    assert small < atlas_chunk_mem_mb(settings, trained=False, units=8, side=128)  # a larger batch
+    assert small < atlas_chunk_mem_mb(settings, trained=False, units=1, side=224)  # larger images
+    assert small < atlas_chunk_mem_mb(settings, trained=False, units=1, side=128, judge=True)
+    # the batch never passes atlas.memory_mb: a chunk of 2,048 units asks for its budget, not more
+    huge = atlas_chunk_mem_mb({**settings, "memory_mb": 4096}, trained=False, units=2048, side=224)
+    assert 4096 < huge < (4096 + 1200) * 1.3
     assert atlas_dataset_mem_mb(50_000, 2048, settings) > atlas_dataset_mem_mb(100, 2048, settings)

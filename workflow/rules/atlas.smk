@@ -35,6 +35,13 @@ ATLAS_LAYERS = layer_units(
     ),
 )
 ATLAS_MAX_UNITS = config["atlas"]["max_units"]
+# The side of x*, for the chunks' memory: the trained CNN's images (native: assumed 28 px, an
+# MNIST digit), any other network's atlas.image_size (native: 224).
+ATLAS_SIDE = (
+    (config["dataset"]["image_size"] or 28)
+    if ATLAS_TRAINED
+    else (config["atlas"]["image_size"] or 224)
+)
 ATLAS_UNITS = [
     f"{layer}:{unit}"
     for layer, count in ATLAS_LAYERS.items()
@@ -146,8 +153,15 @@ rule atlas_chunk:
     threads: backbone_threads(ATLAS_SPEC)
     resources:
         gpu=GPU_PER_JOB,
-        # the batch is sized to atlas.memory_mb from the layer's size (estimate_max_batch)
-        mem_mb=atlas_chunk_mem_mb(config["atlas"], trained=ATLAS_TRAINED),
+        # measured (benchmarks/atlas_memory.py): the network, plus the chunk's largest batch
+        # (units x members) at the image side, at most atlas.memory_mb (estimate_max_batch)
+        mem_mb=lambda wildcards: atlas_chunk_mem_mb(
+            config["atlas"],
+            trained=ATLAS_TRAINED,
+            units=len(ATLAS_CHUNKS[wildcards.chunk]),
+            side=ATLAS_SIDE,
+            judge=ATLAS_JUDGE is not None,
+        ),
         runtime=lambda wildcards: 10 + len(ATLAS_CHUNKS[wildcards.chunk]) // 4,
     params:
         units=lambda wildcards: ATLAS_CHUNKS[wildcards.chunk],

@@ -75,19 +75,29 @@ def gpus_per_job(device: str, *, local: bool, local_gpus: int) -> int:
     return 1
 
 
-# An atlas job's memory, in MB: the process with torch and a small network (the lecture CNN), or
-# an ImageNet network; a chunk's ascent batches are sized to atlas.memory_mb by
-# estimate_max_batch from the layer's size (activations, gradients, transform copies), so a
-# chunk needs the base plus that budget; a dataset pass holds the images as float and one
-# float per image and unit (values and positions). Not yet measured like DeepDream's (issue 25).
-ATLAS_MEMORY_MB = {"base_trained": 600, "base_backbone": 1200, "margin": 1.3}
+# An atlas job's memory, in MB, from peak RSS measured on two CPU cores, one thread
+# (benchmarks/atlas_memory.py, benchmarks/results/atlas_memory.csv): the process with torch
+# and its network (the lecture CNN, or an ImageNet network: 690 and 790 MB measured with
+# EfficientNet-Lite0), plus the ascent's samples (activations, gradients, transform copies):
+# about 1,100 MB per sample-megapixel on Lite0 (17 MB per 128 px sample); for the lecture CNN,
+# whose maps are 16 and 32 channels, an estimate of 500 (at 8 px it did not show). A chunk's
+# largest batch is its units times the diverse members ascended together (k - 1), capped by
+# atlas.memory_mb (estimate_max_batch sizes the batches to it); an ImageNet judge adds a
+# second network. A dataset pass holds the images as float and one float per image and unit.
+ATLAS_MEMORY_MB = {"base_trained": 700, "base_backbone": 800, "per_sample_mp_trained": 500,
+                   "per_sample_mp_backbone": 1100, "judge": 200, "margin": 1.3}
 
 
-def atlas_chunk_mem_mb(atlas_cfg: Mapping, *, trained: bool) -> int:
-    """The ``mem_mb`` an atlas chunk declares: the base for its network plus ``atlas.memory_mb``."""
+def atlas_chunk_mem_mb(atlas_cfg: Mapping, *, trained: bool, units: int, side: int, judge: bool = False) -> int:
+    """The ``mem_mb`` an atlas chunk of ``units`` units declares, for images of ``side`` px:
+    the base for its network, the ascent's largest batch (units x members ascended together,
+    at most ``atlas.memory_mb``) and the judge, with a margin."""
     cost = ATLAS_MEMORY_MB
     base = cost["base_trained"] if trained else cost["base_backbone"]
-    mb = (base + float(atlas_cfg["memory_mb"])) * cost["margin"]
+    per_sample = (cost["per_sample_mp_trained"] if trained else cost["per_sample_mp_backbone"]) * side * side / 1e6
+    batch = max(1, int(units)) * max(1, int(atlas_cfg["diverse"]) - 1)
+    samples_mb = min(float(atlas_cfg["memory_mb"]), per_sample * batch)
+    mb = (base + samples_mb + (cost["judge"] if judge else 0)) * cost["margin"]
     return int(-(-mb // 100) * 100)
 
 
