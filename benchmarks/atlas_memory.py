@@ -3,7 +3,7 @@
 The `atlas_chunk` rule declares ``mem_mb`` from the network, the image side, the units per
 chunk and the set size (``cnnpipe.workflow.resources.atlas_chunk_mem_mb``); a cluster kills a
 job that goes over it. For a few (layer, units per chunk) settings on the trained CNN (built
-at the default run's size, random weights: memory does not depend on them) and on
+at the default run's size (28 px digits), random weights: memory does not depend on them) and on
 EfficientNet-Lite0, this runs the rule's own function (``run_atlas_chunk``, two ascent steps,
 on the CPU, one thread) in a fresh process, reads its peak resident memory, and prints the
 declaration's ratio to it. The goal, as for DeepDream: every declaration covers the peak with
@@ -36,8 +36,8 @@ torch.set_num_threads(1)
 units, folder, settings = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 if settings["backbone"] == "trained":  # the default run's CNN, random weights
     from cnnpipe.networks.lecture_cnn import LectureCNN
-    model = LectureCNN(1, 10, 8, conv_channels=(16, 32), hidden=(64,)).eval()
-    atlas.load_network = lambda *args, **kwargs: (model, (1, 8, 8))
+    model = LectureCNN(1, 10, 28, conv_channels=(16, 32), hidden=(64,)).eval()
+    atlas.load_network = lambda *args, **kwargs: (model, (1, 28, 28))
 atlas.run_atlas_chunk(units, settings, folder, seed=0)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
@@ -58,7 +58,7 @@ def measure(backbone: str, layer: str, count: int, folder: Path, steps: int = 2)
     """One case: the chunk's peak RSS and what the rule declares for it."""
     base = yaml.safe_load((ROOT / "config.yaml").read_text())["atlas"]
     settings = {**base, "backbone": backbone, "steps": steps, "judge": None}
-    side = 8 if backbone == "trained" else settings["image_size"]
+    side = 28 if backbone == "trained" else settings["image_size"]
     declared = atlas_chunk_mem_mb(settings, trained=backbone == "trained", units=count, side=side)
     peak = peak_mb([f"{layer}:{u}" for u in range(count)], settings, folder / f"{backbone}_{layer}_{count}")
     return {"backbone": backbone, "layer": layer, "units": count, "members": settings["diverse"],
@@ -68,11 +68,14 @@ def measure(backbone: str, layer: str, count: int, folder: Path, steps: int = 2)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", help="only the cases of this network")
     add_option(parser)
     args = parser.parse_args()
     rows, failures = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for backbone, layer, count in CASES:
+            if args.backbone and backbone != args.backbone:
+                continue
             row = measure(backbone, layer, count, Path(tmp))
             ok = 1.1 <= row["ratio"] <= 2.0
             failures += not ok

@@ -67,13 +67,14 @@ def class_verdicts(layer: str, units: Sequence[int], images: Tensor, judges: Seq
 
 def chunk_judges(model: nn.Module, settings: Mapping, *, data_path=None, cache_dir=None) -> list[Judge]:
     """The judges of a chunk's class units: the network itself; the ImageNet judge
-    (``settings["judge"]``) where one is set; for the trained CNN with its training data given,
+    (``settings["judge"]``: a spec or a list of specs) where one is set; for the trained CNN with its training data given,
     a logistic-regression pixel classifier fitted on it."""
     judges = [own_judge(model)]
-    if settings.get("judge"):
+    specs = settings.get("judge") or []
+    for spec in specs if isinstance(specs, list) else [specs]:  # one spec, or a list of them
         from cnnpipe.judges.imagenet import ImageNetJudge
 
-        judge = ImageNetJudge(settings["judge"], cache_dir=cache_dir)
+        judge = ImageNetJudge(spec, cache_dir=cache_dir)
         judges.append((f"judge {judge.kind}", judge.predict_proba))
     if settings["backbone"] == "trained" and data_path is not None:
         from cnnpipe.data.prepare import load_prepared
