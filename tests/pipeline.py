@@ -3,6 +3,7 @@ config, and read a dry run's plan."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -38,9 +39,19 @@ def snakemake_command(workdir: Path, *args: str, configfiles=(TINY,)) -> list[st
             "--directory", str(workdir), "--configfile", *map(str, configfiles), *args]
 
 
+def absolute_pythonpath() -> dict[str, str]:
+    """The environment with PYTHONPATH's entries made absolute: jobs run in their working
+    folder, where a relative ``PYTHONPATH=src`` finds nothing, and would silently import the
+    installed cnnpipe (another checkout's) instead of this one."""
+    entries = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if not entries:
+        return dict(os.environ)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in entries)}
+
+
 def snakemake(workdir: Path, *args: str, configfiles=(TINY,), check=True, timeout=900) -> subprocess.CompletedProcess:
     result = subprocess.run(snakemake_command(workdir, *args, configfiles=configfiles),
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout, env=absolute_pythonpath())
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
     return result
