@@ -116,9 +116,19 @@ def atlas_speed(rows):
             f"{r['units_per_min_one_at_a_time']} alone")
 
 
+def atlas_memory(rows):
+    return dream_memory(rows)
+
+
+def atlas_diversity(rows):
+    parts = [f"{r['diversity']}: Gram cosine **{r['mean_pairwise_gram_cosine']}**, "
+             f"{round(100 * float(r['members_above_dataset_max']))}% above the data's max" for r in rows]
+    return f"{rows[0]['backbone']} {rows[0]['layer']}, weight " + "; ".join(parts)
+
+
 HEADLINES = {f.__name__: f for f in (train_speed, style_speed, filters_speed, dream_memory, dream_chunks,
                                      class_transfer, cppn_fooling, style_judged, style_multiscale, style_batch,
-                                     atlas_speed)}
+                                     atlas_speed, atlas_memory, atlas_diversity)}
 
 
 def latest_run(path: Path) -> list[dict]:
