@@ -1,4 +1,4 @@
-"""Does the diversity term make a unit's set diverse, and do its members still excite the unit?
+"""Atlas diverse sets: member similarity, and members beating the dataset.
 
 For one layer and a few diversity weights (0 = k - 1 independent restarts beside x*), the
 atlas's own code (``cnnpipe.methods.atlas.xstar_and_diverse``) makes each unit's set of k; per

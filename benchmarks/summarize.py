@@ -121,9 +121,9 @@ def atlas_memory(rows):
 
 
 def atlas_diversity(rows):
-    parts = [f"{r['diversity']}: Gram cosine **{r['mean_pairwise_gram_cosine']}**, "
-             f"{round(100 * float(r['members_above_dataset_max']))}% above the data's max" for r in rows]
-    return f"{rows[0]['backbone']} {rows[0]['layer']}, weight " + "; ".join(parts)
+    parts = [f"{r['diversity']}: **{r['mean_pairwise_gram_cosine']}**, "
+             f"{round(100 * float(r['members_above_dataset_max']))}% above max" for r in rows]
+    return f"{rows[0]['layer']} Gram cosine at weight " + "; ".join(parts)
 
 
 HEADLINES = {f.__name__: f for f in (train_speed, style_speed, filters_speed, dream_memory, dream_chunks,
