@@ -15,6 +15,7 @@ from test_style import TINY, TINY_LAYERS, smooth_image, tiny_net, write_png
 from cnnpipe.judges.imagenet import ImageNetJudge, content_kept, top_classes
 from cnnpipe.judges.specs import check_judge, style_layers
 from cnnpipe.judges.style_distance import style_distance
+from cnnpipe.judges.style_verdict import judge_result
 from cnnpipe.methods.style import losses, optimize
 from cnnpipe.methods.style import targets as style_targets
 from cnnpipe.networks.spec import parse_backbone
@@ -117,7 +118,7 @@ def test_content_kept_is_the_photos_top_1_in_the_results_top_5():
 
 def test_judge_result_names_both_classes(judge):
     content, style_image = smooth_image(32, 32, 0), smooth_image(32, 32, 1)
-    row = style.judge_result(judge, content, style_image, content)
+    row = judge_result(judge, content, style_image, content)
     assert row["judge"] == "efficientnet_lite1" and row["style_distance"] == pytest.approx(1.0)
     assert row["content_kept"] is True and row["content_class"] == row["result_class"]
     assert isinstance(row["content_class"], str) and row["style_distance_blocks.5"] == pytest.approx(1.0)
@@ -127,7 +128,7 @@ def test_judge_result_names_both_classes(judge):
 def test_judge_result_ranks_the_photos_class_in_the_result(judge):
     # a different picture: the photo's class is no longer top-1, and kept means rank < 5
     content, other = smooth_image(32, 32, 0), 1 - smooth_image(32, 32, 3)
-    row = style.judge_result(judge, content, other, other)
+    row = judge_result(judge, content, other, other)
     proba = judge.predict_proba(torch.stack([content, other]))
     first = int(np.argmax(proba[0]))
     assert row["content_probability"] == pytest.approx(float(proba[0, first]))

