@@ -301,12 +301,18 @@ def test_imagenet_backbone_fools_named_imagenet_classes(tmp_path):
     for method in fooling_stage.METHODS:
         tables[method] = fooling_stage.run_fooling(method, cfg, seed=0, device_name="cpu",
                                              csv_path=tmp_path / f"{method}.csv",
-                                             png_path=tmp_path / f"{method}.png", image_dir=tmp_path / method)
+                                             png_path=tmp_path / f"{method}.png", image_dir=tmp_path / method,
+                                             judges_csv=tmp_path / f"{method}_judges.csv")
         files = visible_files(tmp_path / method)
         assert files == ["flamingo.png", "goldfish.png"]
         table = pd.read_csv(tmp_path / f"{method}.csv")
         assert table["class"].tolist() == ["goldfish", "flamingo"] and table["class_index"].tolist() == [1, 130]
         assert table["independent_prediction"].notna().all() and table["independent_rank"].between(0, 999).all()
+        # every judge's verdicts (here Lite1 alone): the table's judge columns, row by row
+        verdicts = pd.read_csv(tmp_path / f"{method}_judges.csv")
+        assert verdicts["judge"].tolist() == ["efficientnet_lite1"] * 2 and verdicts["class_index"].tolist() == [1, 130]
+        assert verdicts["rank"].tolist() == table["independent_rank"].tolist()
+        assert verdicts["prediction"].tolist() == table["independent_prediction"].tolist()
     # Twenty Adam steps on log p(class) take a noise image 100 times above chance (1/1000).
     assert (tables["gradient"]["confidence_after_png"] > 0.1).all()
     with pytest.raises(ValueError, match=r"fooling.imagenet_classes: need distinct ImageNet class indices in 0..999"):

@@ -12,6 +12,7 @@ import yaml
 from pipeline import snakemake
 from test_style import TINY, TINY_LAYERS, smooth_image, tiny_net, write_png
 
+from cnnpipe.io.images import load_image, pil_to_tensor
 from cnnpipe.judges.imagenet import ImageNetJudge, content_kept, top_classes
 from cnnpipe.judges.specs import check_judge, style_layers
 from cnnpipe.judges.style_distance import style_distance
@@ -19,6 +20,7 @@ from cnnpipe.judges.style_verdict import judge_result
 from cnnpipe.methods.style import losses, optimize
 from cnnpipe.methods.style import targets as style_targets
 from cnnpipe.networks.spec import parse_backbone
+from cnnpipe.report import captions
 from cnnpipe.stages import style
 
 
@@ -210,3 +212,24 @@ def test_a_generator_of_other_classes_keeps_the_style_judge(tmp_path):
     row = pd.read_csv(tmp_path / "x.csv").iloc[0]
     assert row["judge"] == "efficientnet_lite1" and 0 <= row["style_distance"] < 5
     assert isinstance(row["content_class"], str) and row["content_kept"] in (True, False)
+    assert np.isfinite(row["content_retention"]) and "judges" not in row  # one judge: no per-judge columns
+    # Two judges (Lite1 and Lite0, neither the generator): the headline is their mean, each one's columns follow.
+    style.run_pair(content_png, style_png, {**settings, "judge": ["efficientnet_lite1", "efficientnet_lite0"]},
+                   device="cpu", progress=False, **outputs)
+    row = pd.read_csv(tmp_path / "x.csv").iloc[0]
+    assert row["judge"] == "efficientnet_lite1 + efficientnet_lite0" and row["judges"] == 2
+    for measure in ("style_distance", "content_retention"):
+        each = [row[f"{measure}__{slug}"] for slug in ("efficientnet_lite1", "efficientnet_lite0")]
+        assert row[measure] == pytest.approx(np.mean(each), abs=1e-6)
+    kept = [bool(row[f"content_kept__{slug}"]) for slug in ("efficientnet_lite1", "efficientnet_lite0")]
+    assert row["content_kept_judges"] == sum(kept) and bool(row["content_kept"]) == all(kept)
+    # Lite1's columns are what Lite1 alone measured on the same PNG
+    content, style_image = style.load_pair(content_png, style_png, settings["image_size"], settings["style_scale"])
+    alone = judge_result(ImageNetJudge("efficientnet_lite1"), content, style_image,
+                         pil_to_tensor(load_image(tmp_path / "x.png")))
+    assert row["style_distance__efficientnet_lite1"] == pytest.approx(alone["style_distance"], rel=1e-5)
+    assert row["content_retention__efficientnet_lite1"] == pytest.approx(alone["content_retention"], abs=1e-5)
+    caption = captions.style_key_numbers(tmp_path / "x.csv")
+    assert "The 2 judges, efficientnet\\_lite1, efficientnet\\_lite0, each trained separately" in caption[2]
+    assert f"content retention **{row['content_retention']:.2f}**" in caption[2]
+    assert caption[3].startswith("efficientnet\\_lite1: content retention **") and len(caption) == 5
