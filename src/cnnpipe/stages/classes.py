@@ -341,11 +341,8 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
             under = f"p {row['probability']:.3f}"
             if judged:
                 under += f" | {row['independent_prediction']} | r {row['mean_image_correlation']:.2f}"
-            elif len(names) == 1:
-                under += f" | judge: {row['independent_prediction']}"
             elif names:
-                mine = verdicts[(verdicts["variant"] == variant) & (verdicts["class"] == str(name))]
-                under += f" | judges: {int(mine['top1'].sum())}/{len(names)} top-1"
+                under += _judged_under(verdicts, names, variant, str(name), row["independent_prediction"])
             sublabels.append(under)
     if judged:
         labels += [f"mean: {name}" for name in class_names]
@@ -373,12 +370,27 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
         )
         lines += [rows, f"under each: the network's probability of the class; its top class agrees: {tally}"]
         if names:
-            who = (f"the judge's prediction: {names[0]}, trained separately, names the class" if len(names) == 1
-                   else f"the judges, trained separately ({', '.join(names)}), name the class")
-            lines.append(f"and {who}:")
-            lines += [f"{VARIANT_LABELS.get(v, v)}: {count_text(judge_counts(g), k)}"
-                      for v, g in verdicts.groupby("variant", sort=False)]
+            lines += _judges_lines(verdicts, names, k)
     return image_grid(torch.cat(panels), labels, "\n".join(lines), ncols=k, sublabels=sublabels)
+
+
+def _judged_under(verdicts: pd.DataFrame, names: list[str], variant: str, name: str, prediction: str) -> str:
+    """Under an image: the one judge's prediction, or how many of several put the class first."""
+    if len(names) == 1:
+        return f" | judge: {prediction}"
+    mine = verdicts[(verdicts["variant"] == variant) & (verdicts["class"] == name)]
+    return f" | judges: {int(mine['top1'].sum())}/{len(names)} top-1"
+
+
+def _judges_lines(verdicts: pd.DataFrame, names: list[str], k: int) -> list[str]:
+    """The title's verdicts: per variant each judge's top-1 and top-5 counts, and their mean."""
+    groups = verdicts.groupby("variant", sort=False)
+    if len(names) == 1:
+        verdict = " | ".join(f"{VARIANT_LABELS.get(v, v)} {int(g['top1'].sum())}/{k} top-1, {int(g['top5'].sum())}/{k} "
+                             "top-5" for v, g in groups)
+        return [f"and the judge's prediction: {names[0]}, trained separately, names the class: {verdict}"]
+    return [f"and the judges, trained separately ({', '.join(names)}), name the class:",
+            *(f"{VARIANT_LABELS.get(v, v)}: {count_text(judge_counts(g), k)}" for v, g in groups)]
 
 
 def saved_as_files(images: dict[str, torch.Tensor], folder: Path, names) -> dict[str, torch.Tensor]:
