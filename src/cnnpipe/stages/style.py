@@ -146,20 +146,22 @@ def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapp
     several = each_judge(judged) if judged else []
     if several:
         lines.append(
-            f"mean of {len(several)} judges (never optimized against): style distance {judged['style_distance']:.2f} "
-            f"(1 = the content photo's, 0 = the style image's); content retention {judged['content_retention']:.2f} "
-            f"(1 = the photo's, 0 = the style image's); content kept by {judged['content_kept_judges']} of "
-            f"{len(several)}")
-        lines.append("; ".join(f"{one['judge']}: {one['style_distance']:.2f}, {one['content_retention']:.2f}, "
-                               f"{'kept' if one['content_kept'] else 'not kept'}" for one in several))
+            f"mean of {len(several)} judges (never optimized against): content retention "
+            f"{judged['content_retention']:.2f} (1 = the photo's, 0 = the style image's); style distance "
+            f"{judged['style_distance']:.2f} (1 = the content photo's, 0 = the style image's); content kept by "
+            f"{judged['content_kept_judges']} of {len(several)}")
+        lines.append("; ".join(f"{one['judge']}: retention {one['content_retention']:.2f}, distance "
+                               f"{one['style_distance']:.2f}, {'kept' if one['content_kept'] else 'not kept'}"
+                               for one in several))
     elif judged:
-        lines.append(
-            f"judge {judged['judge']} (never optimized against): style distance {judged['style_distance']:.2f} "
-            f"(1 = the content photo's, 0 = the style image's); content retention {judged['content_retention']:.2f} "
-            f"(1 = the photo's, 0 = the style image's); content kept: {'yes' if judged['content_kept'] else 'no'} "
-            f"(photo: {judged['content_class']!r} at {judged['content_probability']:.0%}, rank "
-            f"{judged['content_rank'] + 1} for the result; result: {judged['result_class']!r})"
-        )
+        lines += [
+            f"judge {judged['judge']} (never optimized against): content retention {judged['content_retention']:.2f} "
+            f"(1 = the photo's, 0 = the style image's); style distance {judged['style_distance']:.2f} (1 = the "
+            f"content photo's, 0 = the style image's)",
+            f"content kept: {'yes' if judged['content_kept'] else 'no'} (photo: {judged['content_class']!r} at "
+            f"{judged['content_probability']:.0%}, rank {judged['content_rank'] + 1} for the result; result: "
+            f"{judged['result_class']!r})",
+        ]
     return "\n".join(lines)
 
 
