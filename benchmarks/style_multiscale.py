@@ -9,7 +9,7 @@ generator (``style.backbone``, EfficientNet-Lite0 by default) and the judge
 (``style.judge``, EfficientNet-Lite1 by default), read the content and style photos at each
 size (``cnnpipe.stages.style.load_pair``), run ``cnnpipe.methods.style.optimize.transfer_multiscale`` with the
 config's weights and layers, write the PNG and let the judge measure the PNG as written
-(``cnnpipe.stages.style.judge_result``: style distance, 1 = the content photo's Gram matrices, 0 = the
+(``cnnpipe.judges.style_verdict.judge_result``: style distance, 1 = the content photo's Gram matrices, 0 = the
 style image's; content kept: the photo's top-1 class in the result's top 5). The worker
 reports its wall time for the transfer alone and its peak resident memory
 (``getrusage(RUSAGE_SELF).ru_maxrss``, the whole process: Python, torch, both networks, images,
@@ -54,18 +54,20 @@ def worker(args) -> None:
 
     from cnnpipe.io.images import load_image, pil_to_tensor, save_png
     from cnnpipe.judges.imagenet import ImageNetJudge
-    from cnnpipe.judges.specs import check_judge
+    from cnnpipe.judges.specs import check_judges
+    from cnnpipe.judges.style_verdict import judge_result
     from cnnpipe.methods.style.configured import transfer_configured
     from cnnpipe.networks.build import load_backbone
     from cnnpipe.networks.fold import inference_model
-    from cnnpipe.stages.style import judge_result, load_pair
+    from cnnpipe.stages.style import load_pair
 
     torch.set_num_threads(args.threads)
     cfg = json.loads(args.worker)
     settings, photos = cfg["settings"], Path(cfg["photos"])
     content_path, style_path = photos / f"{cfg['content']}.png", photos / f"{cfg['style']}.png"
     model = inference_model(load_backbone(settings["backbone"]))
-    judge = ImageNetJudge(check_judge("style", settings["judge"], settings["backbone"]))
+    # the first judge measures (this benchmark compares sizes, not judges)
+    judge = ImageNetJudge(check_judges("style", settings["judge"], settings["backbone"])[0])
     start = time.perf_counter()
     result = transfer_configured(
         model, lambda size: load_pair(content_path, style_path, size, float(settings["style_scale"])), settings,

@@ -252,6 +252,24 @@ def test_table_and_figure(tiny_cnn):
     assert rows["reached_target"].tolist() == [True, False, False]
     assert rows["predicted_after_png"].tolist() == ["cat", "eel", "eel"]
     assert rows["confidence"].tolist() == [0.995, 0.5, 0.991] and rows["iterations"].tolist() == [5, 10, 10]
+    # Several ImageNet judges: each one's top-5 count and their mean in the title.
+    class Judge:  # a judge's interface: predict_proba and a name
+        def __init__(self, name, proba):
+            self.name, self.kind, self.proba = name, name, np.asarray(proba, dtype=float)
+
+        def predict_proba(self, images):
+            return self.proba
+
+    judges = [Judge("a", [[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]),
+              Judge("b", [[0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.8, 0.1, 0.1]])]
+    verdicts = fooling_stage.fooling_verdicts(by_hand, names, judges)
+    assert verdicts["judge"].tolist() == ["a"] * 3 + ["b"] * 3 and verdicts["class"].tolist() == names * 2
+    assert verdicts["rank"].tolist() == [1, 0, 0, 0, 1, 1]
+    rows = fooling_stage.fooling_table(by_hand, names, judges)
+    assert rows["independent_prediction"].tolist() == ["dog", "dog", "eel"]  # the first judge's
+    fig = fooling_stage.fooling_figure(by_hand, rows, "a", True, verdicts)
+    title = " ".join(" ".join(t.get_text().split()) for t in fig.texts)
+    assert "for a 3/3 top-5; b 3/3 top-5; mean 3/3 top-5" in title
     fig = fooling_stage.fooling_figure(result, table, "knn")
     assert len(fig.axes) == 1
     assert "knn pixel classifier" in " ".join(" ".join(t.get_text().split()) for t in fig.texts)
@@ -301,12 +319,18 @@ def test_imagenet_backbone_fools_named_imagenet_classes(tmp_path):
     for method in fooling_stage.METHODS:
         tables[method] = fooling_stage.run_fooling(method, cfg, seed=0, device_name="cpu",
                                              csv_path=tmp_path / f"{method}.csv",
-                                             png_path=tmp_path / f"{method}.png", image_dir=tmp_path / method)
+                                             png_path=tmp_path / f"{method}.png", image_dir=tmp_path / method,
+                                             judges_csv=tmp_path / f"{method}_judges.csv")
         files = visible_files(tmp_path / method)
         assert files == ["flamingo.png", "goldfish.png"]
         table = pd.read_csv(tmp_path / f"{method}.csv")
         assert table["class"].tolist() == ["goldfish", "flamingo"] and table["class_index"].tolist() == [1, 130]
         assert table["independent_prediction"].notna().all() and table["independent_rank"].between(0, 999).all()
+        # every judge's verdicts (here Lite1 alone): the table's judge columns, row by row
+        verdicts = pd.read_csv(tmp_path / f"{method}_judges.csv")
+        assert verdicts["judge"].tolist() == ["efficientnet_lite1"] * 2 and verdicts["class_index"].tolist() == [1, 130]
+        assert verdicts["rank"].tolist() == table["independent_rank"].tolist()
+        assert verdicts["prediction"].tolist() == table["independent_prediction"].tolist()
     # Twenty Adam steps on log p(class) take a noise image 100 times above chance (1/1000).
     assert (tables["gradient"]["confidence_after_png"] > 0.1).all()
     with pytest.raises(ValueError, match=r"fooling.imagenet_classes: need distinct ImageNet class indices in 0..999"):

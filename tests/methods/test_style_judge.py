@@ -12,12 +12,15 @@ import yaml
 from pipeline import snakemake
 from test_style import TINY, TINY_LAYERS, smooth_image, tiny_net, write_png
 
+from cnnpipe.io.images import load_image, pil_to_tensor
 from cnnpipe.judges.imagenet import ImageNetJudge, content_kept, top_classes
 from cnnpipe.judges.specs import check_judge, style_layers
 from cnnpipe.judges.style_distance import style_distance
+from cnnpipe.judges.style_verdict import judge_result
 from cnnpipe.methods.style import losses, optimize
 from cnnpipe.methods.style import targets as style_targets
 from cnnpipe.networks.spec import parse_backbone
+from cnnpipe.report import captions
 from cnnpipe.stages import style
 
 
@@ -117,7 +120,7 @@ def test_content_kept_is_the_photos_top_1_in_the_results_top_5():
 
 def test_judge_result_names_both_classes(judge):
     content, style_image = smooth_image(32, 32, 0), smooth_image(32, 32, 1)
-    row = style.judge_result(judge, content, style_image, content)
+    row = judge_result(judge, content, style_image, content)
     assert row["judge"] == "efficientnet_lite1" and row["style_distance"] == pytest.approx(1.0)
     assert row["content_kept"] is True and row["content_class"] == row["result_class"]
     assert isinstance(row["content_class"], str) and row["style_distance_blocks.5"] == pytest.approx(1.0)
@@ -127,7 +130,7 @@ def test_judge_result_names_both_classes(judge):
 def test_judge_result_ranks_the_photos_class_in_the_result(judge):
     # a different picture: the photo's class is no longer top-1, and kept means rank < 5
     content, other = smooth_image(32, 32, 0), 1 - smooth_image(32, 32, 3)
-    row = style.judge_result(judge, content, other, other)
+    row = judge_result(judge, content, other, other)
     proba = judge.predict_proba(torch.stack([content, other]))
     first = int(np.argmax(proba[0]))
     assert row["content_probability"] == pytest.approx(float(proba[0, first]))
@@ -209,3 +212,24 @@ def test_a_generator_of_other_classes_keeps_the_style_judge(tmp_path):
     row = pd.read_csv(tmp_path / "x.csv").iloc[0]
     assert row["judge"] == "efficientnet_lite1" and 0 <= row["style_distance"] < 5
     assert isinstance(row["content_class"], str) and row["content_kept"] in (True, False)
+    assert np.isfinite(row["content_retention"]) and "judges" not in row  # one judge: no per-judge columns
+    # Two judges (Lite1 and Lite0, neither the generator): the headline is their mean, each one's columns follow.
+    style.run_pair(content_png, style_png, {**settings, "judge": ["efficientnet_lite1", "efficientnet_lite0"]},
+                   device="cpu", progress=False, **outputs)
+    row = pd.read_csv(tmp_path / "x.csv").iloc[0]
+    assert row["judge"] == "efficientnet_lite1 + efficientnet_lite0" and row["judges"] == 2
+    for measure in ("style_distance", "content_retention"):
+        each = [row[f"{measure}__{slug}"] for slug in ("efficientnet_lite1", "efficientnet_lite0")]
+        assert row[measure] == pytest.approx(np.mean(each), abs=1e-6)
+    kept = [bool(row[f"content_kept__{slug}"]) for slug in ("efficientnet_lite1", "efficientnet_lite0")]
+    assert row["content_kept_judges"] == sum(kept) and bool(row["content_kept"]) == all(kept)
+    # Lite1's columns are what Lite1 alone measured on the same PNG
+    content, style_image = style.load_pair(content_png, style_png, settings["image_size"], settings["style_scale"])
+    alone = judge_result(ImageNetJudge("efficientnet_lite1"), content, style_image,
+                         pil_to_tensor(load_image(tmp_path / "x.png")))
+    assert row["style_distance__efficientnet_lite1"] == pytest.approx(alone["style_distance"], rel=1e-5)
+    assert row["content_retention__efficientnet_lite1"] == pytest.approx(alone["content_retention"], abs=1e-5)
+    caption = captions.style_key_numbers(tmp_path / "x.csv")
+    assert "The 2 judges, efficientnet\\_lite1, efficientnet\\_lite0, each trained separately" in caption[2]
+    assert f"content retention **{row['content_retention']:.2f}**" in caption[2]
+    assert caption[3].startswith("efficientnet\\_lite1: content retention **") and len(caption) == 5

@@ -48,6 +48,38 @@ def test_class_numbers_in_lecture_order_with_and_without_a_judge(tmp_path):
     assert "pixel classifier" not in " ".join(lines[:3]) and "training set is not here" in lines[-1]
 
 
+def test_class_and_fooling_numbers_of_several_judges(tmp_path):
+    """Each judge's top-1 and top-5 counts and their mean; one judge keeps its former line."""
+    each = {"efficientnet_lite1": {"top1": 8, "top5": 9, "probability_mean": 0.5},
+            "resnet50": {"top1": 5, "top5": 8, "probability_mean": 0.3}}
+    variants = {"regularized": {"classes": 10, "cnn_correct": 10, "probability_min": 0.9, "independent_correct": 8,
+                                "independent_top5": 9, "judges": each, "judges_mean": {"top1": 6.5, "top5": 8.5}}}
+    (tmp_path / "c.json").write_text(json.dumps({"reference": None, "variants": variants, "judge": "efficientnet_lite1",
+                                                 "judges": list(each)}))
+    lines = captions.classes_key_numbers(tmp_path / "c.json")
+    assert ("the independent judges put it first for **6.5 of 10** and in their top 5 for **8.5 of 10** on average "
+            "(top-1 and top-5 counts: efficientnet\\_lite1 8 and 9; resnet50 5 and 8)") in lines[0]
+    assert lines[-1].startswith("The judges are efficientnet\\_lite1, resnet50, each trained separately")
+    one = {"regularized": {**variants["regularized"], "judges": {"efficientnet_lite1": each["efficientnet_lite1"]},
+                           "judges_mean": {"top1": 8, "top5": 9}}}
+    (tmp_path / "o.json").write_text(json.dumps({"reference": None, "variants": one, "judge": "efficientnet_lite1",
+                                                 "judges": ["efficientnet_lite1"]}))
+    lines = captions.classes_key_numbers(tmp_path / "o.json")
+    assert "the independent judge puts it first for **8 of 10** and in its top 5 for **9 of 10**" in lines[0]
+    assert lines[-1].startswith("The judge is efficientnet\\_lite1, trained separately")
+    table = pd.DataFrame({"class": ["goldfish", "flamingo"], "confidence_after_png": [0.999, 0.999],
+                          "reached_target": [True, True], "iterations": [5, 6],
+                          "independent_prediction": ["goldfish", "lion"], "independent_rank": [0, 7]})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame({"class": ["goldfish", "flamingo"] * 2, "judge": ["efficientnet_lite1"] * 2 + ["resnet50"] * 2,
+                  "rank": [0, 7, 3, 0], "top1": [True, False, False, True], "top5": [True, False, True, True]}).to_csv(
+        tmp_path / "v.csv", index=False)
+    lines = captions.fooling_key_numbers(tmp_path / "t.csv", "gradient", 0.99, judge="efficientnet_lite1",
+                                         judges_csv=tmp_path / "v.csv")
+    assert lines[-1] == ("All 2 judges, each trained separately (top-1 and top-5 counts of 2): efficientnet\\_lite1 "
+                         "1 and 1; resnet50 1 and 2; mean **1** top-1 and **1.5** top-5.")
+
+
 def test_fooling_numbers_round_down_and_count_the_judge(tmp_path):
     table = pd.DataFrame({"class": ["0", "1"], "confidence_after_png": [0.99995, 0.9989],
                           "reached_target": [True, False], "iterations": [35, 500],
@@ -83,6 +115,11 @@ def test_dream_and_style_numbers(tmp_path):
     pd.read_csv(tmp_path / "s.csv").assign(**judged).to_csv(tmp_path / "j.csv", index=False)
     lines = captions.style_key_numbers(tmp_path / "j.csv")
     assert "style distance **0.30**" in lines[2] and "content kept: **no**" in lines[2]
+    # content retention, the headline where the table has it; a table written before it goes without
+    assert "retention" not in lines[2]
+    pd.read_csv(tmp_path / "j.csv").assign(content_retention=0.613).to_csv(tmp_path / "r.csv", index=False)
+    assert ("The judge, efficientnet\\_lite1, trained separately and never optimized against: content retention "
+            "**0.61** (the cosine of its pooled embeddings") in captions.style_key_numbers(tmp_path / "r.csv")[2]
     assert "its top-1 for the photo, bobsled at 18%, is not in its top 5 for the result (rank 27)" in lines[2]
     # a table written before the probability and rank columns still gets its caption
     pd.read_csv(tmp_path / "j.csv").drop(columns=["content_probability", "content_rank"]).to_csv(

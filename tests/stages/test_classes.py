@@ -197,6 +197,46 @@ def test_attainment_counts_by_hand():
     assert classes.attainment(bare, None)["variants"]["l1"] == {"classes": 2, "cnn_correct": 2, "probability_min": 0.6}
 
 
+def test_two_imagenet_judges_each_count_and_their_mean():
+    """Lite0 and Lite1 judge the same images: judges.csv has one row per (variant, class,
+    judge), summary.csv's judge columns are the first judge's, and attainment counts each
+    judge and their mean; the figure names both."""
+    from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
+    from cnnpipe.networks.build import imagenet_class_names
+
+    judges = [ImageNetJudge("efficientnet_lite0"), ImageNetJudge("efficientnet_lite1")]
+    generator = torch.Generator().manual_seed(0)
+    images = {variant: torch.rand(2, 3, 16, 16, generator=generator) for variant in ("plain", "regularized")}
+    names, targets = imagenet_class_names(), [1, 130]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 1000)).eval()
+    summary = classes.summarize(model, images, judges, names, targets)
+    verdicts = classes.judges_table(images, judges, names, targets)
+    assert list(verdicts.columns) == ["class", "class_index", "variant", "judge", "prediction",
+                                      "prediction_probability", "probability", "rank", "top1", "top5"]
+    assert len(verdicts) == 2 * 2 * 2 and verdicts["class"].tolist()[:4] == ["goldfish", "flamingo"] * 2
+    for variant, batch in images.items():
+        for judge in judges:
+            rows = verdicts[(verdicts["variant"] == variant) & (verdicts["judge"] == judge.name)]
+            proba = judge.predict_proba(batch)
+            assert rows["rank"].tolist() == target_ranks(proba, targets).tolist()
+            assert rows["probability"].to_numpy() == pytest.approx(proba[[0, 1], targets], abs=1e-6)
+        first = verdicts[(verdicts["variant"] == variant) & (verdicts["judge"] == "efficientnet_lite0")]
+        assert summary.loc[summary["variant"] == variant, "independent_rank"].tolist() == first["rank"].tolist()
+    counts = classes.attainment(summary, None, verdicts)
+    for variant, numbers in counts["variants"].items():
+        assert list(numbers["judges"]) == ["efficientnet_lite0", "efficientnet_lite1"]
+        for name, each in numbers["judges"].items():
+            mine = verdicts[(verdicts["variant"] == variant) & (verdicts["judge"] == name)]
+            assert each["top1"] == int((mine["rank"] == 0).sum()) and each["top5"] == int((mine["rank"] < 5).sum())
+        assert numbers["judges_mean"]["top5"] == pytest.approx(np.mean([e["top5"] for e in numbers["judges"].values()]))
+        assert numbers["independent_top5"] == numbers["judges"]["efficientnet_lite0"]["top5"]
+    cfg = {**config(steps=5), "backbone": "efficientnet_lite0", "imagenet_regularized": None}
+    fig = classes.classes_figure(images, summary, None, ["goldfish", "flamingo"], cfg, None, verdicts)
+    text = " ".join(" ".join(t.get_text().split()) for t in fig.texts)
+    assert "the judges, trained separately (efficientnet_lite0, efficientnet_lite1), name the class" in text
+    assert "mean " in text
+
+
 # --------------------------------------------------------------------------- the rule
 
 
@@ -341,6 +381,11 @@ def test_rule_on_an_imagenet_backbone_needs_no_training(tmp_path):
         assert numbers["independent_correct"] == int((ranks == 0).sum())
         assert numbers["independent_top5"] == int((ranks < 5).sum())
     assert "efficientnet_lite0, 2 classes on 3x32x32 images" in (tmp_path / "results/logs/classes.log").read_text()
+    # every judge's verdicts (here one): the summary's judge columns, row by row
+    verdicts = pd.read_csv(tmp_path / "results/classes/judges.csv")
+    assert verdicts["judge"].unique().tolist() == ["efficientnet_lite1"] and len(verdicts) == len(summary)
+    assert verdicts["rank"].tolist() == summary["independent_rank"].tolist()
+    assert counts["judges"] == ["efficientnet_lite1"]
     # The judge's numbers are its verdicts on the saved files themselves.
     from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
 

@@ -145,6 +145,28 @@ def test_the_weights_rule_downloads_from_a_mirror_and_keeps_nothing_that_fails_i
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
+@pytest.mark.e2e
+def test_a_downloaded_judge_beside_lite1_is_planned_with_its_weights(tmp_path):
+    """``classes.judge: [efficientnet_lite1, resnet18]``: the dry run plans resnet18's download
+    (weights rule) and the classes job with both judges' weights as inputs, and nothing else;
+    the same judge as a plain spec or a list of one plans the same jobs."""
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"cache": "cache", "classes": {
+        "backbone": "efficientnet_lite0", "judge": ["efficientnet_lite1", "resnet18"], "imagenet_classes": [1]}}))
+    result = snakemake(tmp_path, "--dry-run", "--printshellcmds", "results/classes/summary.csv",
+                       configfiles=(TINY, override))
+    assert planned_jobs(result) == {"backbone_weights": 1, "classes": 1}, result.stdout
+    text = result.stdout + result.stderr
+    assert "cache/resnet18-f37072fd.pth" in text
+    classes_job = text[text.index("rule classes:"):]
+    assert "cache/resnet18-f37072fd.pth" in classes_job.split("output:")[0]
+    for judge in ("efficientnet_lite1", ["efficientnet_lite1"]):
+        override.write_text(yaml.safe_dump({"classes": {"backbone": "efficientnet_lite0", "judge": judge,
+                                                        "imagenet_classes": [1]}}))
+        result = snakemake(tmp_path, "--dry-run", "results/classes/summary.csv", configfiles=(TINY, override))
+        assert planned_jobs(result) == {"classes": 1}, result.stdout
+
+
 def _stops_before_any_job(workdir, override: dict) -> str:
     config = workdir / "override.yaml"
     config.write_text(yaml.safe_dump(override))

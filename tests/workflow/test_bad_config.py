@@ -41,6 +41,10 @@ from pipeline import TINY, planned_jobs, snakemake
         ({"classes": {"backbone": "vgg19", "image_size": 16}}, ["classes.image_size", "vgg19", "at least 32 px"]),
         ({"fooling": {"imagenet_classes": [1, 1000]}}, ["fooling", "imagenet_classes", "1000", "999"]),
         ({"fooling": {"imagenet_classes": []}}, ["fooling", "imagenet_classes"]),
+        ({"classes": {"backbone": "efficientnet_lite0", "judge": ["efficientnet_lite1", "efficientnet_lite0"]}},
+         ["classes.judge[1]", "'efficientnet_lite0' is the network the images are optimized on"]),
+        ({"style": {"judge": ["efficientnet_lite1", "resnet18", "efficientnet_lite1"]}},
+         ["style.judge[2]", "listed already as style.judge[0]"]),
         # Settings the schema takes that would only fail inside a job (issue 26, item 2).
         ({"dataset": {"test_fraction": 0.999}},
          ["dataset.test_fraction", "0.999", "1797 images in 10 classes", "1 train", "at most 0.994"]),

@@ -4,7 +4,7 @@
 # chunk); one job writes the pages.
 import re
 
-from cnnpipe.judges.specs import check_judge
+from cnnpipe.judges.specs import check_judges, judges_config
 from cnnpipe.networks.spec import parse_backbone
 from cnnpipe.workflow.chunks import assign_chunks
 from cnnpipe.workflow.inputs import atlas_images
@@ -86,14 +86,16 @@ ATLAS_CLASS_UNITS = any(
     layer == "logits" or (ATLAS_SPEC.imagenet and units == 1000)
     for layer, units in ATLAS_LAYERS.items()
 )
-ATLAS_JUDGE = (
-    check_judge("atlas", config["atlas"]["judge"], ATLAS_SPEC)
+# The judges of class units' x* (one spec or a list, as for classes; none without class units).
+ATLAS_JUDGES = (
+    check_judges("atlas", config["atlas"]["judge"], ATLAS_SPEC)
     if ATLAS_CLASS_UNITS
-    else None
+    else []
 )
-if ATLAS_JUDGE is not None:
-    check_backbone_weights("atlas.judge", ATLAS_JUDGE)
-    ATLAS_ASCENT_SETTINGS["judge"] = ATLAS_JUDGE.to_config()
+for spec in ATLAS_JUDGES:
+    check_backbone_weights("atlas.judge", spec)
+if ATLAS_JUDGES:
+    ATLAS_ASCENT_SETTINGS["judge"] = judges_config(ATLAS_JUDGES)
 
 
 rule atlas_dataset:
@@ -135,7 +137,7 @@ rule atlas_chunk:
         backbone=backbone_inputs(ATLAS_SPEC),
         # the judge's weights, and the training data of the trained CNN's pixel classifier,
         # where the atlas has class units
-        judge=backbone_inputs(ATLAS_JUDGE) if ATLAS_JUDGE else [],
+        judge=[path for spec in ATLAS_JUDGES for path in backbone_inputs(spec)],
         data=training_data(ATLAS_SPEC) if ATLAS_CLASS_UNITS else [],
         code=code("atlas_chunk"),
     output:
@@ -160,7 +162,7 @@ rule atlas_chunk:
             trained=ATLAS_TRAINED,
             units=len(ATLAS_CHUNKS[wildcards.chunk]),
             side=ATLAS_SIDE,
-            judge=ATLAS_JUDGE is not None,
+            judge=bool(ATLAS_JUDGES),
         ),
         runtime=lambda wildcards: 10 + len(ATLAS_CHUNKS[wildcards.chunk]) // 4,
     params:
@@ -169,7 +171,7 @@ rule atlas_chunk:
         seed=config["seed"],
         device=config["device"],
         cache=backbone_cache(ATLAS_SPEC)
-        or (backbone_cache(ATLAS_JUDGE) if ATLAS_JUDGE else None),
+        or next(filter(None, map(backbone_cache, ATLAS_JUDGES)), None),
     script:
         "../scripts/atlas_chunk.py"
 

@@ -4,9 +4,10 @@ DOWNLOADS = {
     Path(spec.files(config["cache"])[0]).stem: spec.arch
     for spec in [
         *BACKBONES.values(),
-        *JUDGES.values(),
+        *(spec for specs in JUDGES.values() for spec in specs),
         *FIRST_LAYER_BACKBONES.values(),
         ATLAS_SPEC,
+        *ATLAS_JUDGES,
     ]
     if spec is not None and spec.downloads
 }

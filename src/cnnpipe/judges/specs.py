@@ -12,26 +12,64 @@ _LITE_STYLE_LAYERS = ("stem", "blocks.1", "blocks.2", "blocks.3", "blocks.5")
 JUDGE_STYLE_LAYERS = {"efficientnet_lite0": _LITE_STYLE_LAYERS, "efficientnet_lite1": _LITE_STYLE_LAYERS}
 
 
-def check_judge(key: str, judge, generator) -> BackboneSpec | None:
-    """The judge's spec for the stage ``key`` (``classes``/``fooling``/``style``), or None where
+def check_judge(key: str, judge, generator, *, where: str | None = None) -> BackboneSpec | None:
+    """One judge's spec for the stage ``key`` (``classes``/``fooling``/``style``), or None where
     it has nothing to judge (``judge: null``, or for classes and fooling a generator without
     ImageNet's classes: their images are made for the generator's classes). The style judge
     measures style and content with its own layers and classes, whatever the generator's
-    classes. Raises ``ValueError`` naming ``<key>.judge`` when the judge is the generator
-    itself or does not predict ImageNet's 1000 classes. Torch-free: called while the workflow
-    is parsed."""
+    classes. Raises ``ValueError`` naming ``where`` (default ``<key>.judge``) when the judge is
+    the generator itself or does not predict ImageNet's 1000 classes. Torch-free: called while
+    the workflow is parsed. A list of judges: :func:`check_judges`."""
+    where = where or f"{key}.judge"
     generator = parse_backbone(generator, f"{key}.backbone", must_exist=False)
     if judge is None or (key != "style" and not generator.imagenet):
         return None
-    spec = parse_backbone(judge, f"{key}.judge")
+    if isinstance(judge, (list, tuple)):
+        raise ValueError(f"{where}: expected one network, got a list; use check_judges for a list")
+    spec = parse_backbone(judge, where)
     if not spec.imagenet:
-        raise ValueError(f"{key}.judge: {spec.label!r} does not predict ImageNet's 1000 classes, so it cannot "
+        raise ValueError(f"{where}: {spec.label!r} does not predict ImageNet's 1000 classes, so it cannot "
                          f"judge images made for them")
     if spec.to_config() == generator.to_config():
-        raise ValueError(f"{key}.judge: {spec.label!r} is the network the images are optimized on "
+        raise ValueError(f"{where}: {spec.label!r} is the network the images are optimized on "
                          f"({key}.backbone); an independent judge must be another network, e.g. "
                          f"{'efficientnet_lite0' if spec.arch == DEFAULT_JUDGE else DEFAULT_JUDGE}")
     return spec
+
+
+def check_judges(key: str, judges, generator) -> list[BackboneSpec]:
+    """The judges of the stage ``key``, in the configured order: ``<key>.judge`` is one backbone
+    spec (a list of one), a non-empty list of distinct specs, or null (none). Empty where there
+    is nothing to judge (see :func:`check_judge`). Errors name the entry at fault
+    (``classes.judge[1]: ...``). Torch-free: called while the workflow is parsed."""
+    if judges is None or not isinstance(judges, (list, tuple)):
+        spec = check_judge(key, judges, generator)
+        return [] if spec is None else [spec]
+    if not judges:
+        raise ValueError(f"{key}.judge: an empty list; give one network or more, or null for no judge")
+    specs, seen = [], {}
+    for index, judge in enumerate(judges):
+        where = f"{key}.judge[{index}]"
+        if judge is None:
+            raise ValueError(f"{where}: null inside a list; write {key}.judge: null for no judge")
+        spec = check_judge(key, judge, generator, where=where)
+        if spec is None:  # the generator's images are not made for ImageNet's classes
+            return []
+        config = repr(spec.to_config())
+        if config in seen:
+            raise ValueError(f"{where}: {spec.label!r} is listed already as {key}.judge[{seen[config]}]; "
+                             "each judge once")
+        seen[config] = index
+        specs.append(spec)
+    return specs
+
+
+def judges_config(specs: list[BackboneSpec]):
+    """The judges as a config would write them, for a rule's params: None for none, one spec
+    for one (so ``judge: x`` and ``judge: [x]`` rerun nothing), else the list."""
+    if not specs:
+        return None
+    return specs[0].to_config() if len(specs) == 1 else [spec.to_config() for spec in specs]
 
 
 def style_layers(spec: BackboneSpec) -> tuple[str, ...]:

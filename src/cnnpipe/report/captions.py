@@ -134,6 +134,11 @@ def classes_key_numbers(attainment_json) -> list[str]:
         if "mean_image_correlation_mean" in n:
             text += (f"; the pixel classifier for **{n['independent_correct']} of {n['classes']}**; mean r with "
                      f"the class's mean image **{n['mean_image_correlation_mean']:.2f}**")
+        elif len(n.get("judges", {})) > 1:
+            each = "; ".join(f"{rst_text(name)} {v['top1']} and {v['top5']}" for name, v in n["judges"].items())
+            text += (f"; the independent judges put it first for **{n['judges_mean']['top1']:g} of {n['classes']}** "
+                     f"and in their top 5 for **{n['judges_mean']['top5']:g} of {n['classes']}** on average "
+                     f"(top-1 and top-5 counts: {each})")
         elif "independent_correct" in n:
             text += (f"; the independent judge puts it first for **{n['independent_correct']} of {n['classes']}** "
                      f"and in its top 5 for **{n['independent_top5']} of {n['classes']}**")
@@ -145,6 +150,10 @@ def classes_key_numbers(attainment_json) -> list[str]:
             f"accuracy {format_percent(reference['independent_test_accuracy'])}; median r with their class's mean image "
             f"{reference['test_images_mean_image_correlation_median']:.2f}."
         )
+    elif len(counts.get("judges", [])) > 1:
+        lines.append(f"The judges are {', '.join(rst_text(name) for name in counts['judges'])}, each trained "
+                     "separately; an image that only exploits the first network's weaknesses does not transfer to "
+                     "them.")
     elif any("independent_correct" in n for n in counts["variants"].values()):
         lines.append(f"The judge is {rst_text(counts.get('judge', 'another ImageNet network'))}, trained "
                      "separately; an image that only exploits the first network's weaknesses does not transfer to it.")
@@ -170,8 +179,11 @@ def _correlation_trend(variants: dict, reference: dict) -> list[str]:
     return [line + "."]
 
 
-def fooling_key_numbers(table_csv, method: str, target: float, judge: str | None = None) -> list[str]:
-    """How many classes reached the target after PNG, the lowest confidence, and the judge."""
+def fooling_key_numbers(table_csv, method: str, target: float, judge: str | None = None,
+                        judges_csv=None) -> list[str]:
+    """How many classes reached the target after PNG, the lowest confidence, and the judge; with
+    several judges in ``judges_csv`` (one row per image and judge), each judge's top-1 and top-5
+    counts and their mean."""
     table = _read_csv(table_csv, dtype={"class": str, "independent_prediction": str})
     reached = table["reached_target"].astype(bool)
     unit = "steps" if method == "gradient" else "generations"
@@ -190,7 +202,18 @@ def fooling_key_numbers(table_csv, method: str, target: float, judge: str | None
         lines.append(f"{who} names the target class for {agree} of {len(table)} images"
                      + (f"; the target is in its top 5 for **{int((table['independent_rank'] < 5).sum())} of "
                         f"{len(table)}**." if judge else "."))
+    verdicts = None if judges_csv is None or not judge else _read_csv(judges_csv, dtype={"judge": str})
+    if verdicts is not None and verdicts["judge"].nunique() > 1:
+        lines.append(_several_judges(verdicts, len(table)))
     return lines
+
+
+def _several_judges(verdicts, total: int) -> str:
+    """Each judge's top-1 and top-5 counts (rows: one per image and judge), and their mean."""
+    counts = verdicts.groupby("judge", sort=False)[["top1", "top5"]].sum()
+    each = "; ".join(f"{rst_text(name)} {int(row.top1)} and {int(row.top5)}" for name, row in counts.iterrows())
+    return (f"All {len(counts)} judges, each trained separately (top-1 and top-5 counts of {total}): {each}; "
+            f"mean **{counts['top1'].mean():g}** top-1 and **{counts['top5'].mean():g}** top-5.")
 
 
 def dream_key_numbers(row_csv) -> list[str]:
@@ -218,8 +241,9 @@ def _rank(row) -> str:
 
 
 def style_key_numbers(losses_csv) -> list[str]:
-    """Initial and final style, content and total losses; the judge's style distance and
-    whether the content was kept, where there is a judge."""
+    """Initial and final style, content and total losses; the judge's content retention, style
+    distance and whether the content was kept, where there is a judge; with several judges
+    their means first, then each judge's."""
     row = _read_csv(losses_csv).iloc[0]
     smoothing = row.get("smoothing", "none")
     smoothed = "" if is_missing(smoothing) or smoothing == "none" else f", features smoothed by {rst_text(smoothing)}"
@@ -236,13 +260,39 @@ def style_key_numbers(losses_csv) -> list[str]:
         f"{_num(row['content_loss_initial'])} -> {_num(row['content_loss_final'])}, total "
         f"{_num(row['total_loss_initial'])} -> **{_num(row['total_loss_final'])}**.",
     ]
-    if not is_missing(row.get("judge")) and not is_missing(row.get("style_distance")):
-        kept = str(row["content_kept"]).lower() == "true"
+    several = _style_judges(row)
+    if several:
         lines.append(
-            f"The judge, {rst_text(row['judge'])}, trained separately and never optimized against: style distance "
-            f"**{row['style_distance']:.2f}** (its Gram matrices; 1 = as far from the style image as the content "
-            f"photo, 0 = the style image's); content kept: **{'yes' if kept else 'no'}** (its top-1 for the "
-            f"photo, {rst_text(row['content_class'])}{_held(row)}, is {'' if kept else 'not '}in its top 5 for "
-            f"the result{_rank(row)}; its top-1 for the result: {rst_text(row['result_class'])})."
-        )
+            f"The {len(several)} judges, {', '.join(rst_text(one['judge']) for one in several)}, each trained "
+            f"separately and never optimized against, on average: content retention "
+            f"**{row['content_retention']:.2f}**, style distance **{row['style_distance']:.2f}**; content kept by "
+            f"**{int(row['content_kept_judges'])} of {len(several)}** (the scales as below).")
+        lines += [_style_verdict(one, f"{rst_text(one['judge'])}:") for one in several]
+    elif not is_missing(row.get("judge")) and not is_missing(row.get("style_distance")):
+        lines.append(_style_verdict(row, f"The judge, {rst_text(row['judge'])}, trained separately and never "
+                                         "optimized against:"))
     return lines
+
+
+def _style_judges(row) -> list[dict]:
+    """A row's per-judge measures, where several judges measured it (columns ``<name>__<slug>``)."""
+    if is_missing(row.get("judges")):
+        return []
+    slugs = [key[len("judge__"):] for key in row.index if key.startswith("judge__")]
+    return [{key[:-len(f"__{slug}")]: row[key] for key in row.index if key.endswith(f"__{slug}")} for slug in slugs]
+
+
+def _style_verdict(row, who: str) -> str:
+    """One judge's content retention (where the table has it: older ones do not), style
+    distance and whether the photo's class was kept."""
+    kept = str(row["content_kept"]).lower() == "true"
+    retention = row.get("content_retention")
+    retained = "" if is_missing(retention) else (
+        f" content retention **{float(retention):.2f}** (the cosine of its pooled embeddings of the result and the "
+        "photo, rescaled: 1 = the photo's, 0 = the style image's);")
+    return (
+        f"{who}{retained} style distance **{row['style_distance']:.2f}** (its Gram matrices; 1 = as far from the "
+        f"style image as the content photo, 0 = the style image's); content kept: **{'yes' if kept else 'no'}** "
+        f"(its top-1 for the photo, {rst_text(row['content_class'])}{_held(row)}, is {'' if kept else 'not '}in its "
+        f"top 5 for the result{_rank(row)}; its top-1 for the result: {rst_text(row['result_class'])})."
+    )

@@ -22,7 +22,19 @@ fool pixel classifiers too.
 
 With ``backbone`` set to an ImageNet network (``cnnpipe.judges.classifier``) the same three variants
 run for the configured ImageNet classes; there is no training set here to fit a pixel
-classifier or take class means on, so those columns stay empty."""
+classifier or take class means on, so those columns stay empty, and the independent judges
+are the ImageNet networks of ``classes.judge`` (one or a list).
+
+The files: ``summary.csv`` has one row per (class, variant): ``logit`` and ``probability`` of
+the class by the network, ``cnn_prediction`` its top class; ``independent_prediction``,
+``independent_probability`` (of the class) and ``independent_rank`` (the class's rank, 0 =
+top-1) are the *first* judge's verdict (the pixel classifier, or the first ImageNet judge
+listed), empty without a judge; ``mean_image_correlation`` is r with the class's mean training
+image (pixel classifier only). ``judges.csv`` has one row per image and judge, every judge's
+verdict: ``class``, ``class_index``, ``variant``, ``judge`` (its name), ``prediction`` and
+``prediction_probability`` (its top class and that class's probability), ``probability`` (of
+the intended class), ``rank`` (0 = top-1), ``top1`` and ``top5``. ``attainment.json`` counts
+per variant, per judge (``judges``) and as the mean over the judges (``judges_mean``)."""
 
 from __future__ import annotations
 
@@ -39,6 +51,7 @@ from cnnpipe.io.files import save_figure, write_csv, write_json
 from cnnpipe.io.images import read_images, write_image_folder
 from cnnpipe.judges.classifier import load_classifier
 from cnnpipe.judges.imagenet import target_ranks
+from cnnpipe.judges.verdicts import count_text, judge_counts, judge_name, judge_verdicts
 from cnnpipe.networks.aliases import SCORES_LAYER
 from cnnpipe.report.plots import image_grid
 from cnnpipe.runtime.device import model_device, seed_everything, select_device
@@ -182,11 +195,13 @@ def summarize(
     model: nn.Module, images: dict[str, torch.Tensor], independent, class_names, targets=None
 ) -> pd.DataFrame:
     """One row per (class, variant): the CNN's logit and probability of that class and its
-    prediction; the independent judge's (pixel classifier's or ImageNet judge's) prediction,
+    prediction; the independent judge's (pixel classifier's or ImageNet judge's; of a list, the
+    first's: :func:`judges_table` has every judge's) prediction,
     probability of the class and the class's rank among its predictions (0 = top-1), empty
     without a judge; and the correlation with the class's mean training image (a pixel
     classifier only). Image j of each variant is for class ``targets[j]`` (default: j)."""
     device = model_device(model)
+    independent = _first(independent)
     rows = []
     for variant, batch in images.items():
         with ascent.frozen(model):  # eval mode (no dropout), restored afterwards
@@ -217,10 +232,34 @@ def summarize(
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def attainment(summary: pd.DataFrame, reference: dict) -> dict:
+def _first(independent):
+    """The first of a list of judges (None for none); a single judge as it is."""
+    if isinstance(independent, (list, tuple)):
+        return independent[0] if independent else None
+    return independent
+
+
+def judges_table(images: dict[str, torch.Tensor], judges, class_names, targets=None) -> pd.DataFrame:
+    """Every judge's verdict on every image: one row per (variant, class, judge), the columns
+    of the module docstring's ``judges.csv``."""
+    frames = []
+    for variant, batch in images.items():
+        classes = np.arange(len(batch)) if targets is None else np.asarray(targets)
+        verdicts = judge_verdicts(judges, batch, classes, class_names)
+        image = verdicts.pop("image").to_numpy()
+        verdicts.insert(0, "variant", variant)
+        verdicts.insert(0, "class_index", classes[image].astype(int))
+        verdicts.insert(0, "class", [str(class_names[c]) for c in classes[image]])
+        frames.append(verdicts)
+    return pd.concat(frames, ignore_index=True)
+
+
+def attainment(summary: pd.DataFrame, reference: dict, verdicts: pd.DataFrame | None = None) -> dict:
     """Per variant: how many classes the CNN and the independent judge assign to the intended
     class (the judge also: in its top 5), and the correlation with the class means (pixel
-    classifier only); ``reference`` holds the pixel classifier's measures for real test images."""
+    classifier only); ``reference`` holds the pixel classifier's measures for real test images.
+    With ``verdicts`` (:func:`judges_table`), each judge's top-1 and top-5 counts and mean
+    probability of the class (``judges``) and their mean over the judges (``judges_mean``)."""
     out = {"reference": reference, "variants": {}}
     for variant, group in summary.groupby("variant", sort=False):
         numbers = {
@@ -239,6 +278,9 @@ def attainment(summary: pd.DataFrame, reference: dict) -> dict:
                 "mean_image_correlation_mean": round(float(group["mean_image_correlation"].mean()), 4),
                 "mean_image_correlation_min": round(float(group["mean_image_correlation"].min()), 4),
             })
+        if verdicts is not None and not verdicts.empty:
+            counts = judge_counts(verdicts[verdicts["variant"] == variant])
+            numbers.update(judges=counts["judges"], judges_mean=counts["mean"])
         out["variants"][variant] = numbers
     return out
 
@@ -277,11 +319,13 @@ def regularization_words(cfg: dict) -> list[str]:
 
 
 def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class_means: np.ndarray | None,
-                   class_names, cfg: dict, reference: dict | None, judge: str | None = None):
+                   class_names, cfg: dict, reference: dict | None, verdicts: pd.DataFrame | None = None):
     """Rows: the variants, then (with a pixel classifier) the class's mean training image;
     columns: the classes. Under each image: the CNN's probability, then the pixel classifier's
-    prediction and r with the class mean where there is one, or the ImageNet ``judge``'s
-    prediction."""
+    prediction and r with the class mean where there is one, or the ImageNet judges' verdicts
+    (``verdicts``, :func:`judges_table`): one judge's prediction, or how many of several judges
+    put the class first; the title counts each judge's top-1 and top-5 and their mean."""
+    names = [] if verdicts is None or reference is not None else list(dict.fromkeys(verdicts["judge"]))
     k = len(class_names)
     shape = next(iter(images.values())).shape[1:]
     judged = reference is not None
@@ -297,8 +341,8 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
             under = f"p {row['probability']:.3f}"
             if judged:
                 under += f" | {row['independent_prediction']} | r {row['mean_image_correlation']:.2f}"
-            elif judge:
-                under += f" | judge: {row['independent_prediction']}"
+            elif names:
+                under += _judged_under(verdicts, names, variant, str(name), row["independent_prediction"])
             sublabels.append(under)
     if judged:
         labels += [f"mean: {name}" for name in class_names]
@@ -325,14 +369,28 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
             for v, g in summary.groupby("variant", sort=False)
         )
         lines += [rows, f"under each: the network's probability of the class; its top class agrees: {tally}"]
-        if judge:
-            verdict = " | ".join(
-                f"{VARIANT_LABELS.get(v, v)} {int((g['independent_rank'] == 0).sum())}/{k} top-1, "
-                f"{int((g['independent_rank'] < 5).sum())}/{k} top-5"
-                for v, g in summary.groupby("variant", sort=False)
-            )
-            lines.append(f"and the judge's prediction: {judge}, trained separately, names the class: {verdict}")
+        if names:
+            lines += _judges_lines(verdicts, names, k)
     return image_grid(torch.cat(panels), labels, "\n".join(lines), ncols=k, sublabels=sublabels)
+
+
+def _judged_under(verdicts: pd.DataFrame, names: list[str], variant: str, name: str, prediction: str) -> str:
+    """Under an image: the one judge's prediction, or how many of several put the class first."""
+    if len(names) == 1:
+        return f" | judge: {prediction}"
+    mine = verdicts[(verdicts["variant"] == variant) & (verdicts["class"] == name)]
+    return f" | judges: {int(mine['top1'].sum())}/{len(names)} top-1"
+
+
+def _judges_lines(verdicts: pd.DataFrame, names: list[str], k: int) -> list[str]:
+    """The title's verdicts: per variant each judge's top-1 and top-5 counts, and their mean."""
+    groups = verdicts.groupby("variant", sort=False)
+    if len(names) == 1:
+        verdict = " | ".join(f"{VARIANT_LABELS.get(v, v)} {int(g['top1'].sum())}/{k} top-1, {int(g['top5'].sum())}/{k} "
+                             "top-5" for v, g in groups)
+        return [f"and the judge's prediction: {names[0]}, trained separately, names the class: {verdict}"]
+    return [f"and the judges, trained separately ({', '.join(names)}), name the class:",
+            *(f"{VARIANT_LABELS.get(v, v)}: {count_text(judge_counts(g), k)}" for v, g in groups)]
 
 
 def saved_as_files(images: dict[str, torch.Tensor], folder: Path, names) -> dict[str, torch.Tensor]:
@@ -351,12 +409,14 @@ def run_classes(
     attainment_json,
     grid_png,
     image_dir,
+    judges_csv=None,
     model_path=None,
     data_path=None,
     cache_dir=None,
 ) -> pd.DataFrame:
     """Rule `classes`: the images of all variants (``image_dir/<variant>/<class>.png``), their
-    summary, counts and the grid; the numbers and the grid come from those files, read back."""
+    summary, every judge's verdicts (``judges_csv``, where given), counts and the grid; the
+    numbers and the grid come from those files, read back."""
     check_config(settings)
     seed_everything(seed)
     device = select_device(device_name)
@@ -367,21 +427,34 @@ def run_classes(
     images = visualize_classes(model, net.image_shape, settings, layer=net.layer, targets=net.targets, seed=seed)
     images = saved_as_files(images, Path(image_dir), net.target_names)
     independent = net.independent(settings["independent_classifier"], seed)
-    reference = None if independent is None or net.data is None else reference_measures(independent, net.data)
+    reference = None if not independent or net.data is None else reference_measures(independent[0], net.data)
     summary = summarize(model, images, independent, net.class_names, net.targets)
-    counts = attainment(summary, reference)
-    if independent is not None and reference is None:
-        counts["judge"] = independent.kind
-    for variant, numbers in counts["variants"].items():
-        judged = (f", judge {numbers['independent_correct']}/{numbers['classes']} top-1 "
-                  f"{numbers['independent_top5']}/{numbers['classes']} top-5" if "independent_correct" in numbers else "")
-        if "mean_image_correlation_mean" in numbers:
-            judged += f", mean r with class mean {numbers['mean_image_correlation_mean']:.3f}"
-        log.info("%s: network %d/%d%s", variant, numbers["cnn_correct"], numbers["classes"], judged)
+    verdicts = judges_table(images, independent, net.class_names, net.targets)
+    counts = attainment(summary, reference, verdicts)
+    if independent and reference is None:
+        counts["judge"] = independent[0].kind
+        counts["judges"] = [judge_name(judge) for judge in independent]
+    _log_counts(counts)
     log.info("reference: %s", reference)
     write_csv(summary_csv, summary)
+    if judges_csv is not None:
+        write_csv(judges_csv, verdicts)
     write_json(attainment_json, counts)
-    means = None if reference is None else independent.class_means[net.targets]
-    judge = None if independent is None or reference is not None else independent.kind
-    save_figure(classes_figure(images, summary, means, net.target_names, settings, reference, judge), grid_png)
+    means = None if reference is None else independent[0].class_means[net.targets]
+    save_figure(classes_figure(images, summary, means, net.target_names, settings, reference,
+                               None if reference is not None else verdicts), grid_png)
     return summary
+
+
+def _log_counts(counts: dict) -> None:
+    """Per variant: the network's count, and each judge's top-1 and top-5 and their mean."""
+    for variant, numbers in counts["variants"].items():
+        total = numbers["classes"]
+        judged = ""
+        if "judges" in numbers:
+            judged = ", judges " + count_text({"judges": numbers["judges"], "mean": numbers["judges_mean"]}, total)
+        elif "independent_correct" in numbers:
+            judged = f", judge {numbers['independent_correct']}/{total} top-1 {numbers['independent_top5']}/{total} top-5"
+        if "mean_image_correlation_mean" in numbers:
+            judged += f", mean r with class mean {numbers['mean_image_correlation_mean']:.3f}"
+        log.info("%s: network %d/%d%s", variant, numbers["cnn_correct"], total, judged)

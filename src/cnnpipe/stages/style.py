@@ -6,8 +6,12 @@ optimization) on the prepared backbone and writes the stylized PNG, a content | 
 figure and a one-row CSV of the losses before and after. An independent ImageNet judge
 (``style.judge``, a second network that is never optimized against) then measures the PNG as
 written: how close its Gram matrices come to the style image's (``style_distance``: 1 = as far
-as the content image, 0 = the style image's), and whether it still shows what the content photo
-shows (``content_kept``: the judge's top-1 class for the photo is among its top 5 for the result)."""
+as the content image, 0 = the style image's), how much of the photo's content it keeps
+(``content_retention``: the cosine of the judge's pooled embeddings of result and photo, rescaled
+so that the style image's is 0 and the photo's 1), and whether the judge's top-1 class for the
+photo is among its top 5 for the result (``content_kept``). ``style.judge`` may list several
+judges: the CSV's headline columns are then the mean over them, each judge's follow
+(:func:`cnnpipe.judges.style_verdict.judges_result`)."""
 
 from __future__ import annotations
 
@@ -28,14 +32,14 @@ from torch import Tensor, nn
 
 from cnnpipe.io.files import atomic_write_text, save_figure, write_csv
 from cnnpipe.io.images import load_image, pil_to_tensor, save_png
-from cnnpipe.judges.imagenet import ImageNetJudge, content_kept, target_ranks, top_classes
-from cnnpipe.judges.specs import check_judge
-from cnnpipe.judges.style_distance import style_distance
+from cnnpipe.judges.imagenet import ImageNetJudge
+from cnnpipe.judges.specs import check_judges
+from cnnpipe.judges.style_verdict import each_judge, judges_result
 from cnnpipe.methods.style.configured import scale_columns, transfer_configured_batch
 from cnnpipe.methods.style.names import blend_label, blend_part, blend_weights
 from cnnpipe.methods.style.optimize import StyleResult
 from cnnpipe.methods.style.settings import check_style_batch
-from cnnpipe.networks.build import imagenet_class_names, load_backbone
+from cnnpipe.networks.build import load_backbone
 from cnnpipe.networks.fold import inference_model
 from cnnpipe.report.captions import style_key_numbers, write_caption
 from cnnpipe.runtime.chunks import ERROR_SUFFIX, batches
@@ -79,26 +83,6 @@ def _sized_pair(content: Image.Image, style, image_size: int, style_scale: float
         factor = math.sqrt(area / (sw * sh))
         resized.append(pil_to_tensor(_resize(image, (max(8, round(sw * factor)), max(8, round(sh * factor))))))
     return pil_to_tensor(content), resized if several else resized[0]
-
-
-def judge_result(judge: ImageNetJudge, content: Tensor, style: Tensor | Sequence[Tensor], result: Tensor,
-                 style_weights: Sequence[float] | None = None) -> dict:
-    """The judge's measures of one result [3, H, W] (best read back from its PNG): the mean
-    ``style_distance`` over the judge's style layers and each layer's (``style_distance_<layer>``),
-    ``content_kept``, the judge's top-1 class for the content photo (``content_class``) with its
-    probability for the photo (``content_probability``: how firmly the judge holds it) and its
-    rank for the result (``content_rank``, 0 = top-1; kept = rank below 5), and the judge's
-    top-1 for the result. A blend's ``style`` is a list of images with ``style_weights``."""
-    distances = style_distance(judge, result, style, content, weights=style_weights)
-    proba = judge.predict_proba(torch.stack([content, result]))
-    names = imagenet_class_names()
-    row = {"judge": judge.kind, "style_distance": distances.pop("mean")}
-    row.update({f"style_distance_{layer}": value for layer, value in distances.items()})
-    first = top_classes(proba, 1)[:, 0]
-    row.update(content_kept=bool(content_kept(proba[0], proba[1])), content_class=names[first[0]],
-               content_probability=float(proba[0, first[0]]),
-               content_rank=int(target_ranks(proba[1:], [first[0]])[0]), result_class=names[first[1]])
-    return row
 
 
 def _display_layers(model: nn.Module, names: Sequence[str]) -> str:
@@ -159,14 +143,25 @@ def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapp
         f"{'L-BFGS evaluations' if settings['optimizer'] == 'lbfgs' else 'Adam steps'} from the "
         f"{settings['init']} image{', colours of the content kept' if settings.get('preserve_color') else ''}",
     ]
-    if judged:
+    several = each_judge(judged) if judged else []
+    if several:
         lines.append(
-            f"judge {judged['judge']} (never optimized against): style distance {judged['style_distance']:.2f} "
-            f"(1 = the content photo's, 0 = the style image's); content kept: "
-            f"{'yes' if judged['content_kept'] else 'no'} (photo: {judged['content_class']!r} at "
-            f"{judged['content_probability']:.0%}, rank {judged['content_rank'] + 1} for the result; "
-            f"result: {judged['result_class']!r})"
-        )
+            f"mean of {len(several)} judges (never optimized against): content retention "
+            f"{judged['content_retention']:.2f} (1 = the photo's, 0 = the style image's); style distance "
+            f"{judged['style_distance']:.2f} (1 = the content photo's, 0 = the style image's); content kept by "
+            f"{judged['content_kept_judges']} of {len(several)}")
+        lines.append("; ".join(f"{one['judge']}: retention {one['content_retention']:.2f}, distance "
+                               f"{one['style_distance']:.2f}, {'kept' if one['content_kept'] else 'not kept'}"
+                               for one in several))
+    elif judged:
+        lines += [
+            f"judge {judged['judge']} (never optimized against): content retention {judged['content_retention']:.2f} "
+            f"(1 = the photo's, 0 = the style image's); style distance {judged['style_distance']:.2f} (1 = the "
+            f"content photo's, 0 = the style image's)",
+            f"content kept: {'yes' if judged['content_kept'] else 'no'} (photo: {judged['content_class']!r} at "
+            f"{judged['content_probability']:.0%}, rank {judged['content_rank'] + 1} for the result; result: "
+            f"{judged['result_class']!r})",
+        ]
     return "\n".join(lines)
 
 
@@ -181,25 +176,26 @@ def _losses_row(content_name: str, style_name: str, backbone: str, model: nn.Mod
         row[f"{key}_initial"] = result.initial[key]
         row[f"{key}_final"] = result.final[key]
     # the judge's columns, empty without a judge
-    return {**row, "judge": None, "style_distance": None, "content_kept": None, "content_class": None,
-            "content_probability": None, "content_rank": None, "result_class": None, **(judged or {})}
+    return {**row, "judge": None, "style_distance": None, "content_retention": None, "content_kept": None,
+            "content_class": None, "content_probability": None, "content_rank": None, "result_class": None,
+            **(judged or {})}
 
 
 @dataclass
 class StyleNetworks:
     """What every pair of a job shares: the backbone, prepared once (``inference_model``), its
-    name, the judge (None: ``style.judge`` is null) and the device the backbone is on."""
+    name, the judges (none: ``style.judge`` is null) and the device the backbone is on."""
 
     model: nn.Module
     name: str
-    judge: ImageNetJudge | None
+    judges: list[ImageNetJudge]
     device: torch.device
 
 
 def load_networks(settings: Mapping, *, device: str = "auto", cache_dir=None) -> StyleNetworks:
-    """Load and prepare the backbone of ``settings["backbone"]`` and the judge of
+    """Load and prepare the backbone of ``settings["backbone"]`` and the judges of
     ``settings["judge"]`` on ``device``, once per job. Logs how long each took."""
-    judge_spec = check_judge("style", settings.get("judge"), settings["backbone"])
+    judge_specs = check_judges("style", settings.get("judge"), settings["backbone"])
     began = time.perf_counter()
     torch_device = select_device(device)
     model = load_backbone(settings["backbone"], cache_dir=cache_dir, key="style.backbone").to(torch_device)
@@ -207,11 +203,12 @@ def load_networks(settings: Mapping, *, device: str = "auto", cache_dir=None) ->
     model = inference_model(model, channels_last=torch_device.type != "mps")
     loaded = time.perf_counter()
     log.info("start-up: network %s loaded and prepared in %.2f s", name, loaded - began)
-    judge = None
-    if judge_spec is not None:
-        judge = ImageNetJudge(judge_spec, cache_dir=cache_dir)
-        log.info("start-up: judge %s loaded in %.2f s", judge.kind, time.perf_counter() - loaded)
-    return StyleNetworks(model, name, judge, torch_device)
+    judges = []
+    for spec in judge_specs:
+        judges.append(ImageNetJudge(spec, cache_dir=cache_dir))
+        log.info("start-up: judge %s loaded in %.2f s", judges[-1].name, time.perf_counter() - loaded)
+        loaded = time.perf_counter()
+    return StyleNetworks(model, name, judges, torch_device)
 
 
 @dataclass
@@ -302,14 +299,11 @@ def _write_pair(pair: _ReadPair, result: StyleResult, settings: Mapping, network
     files = pair.files
     save_png(result.image, files.output_image)
     judged = None
-    if networks.judge is not None:
+    if networks.judges:
         # the PNG as written (8 bits), as anyone who opens it sees it
-        judged = judge_result(networks.judge, pair.content, pair.style, pil_to_tensor(load_image(files.output_image)),
-                              pair.blend)
-        log.info("%sjudge %s: style distance %.3f, content kept %s (%s at %.1f%%, rank %d for the result; "
-                 "result: %s)", prefix, judged["judge"], judged["style_distance"], judged["content_kept"],
-                 judged["content_class"], 100 * judged["content_probability"], judged["content_rank"] + 1,
-                 judged["result_class"])
+        judged = judges_result(networks.judges, pair.content, pair.style,
+                               pil_to_tensor(load_image(files.output_image)), pair.blend)
+        _log_judged(judged, prefix)
 
     content_name, style_name = Path(str(files.content_path)).stem, blend_part(pair.style_files, pair.weights)
     title = (f"Style transfer (Gatys et al.): content of {content_name!r}, style of "
@@ -321,6 +315,18 @@ def _write_pair(pair: _ReadPair, result: StyleResult, settings: Mapping, network
     save_figure(figure, files.output_figure)
     row = _losses_row(content_name, style_name, networks.name, networks.model, result, settings, judged)
     write_csv(files.output_csv, pd.DataFrame([{**row, **scale_columns(result)}]))
+
+
+def _log_judged(judged: Mapping, prefix: str) -> None:
+    """Each judge's line and, for several, the mean's."""
+    for one in each_judge(judged) or [judged]:
+        log.info("%sjudge %s: style distance %.3f, content retention %.3f, content kept %s (%s at %.1f%%, rank %d "
+                 "for the result; result: %s)", prefix, one["judge"], one["style_distance"], one["content_retention"],
+                 one["content_kept"], one["content_class"], 100 * one["content_probability"],
+                 one["content_rank"] + 1, one["result_class"])
+    if each_judge(judged):
+        log.info("%smean of the judges: style distance %.3f, content retention %.3f, content kept by %d",
+                 prefix, judged["style_distance"], judged["content_retention"], judged["content_kept_judges"])
 
 
 def style_pair(
