@@ -19,8 +19,9 @@ judge only measures; nothing is optimized against it.
 
 Settings: config.yaml's ``classes`` for that backbone (the regularized variant takes
 ``imagenet_regularized`` over the trained CNN's); ``--set key=value`` changes a key of
-``imagenet_regularized`` when it is one of its keys (or one only that block sets: canvas,
-crop_side, noise, optimizer, lr, steps of the regularized variant), else the top-level key.
+``imagenet_regularized`` when that block can hold it (the regularized variant's keys, and
+canvas, crop_side, noise, optimizer, lr, steps, decay_power, which only it sets), else the
+top-level key.
 Goals: regularized >= 9/10 at top-1 by the judge, plain <= 1/10, <= 3 min for the ten classes on
 two CPU cores.
 
@@ -48,7 +49,13 @@ from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
 from cnnpipe.networks.aliases import SCORES_LAYER, resolve_layer
 from cnnpipe.networks.build import imagenet_class_names, load_backbone
 from cnnpipe.report.colour import colour_measures, photo_colour
-from cnnpipe.stages.classes import CANVAS_DEFAULTS, OBJECTIVES, VARIANT_SCHEDULE_KEYS, variant_settings
+from cnnpipe.stages.classes import (
+    CANVAS_DEFAULTS,
+    OBJECTIVES,
+    REGULARIZED_KEYS,
+    VARIANT_SCHEDULE_KEYS,
+    variant_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +91,7 @@ def classes_config(path: str, overrides: list[str]) -> dict:
         key, _, value = item.partition("=")
         if key not in cfg and key not in block_only:
             raise SystemExit(f"--set {item}: classes has no key {key!r}")
-        in_block = key in cfg["imagenet_regularized"] or key in CANVAS_DEFAULTS
+        in_block = key in cfg["imagenet_regularized"] or key in (*REGULARIZED_KEYS, *block_only)
         (cfg["imagenet_regularized"] if in_block else cfg)[key] = yaml.safe_load(value)
     return cfg
 
