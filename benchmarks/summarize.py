@@ -72,10 +72,16 @@ def dream_chunks(rows):
 
 
 def class_transfer(rows):
-    best = max(rows, key=lambda row: int(row["judge_top1"]))
-    others = "".join(f"; {r['variant']} {r['judge_top1']}/{r['classes']}" for r in rows if r is not best)
-    return (f"{best['variant']} **{best['judge_top1']}/{best['classes']}** at the judge's top-1 in "
-            f"{best['seconds']} s{others}")
+    parts = []
+    for protocol in dict.fromkeys(row.get("protocol") or "reported" for row in rows):
+        group = [row for row in rows if (row.get("protocol") or "reported") == protocol]
+        best = max(group, key=lambda row: int(row["judge_top1"]))
+        others = "".join(f", {r['variant']} {r['judge_top1']}/{r['classes']}" for r in group if r is not best)
+        where = f"{protocol} ({best['generator'].replace('efficientnet_', '')} judged by " \
+                f"{best['judge'].replace('efficientnet_', '')}): " if len(rows) > len(group) or protocol != "reported" else ""
+        parts.append(f"{where}{best['variant']} **{best['judge_top1']}/{best['classes']}** at the judge's top-1 "
+                     f"({best['seconds']} s){others}")
+    return "; ".join(parts)
 
 
 def cppn_fooling(rows):

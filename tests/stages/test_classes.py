@@ -113,6 +113,47 @@ def test_variants_follow_the_slides():
     assert none == []
 
 
+def test_an_imagenet_backbone_ascends_a_canvas_through_crops_and_the_digit_cnn_does_not():
+    block = {"canvas": 64, "copies": 3, "crop_side": [0.4, 0.5], "noise": 0.02, "optimizer": "nadam", "lr": 0.3,
+             "steps": 7, "decay_power": 1.5, "jitter": 0.0, "scale": 0.0, "degrees": 0}
+    cfg = config(backbone="efficientnet_lite0", imagenet_regularized=block)
+    settings = classes.variant_settings(cfg, (3, 32, 32))
+    reg = settings["regularized"]
+    assert reg["param"].shape == (3, 64, 64) and reg["param"].decay_power == 1.5
+    assert [type(t).__name__ for t in reg["transforms"]] == ["RandomCrops", "Noise"]
+    crops, noise = reg["transforms"]
+    assert (crops.size, crops.side, noise.std) == (32, (0.4, 0.5), 0.02)
+    assert (reg["copies"], reg["steps"], reg["lr"], reg["optimizer"]) == (3, 7, 0.3, "nadam")
+    assert set(settings["plain"]) == {"param"} and settings["plain"]["param"].shape == (3, 32, 32)
+    assert "a 64 px canvas seen as 3 random crops of 0.4-0.5 of its side a step" in classes.regularization_words(cfg)
+    # The digit CNN ignores the block: its regularized variant is the one it always had.
+    trained = classes.variant_settings(config(backbone="trained", imagenet_regularized=block), (1, 8, 8))
+    reg = trained["regularized"]
+    assert reg["param"].shape == (1, 8, 8) and reg["param"].decay_power == 1.0
+    assert (reg["steps"], reg["lr"], reg["optimizer"]) == (config()["steps"], config()["lr"], "adam")
+    assert [type(t).__name__ for t in reg["transforms"]] == ["Jitter", "RandomAffine", "Jitter"]
+
+
+@pytest.mark.parametrize(("block", "words"), [
+    ({"crop_side": [0.6, 0.5]}, ["crop_side", "low <= high"]),
+    ({"crop_side": [0.5]}, ["crop_side"]),
+    ({"canvas": 8}, ["canvas", ">= 16"]),
+    ({"canvas": 100}, ["canvas", "at least the image size (128)"]),
+    ({"noise": -0.1}, ["noise", ">= 0"]),
+    ({"optimizer": "sgd"}, ["optimizer", "'nadam'"]),
+    ({"lr": 0}, ["lr", "> 0"]),
+    ({"steps": 2.5}, ["steps", "integer"]),
+    ({"decay_power": 5}, ["decay_power"]),
+    ({"canvass": 256}, ["imagenet_regularized sets only", "canvass"]),
+])
+def test_bad_canvas_settings_name_the_key(block, words):
+    cfg = config(backbone="efficientnet_lite0", imagenet_regularized={**config()["imagenet_regularized"], **block})
+    with pytest.raises(ValueError) as error:
+        classes.variant_settings(cfg, (3, 128, 128))
+    for word in words:
+        assert word in str(error.value), (word, str(error.value))
+
+
 def test_config_errors_name_the_key():
     cfg = config()
     del cfg["l1_weight"]
@@ -368,7 +409,8 @@ def test_rule_on_an_imagenet_backbone_needs_no_training(tmp_path):
     independent ImageNet judge (Lite1) gives its verdicts instead."""
     override = tmp_path / "backbone.yaml"
     override.write_text(yaml.safe_dump({"classes": {
-        "backbone": "efficientnet_lite0", "imagenet_classes": [1, 130], "image_size": 32, "steps": 3}}))
+        "backbone": "efficientnet_lite0", "imagenet_classes": [1, 130], "image_size": 32, "steps": 3,
+        "imagenet_regularized": {"canvas": 48, "steps": 3}}}))
     snakemake(tmp_path, "--cores", "2", OUTPUTS[0], configfiles=(TINY, override))
     assert not (tmp_path / "results/train").exists() and not (tmp_path / "results/data").exists()
     summary = pd.read_csv(tmp_path / OUTPUTS[0])

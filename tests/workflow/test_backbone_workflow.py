@@ -23,7 +23,7 @@ USER_SLUG = parse_backbone(USER_SPEC, must_exist=False).slug
 OVERRIDE = {
     # Lite1 generates, so Lite0 judges (the judge must be another network)
     "classes": {"backbone": "efficientnet_lite1", "judge": "efficientnet_lite0", "imagenet_classes": [1, 963],
-                "image_size": 64, "steps": 10},
+                "image_size": 64, "steps": 10, "imagenet_regularized": {"canvas": 96, "steps": 10}},
     "fooling": {"backbone": "efficientnet_lite0", "imagenet_classes": [1, 963], "image_size": 64,
                 "gradient_steps": 30, "gradient_lr": 0.05},
     "first_layer_filters": {"backbones": ["trained", USER_SPEC]},

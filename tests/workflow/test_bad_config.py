@@ -52,6 +52,11 @@ from pipeline import TINY, planned_jobs, snakemake
         ({"classes": {"parameterization": "phase"}}, ["classes.blur_every", "'phase'", "0"]),
         ({"classes": {"backbone": "vgg19", "imagenet_regularized": {"parameterization": "phase", "blur_every": 2}}},
          ["classes.imagenet_regularized.blur_every", "'phase'"]),
+        ({"classes": {"backbone": "vgg19", "imagenet_regularized": {"crop_side": [0.6, 0.5]}}},
+         ["classes.imagenet_regularized.crop_side", "[0.6, 0.5]", "low must not exceed high"]),
+        ({"classes": {"backbone": "vgg19", "image_size": 128, "imagenet_regularized": {"canvas": 100}}},
+         ["classes.imagenet_regularized.canvas", "100 px", "classes.image_size (128 px)"]),
+        ({"classes": {"imagenet_regularized": {"optimizer": "sgd"}}}, ["optimizer", "nadam"]),
     ],
 )
 def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, override, expected):

@@ -8,7 +8,8 @@ regularized. The parts, one submodule each:
 * ``objectives`` - scores per sample to maximize, composable and fusable across a batch;
 * ``param`` - how x is parameterized (pixels, decorrelated Fourier coefficients, or the phase
   alone under a fixed natural-image spectrum), seeded per sample;
-* ``transforms`` - random jitter, zoom and rotation applied before the model each step;
+* ``transforms`` - random jitter, zoom, rotation, crops of a larger canvas and noise applied
+  before the model each step;
 * ``regularizers`` - penalties on x (L1, L2, total variation);
 * ``render`` - the loop (``ascend``: Adam, DeepDream's normalized step or L-BFGS) and
   ``render_batched``, which runs many objectives in chunks with chunk-independent results.
@@ -61,7 +62,9 @@ from cnnpipe.ascent.render import (
 )
 from cnnpipe.ascent.transforms import (
     Jitter,
+    Noise,
     RandomAffine,
+    RandomCrops,
     Transform,
     random_rotate,
     random_scale,
@@ -100,6 +103,8 @@ __all__ = [
     "Transform",
     "Jitter",
     "RandomAffine",
+    "RandomCrops",
+    "Noise",
     "random_scale",
     "random_rotate",
     "standard_transforms",

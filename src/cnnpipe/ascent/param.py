@@ -23,6 +23,7 @@ from torch import Tensor, nn
 __all__ = [
     "STREAM_INIT",
     "STREAM_TRANSFORMS",
+    "STREAM_SCORE",
     "sample_generator",
     "gaussian_blur",
     "ImageParam",
@@ -41,6 +42,8 @@ __all__ = [
 # Separate streams per sample, so changing the start image does not change the transforms.
 STREAM_INIT = 0
 STREAM_TRANSFORMS = 1
+# The fixed views that score an image the transforms resize (a canvas seen through crops).
+STREAM_SCORE = 2
 
 
 def sample_generator(seed: int, index: int, stream: int = STREAM_INIT) -> torch.Generator:

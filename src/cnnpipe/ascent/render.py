@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from cnnpipe.ascent.hooks import Activations, capture, frozen
 from cnnpipe.ascent.objectives import Objective, as_objective
-from cnnpipe.ascent.param import STREAM_TRANSFORMS, ImageParam, sample_generator
+from cnnpipe.ascent.param import STREAM_SCORE, STREAM_TRANSFORMS, ImageParam, sample_generator
 from cnnpipe.ascent.regularizers import resolve_regularizers
 from cnnpipe.runtime.device import model_device
 from cnnpipe.runtime.logs import progress as log_progress
@@ -64,7 +64,7 @@ class AscentResult:
 # --------------------------------------------------------------------------- one ascent
 
 
-_DEFAULT_LR = {"adam": 0.05, "normalized": 0.01, "lbfgs": 1.0}
+_DEFAULT_LR = {"adam": 0.05, "nadam": 0.05, "normalized": 0.01, "lbfgs": 1.0}
 
 
 def ascend(
@@ -95,8 +95,8 @@ def ascend(
     of units given to ``channels``), else the param's batch (a spec with N > 1 start images:
     N), else 1. ``indices`` are the samples' global indices (default 0..B-1),
     which seed their noise and transforms. ``regularizers``: ``{"l1": w, "tv": w}`` or pairs
-    ``(w, fn)`` with ``fn(x) -> [B]``. ``optimizer``: ``"adam"`` (element-wise, so samples are
-    independent), ``"normalized"`` (DeepDream: each sample's step is lr * g / mean|g| of that
+    ``(w, fn)`` with ``fn(x) -> [B]``. ``optimizer``: ``"adam"`` or ``"nadam"`` (Adam with Nesterov
+    momentum; both element-wise, so samples are independent), ``"normalized"`` (DeepDream: each sample's step is lr * g / mean|g| of that
     sample), or ``"lbfgs"`` (torch L-BFGS without line search; ``steps`` counts function
     evaluations; it couples the batch through shared dot products, so batched results differ
     from one-at-a-time; random transforms make its objective noisy, so usually pass none).
@@ -104,7 +104,7 @@ def ascend(
     batch of B * copies) and maximizes their mean score; sample i's copies draw from its own
     generator in turn, so results stay independent of the other samples.
     ``blur_every``: Gaussian blur of ``blur_sigma`` px every N steps. ``lr`` defaults per
-    optimizer: adam 0.05, normalized 0.01, lbfgs 1.0. ``lbfgs_history``: curvature pairs L-BFGS
+    optimizer: adam and nadam 0.05, normalized 0.01, lbfgs 1.0. ``lbfgs_history``: curvature pairs L-BFGS
     keeps (default ``LBFGS_HISTORY``; each costs two image-sized buffers). The model is moved to ``device``
     (default: where it is), put in eval mode with frozen parameters, and restored afterwards.
     """
@@ -117,6 +117,7 @@ def ascend(
 
     with frozen(model), capture(model, sorted(objective.layers)) as acts:
         loss = _Loss(objective, acts, param, transforms, gens, penalties, int(copies))
+        loss.score_gens = [sample_generator(seed, i, STREAM_SCORE) for i in indices]
         initial, images, final, final_penalty = _optimize_and_score(loss, schedule, progress, desc)
 
     history = loss.history()
@@ -139,11 +140,11 @@ def _optimize_and_score(loss: _Loss, schedule: _Schedule, progress: bool,
     """Score the start image, optimize, then score the final one, both without transforms:
     (initial objective, final images, final objective, final penalty)."""
     with torch.no_grad():
-        initial = loss.score(loss.param()).detach()
+        initial = loss.evaluate(loss.param()).detach()
     _optimize(loss, schedule, progress, desc)
     with torch.no_grad():
         images = loss.param().detach()
-        final = loss.score(images).detach()
+        final = loss.evaluate(images).detach()
         final_penalty = loss.penalty(images)
     return initial, images, final, final_penalty
 
@@ -204,6 +205,13 @@ def _build_param(param, indices: list[int], seed: int, device: torch.device) -> 
     return param(indices, seed, device)
 
 
+def copy_generator(gen: torch.Generator) -> torch.Generator:
+    """A generator in ``gen``'s state, so drawing from it leaves ``gen`` where it was."""
+    copy = torch.Generator()
+    copy.set_state(gen.get_state())
+    return copy
+
+
 class _Loss:
     """The quantity to minimize, -(score - penalty) summed over samples, for the current image;
     keeps each evaluation's score and penalty per sample for the history."""
@@ -221,6 +229,7 @@ class _Loss:
         self.objective, self.acts, self.param = objective, acts, param
         self.transforms, self.gens, self.penalties = transforms, gens, penalties
         self.batch, self.copies = len(gens), copies
+        self.score_gens = gens
         self.scores: list[Tensor] = []
         self.pens: list[Tensor] = []
 
@@ -240,6 +249,21 @@ class _Loss:
                     for k in range(len(x) // batch)]
         return torch.stack([self._check(score, "objective") for score in per_copy]).mean(0)
 
+    def evaluate(self, x: Tensor) -> Tensor:
+        """The objective [B] of ``x`` as it is; when the transforms change its size (a canvas
+        seen through crops), the mean over ``copies`` fixed views of it: the transforms drawn
+        from each sample's STREAM_SCORE generator, the same views for the start and final image."""
+        seen = self._views(x, [copy_generator(gen) for gen in self.score_gens])
+        return self.score(x) if seen.shape[-2:] == x.shape[-2:] else self.score(seen)
+
+    def _views(self, x: Tensor, gens: Sequence[torch.Generator]) -> Tensor:
+        """``copies`` transformed copies of each image (copy k of sample b at k * B + b)."""
+        seen = x.repeat(self.copies, 1, 1, 1) if self.copies > 1 else x
+        gens = list(gens) * self.copies
+        for transform in self.transforms:
+            seen = transform(seen, gens)
+        return seen
+
     def penalty(self, x: Tensor) -> Tensor:
         """The weighted sum of the regularizers [B] on ``x``."""
         total = x.new_zeros(self.batch)
@@ -249,11 +273,7 @@ class _Loss:
 
     def __call__(self) -> Tensor:
         x = self.param()
-        seen = x.repeat(self.copies, 1, 1, 1) if self.copies > 1 else x
-        gens = list(self.gens) * self.copies
-        for transform in self.transforms:
-            seen = transform(seen, gens)
-        score = self.score(seen)
+        score = self.score(self._views(x, self.gens))
         pen = self.penalty(x)
         self.scores.append(score.detach())
         self.pens.append(pen.detach())
@@ -283,9 +303,10 @@ def _optimize(loss: _Loss, schedule: _Schedule, progress: bool, desc: str) -> No
 
 
 def _run_stepwise(loss: _Loss, params: list[Tensor], schedule: _Schedule, bar, progress: bool) -> None:
-    """Adam or the normalized step: one evaluation, one update, projection and blur per step."""
+    """Adam, NAdam or the normalized step: one evaluation, one update, projection and blur per step."""
     param = loss.param
-    opt = torch.optim.Adam(params, lr=schedule.lr) if schedule.optimizer == "adam" else None
+    optimizers = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}
+    opt = optimizers[schedule.optimizer](params, lr=schedule.lr) if schedule.optimizer in optimizers else None
     for step in range(schedule.steps):
         for p in params:
             p.grad = None

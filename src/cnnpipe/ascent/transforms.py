@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["Transform", "Jitter", "RandomAffine", "AFFINE_METHODS", "random_scale", "random_rotate", "standard_transforms"]
+__all__ = ["Transform", "Jitter", "RandomAffine", "AFFINE_METHODS", "RandomCrops", "Noise", "random_scale", "random_rotate",
+           "standard_transforms"]
 
 
 class Transform:
@@ -239,3 +240,72 @@ def random_rotate(degrees: float = 10.0, padding: str = "reflection") -> RandomA
 def standard_transforms(jitter: float = 0.05, scale=(0.95, 1.05), degrees: float = 5.0) -> tuple[Transform, ...]:
     """Jitter, zoom + rotation, a smaller jitter: sizes relative to the image."""
     return (Jitter(jitter), RandomAffine(scale, degrees), Jitter(jitter / 2))
+
+
+class RandomCrops(Transform):
+    """A random square crop of each image, resized to ``size`` x ``size``: a canvas larger than
+    the network's input is seen a part at a time, so every part must show the class.
+
+    The crop's side is a fraction ~ U(side) of the image's shorter side; its centre is the
+    image's centre plus a Gaussian offset of ``spread`` times the side, each coordinate,
+    moved so the crop stays inside the image. Resampled bilinearly at ``supersample`` times
+    the output size and then averaged down, so a crop larger than the output is not aliased.
+    On CUDA grid_sample's backward adds atomically (not bit-reproducible there).
+    """
+
+    n_params = 3
+
+    def __init__(self, size: int, side: tuple[float, float] = (0.5, 0.6), spread: float = 0.15, supersample: int = 2):
+        low, high = (float(side[0]), float(side[1]))
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop side must be fractions 0 < low <= high <= 1, got {side}")
+        if int(size) < 1 or int(supersample) < 1 or spread < 0:
+            raise ValueError(f"size and supersample must be >= 1 and spread >= 0, got {size}, {supersample}, {spread}")
+        self.size, self.side, self.spread, self.supersample = int(size), (low, high), float(spread), int(supersample)
+
+    def draw(self, gen, height, width):
+        low, high = self.side
+        side = low + (high - low) * torch.rand((), generator=gen)
+        centre = 0.5 + self.spread * torch.randn(2, generator=gen)
+        # In units of the shorter side; the crop stays inside the image.
+        half = side * min(height, width) / 2
+        limits = torch.tensor([height, width], dtype=centre.dtype)
+        centre = torch.minimum(torch.maximum(centre * limits, half + 0 * limits), limits - half) / limits
+        return torch.stack([side, centre[0], centre[1]])
+
+    def apply(self, x, params):
+        height, width = x.shape[-2:]
+        params = params.to(x.dtype)
+        side, cy, cx = params[:, 0] * min(height, width), params[:, 1], params[:, 2]
+        zero = torch.zeros_like(side)
+        # Normalized coordinates in [-1, 1]: the crop's half-extent is side / size of the image.
+        theta = torch.stack([torch.stack([side / width, zero, 2 * cx - 1], 1),
+                             torch.stack([zero, side / height, 2 * cy - 1], 1)], 1)
+        fine = self.size * self.supersample
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], fine, fine], align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return F.avg_pool2d(out, self.supersample) if self.supersample > 1 else out
+
+    def __repr__(self) -> str:
+        return f"RandomCrops(size={self.size}, side={self.side}, spread={self.spread}, supersample={self.supersample})"
+
+
+class Noise(Transform):
+    """Adds per-pixel noise to each image: Gaussian of std ``std`` plus uniform of width
+    ``std``, drawn from the sample's own generator, so the network cannot rely on exact pixel
+    values (the step after cropping, before the model)."""
+
+    def __init__(self, std: float = 0.05):
+        if std < 0:
+            raise ValueError(f"noise std must be >= 0, got {std}")
+        self.std = float(std)
+
+    def __call__(self, x: Tensor, gens: Sequence[torch.Generator]) -> Tensor:
+        if len(gens) != x.shape[0]:
+            raise ValueError(f"{len(gens)} generators for a batch of {x.shape[0]}")
+        shape = tuple(x.shape[1:])
+        noise = torch.stack([torch.randn(shape, generator=gen) + torch.rand(shape, generator=gen) - 0.5 for gen in gens])
+        return x + self.std * noise.to(device=x.device, dtype=x.dtype)
+
+    def __repr__(self) -> str:
+        return f"Noise(std={self.std})"

@@ -53,6 +53,7 @@ from cnnpipe.judges.classifier import load_classifier
 from cnnpipe.judges.imagenet import target_ranks
 from cnnpipe.judges.verdicts import count_text, judge_counts, judge_name, judge_verdicts
 from cnnpipe.networks.aliases import SCORES_LAYER
+from cnnpipe.report.colour import REFERENCE_PHOTOS, colour_measures, photo_colour
 from cnnpipe.report.plots import image_grid
 from cnnpipe.runtime.device import model_device, seed_everything, select_device
 
@@ -91,6 +92,40 @@ CONFIG_KEYS = (
 )
 
 
+# The regularized variant's keys that an ImageNet network may set apart from the trained CNN's.
+REGULARIZED_KEYS = ("parameterization", "copies", "jitter", "scale", "degrees", "blur_every", "blur_sigma",
+                    "tv_weight", "regularized_l1_weight")
+# Keys only `imagenet_regularized` sets, with the values that leave them off elsewhere (the
+# trained CNN's regularized variant: no canvas, no noise, Adam at `lr` for `steps`).
+CANVAS_DEFAULTS = {"canvas": None, "crop_side": [0.5, 0.6], "noise": 0.0, "optimizer": "adam", "decay_power": 1.0}
+VARIANT_SCHEDULE_KEYS = ("steps", "lr")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_canvas_keys(where: str, settings: dict) -> None:
+    """The crop-canvas keys of the regularized variant (see CANVAS_DEFAULTS)."""
+    canvas = settings["canvas"]
+    if canvas is not None and (isinstance(canvas, bool) or not isinstance(canvas, int) or canvas < 16):
+        raise ValueError(f"{where}.canvas must be null or an integer >= 16 (pixels), got {canvas!r}")
+    side = settings["crop_side"]
+    if (not isinstance(side, (list, tuple)) or len(side) != 2 or not all(_is_number(v) for v in side)
+            or not 0 < side[0] <= side[1] <= 1):
+        raise ValueError(f"{where}.crop_side must be [low, high] with 0 < low <= high <= 1, got {side!r}")
+    if not _is_number(settings["noise"]) or settings["noise"] < 0:
+        raise ValueError(f"{where}.noise must be a number >= 0, got {settings['noise']!r}")
+    if settings["optimizer"] not in ("adam", "nadam"):
+        raise ValueError(f"{where}.optimizer must be 'adam' or 'nadam', got {settings['optimizer']!r}")
+    if not _is_number(settings["decay_power"]) or not 0 <= settings["decay_power"] <= 3:
+        raise ValueError(f"{where}.decay_power must be a number in [0, 3], got {settings['decay_power']!r}")
+    if not _is_number(settings["lr"]) or settings["lr"] <= 0:
+        raise ValueError(f"{where}.lr must be a number > 0, got {settings['lr']!r}")
+    if isinstance(settings["steps"], bool) or not isinstance(settings["steps"], int) or settings["steps"] < 1:
+        raise ValueError(f"{where}.steps must be an integer >= 1, got {settings['steps']!r}")
+
+
 def check_config(cfg: dict) -> None:
     """Every key this stage reads is present; the error names the missing ones."""
     missing = [key for key in CONFIG_KEYS if key not in cfg]
@@ -98,13 +133,11 @@ def check_config(cfg: dict) -> None:
         raise KeyError(f"config section 'classes' lacks {missing}")
     if cfg["objective"] not in OBJECTIVES:
         raise ValueError(f"classes.objective must be one of {list(OBJECTIVES)}, got {cfg['objective']!r}")
-    # The regularized variant's keys that an ImageNet network may set apart from the trained CNN's.
-    regularized_keys = ("parameterization", "copies", "jitter", "scale", "degrees", "blur_every", "blur_sigma",
-                        "tv_weight", "regularized_l1_weight")
     block = cfg["imagenet_regularized"] or {}
-    unknown = sorted(set(block) - set(regularized_keys))
+    allowed = (*REGULARIZED_KEYS, *CANVAS_DEFAULTS, *VARIANT_SCHEDULE_KEYS)
+    unknown = sorted(set(block) - set(allowed))
     if unknown:
-        raise ValueError(f"classes.imagenet_regularized sets only {list(regularized_keys)}, not {unknown}")
+        raise ValueError(f"classes.imagenet_regularized sets only {list(allowed)}, not {unknown}")
     for where, settings in (("classes", cfg), ("classes.imagenet_regularized", {**cfg, **block})):
         if settings["parameterization"] not in ("pixel", "fft", "phase"):
             raise ValueError(f"{where}: parameterization must be 'pixel', 'fft' or 'phase', "
@@ -113,43 +146,67 @@ def check_config(cfg: dict) -> None:
             raise ValueError(f"{where}: copies must be an integer >= 1, got {settings['copies']!r}")
         if settings["parameterization"] == "phase" and settings["blur_every"]:
             raise ValueError(f"{where}: parameterization 'phase' keeps its spectrum fixed, so blur_every must be 0")
+    _check_canvas_keys("classes.imagenet_regularized", {**CANVAS_DEFAULTS, **cfg, **block})
 
 
-def regularized_transforms(cfg: dict) -> list[ascent.Transform]:
-    """Jitter, zoom (1 +- scale) and rotation (+- degrees), then a half jitter: the ones switched on."""
+def regularized_config(cfg: dict) -> dict:
+    """The settings of the regularized variant: on an ImageNet backbone ``imagenet_regularized``
+    over the trained CNN's, with CANVAS_DEFAULTS for the keys only that block sets."""
+    from cnnpipe.networks.spec import parse_backbone
+
+    if parse_backbone(cfg.get("backbone", "trained"), "classes.backbone", must_exist=False).imagenet:
+        return {**CANVAS_DEFAULTS, **cfg, **(cfg["imagenet_regularized"] or {})}
+    return {**CANVAS_DEFAULTS, **cfg}
+
+
+def regularized_transforms(cfg: dict, size: int | None = None) -> list[ascent.Transform]:
+    """With a canvas: random crops of it resized to ``size`` (the network's input). Then
+    jitter, zoom (1 +- scale) and rotation (+- degrees), a half jitter, and noise: the ones
+    switched on."""
     transforms: list[ascent.Transform] = []
+    if cfg.get("canvas") is not None:
+        transforms.append(ascent.RandomCrops(size, tuple(cfg["crop_side"])))
     if cfg["jitter"] > 0:
         transforms.append(ascent.Jitter(cfg["jitter"]))
     if cfg["scale"] > 0 or cfg["degrees"] > 0:
         transforms.append(ascent.RandomAffine((1 - cfg["scale"], 1 + cfg["scale"]), cfg["degrees"]))
     if cfg["jitter"] > 0:
         transforms.append(ascent.Jitter(cfg["jitter"] / 2))
+    if cfg.get("noise", 0) > 0:
+        transforms.append(ascent.Noise(cfg["noise"]))
     return transforms
 
 
 def variant_settings(cfg: dict, shape) -> dict[str, dict]:
-    """Variant name -> keyword arguments for ``ascent.ascend`` (param, transforms, penalties).
+    """Variant name -> keyword arguments for ``ascent.ascend`` (param, transforms, penalties; the
+    regularized variant also its steps, lr and optimizer, the others take ``cfg``'s steps and lr).
 
-    The regularized variant on an ImageNet network takes ``imagenet_regularized`` over the
-    trained CNN's settings."""
-    from cnnpipe.networks.spec import parse_backbone
-
+    The regularized variant on an ImageNet backbone takes ``imagenet_regularized`` over the
+    trained CNN's settings; with a ``canvas`` its image is canvas x canvas pixels, seen by the
+    network (input ``shape``) through ``copies`` random crops a step."""
     check_config(cfg)
     pixels = ascent.pixel_image(shape)
-    if parse_backbone(cfg.get("backbone", "trained"), "classes.backbone", must_exist=False).imagenet:
-        cfg = {**cfg, **(cfg["imagenet_regularized"] or {})}
-    params = {"pixel": ascent.pixel_image, "fft": ascent.fft_image, "phase": ascent.phase_image}
-    penalties = {"l1": cfg["regularized_l1_weight"], "tv": cfg["tv_weight"]}
+    reg = regularized_config(cfg)
+    reg_shape = tuple(shape)
+    if reg["canvas"] is not None:
+        if reg["canvas"] < max(shape[1:]):
+            raise ValueError(f"classes.imagenet_regularized.canvas ({reg['canvas']}) must be at least the image "
+                             f"size ({max(shape[1:])})")
+        reg_shape = (shape[0], reg["canvas"], reg["canvas"])
+    params = {"pixel": ascent.pixel_image, "phase": ascent.phase_image,
+              "fft": lambda shape: ascent.fft_image(shape, decay_power=reg["decay_power"])}
+    penalties = {"l1": reg["regularized_l1_weight"], "tv": reg["tv_weight"]}
     return {
         "plain": {"param": pixels},
         "l1": {"param": pixels, "regularizers": {"l1": cfg["l1_weight"]}},
         "regularized": {
-            "param": params[cfg["parameterization"]](shape),
-            "transforms": regularized_transforms(cfg),
-            "copies": cfg["copies"],
-            "blur_every": cfg["blur_every"] or None,
-            "blur_sigma": cfg["blur_sigma"],
+            "param": params[reg["parameterization"]](reg_shape),
+            "transforms": regularized_transforms(reg, shape[-1]),
+            "copies": reg["copies"],
+            "blur_every": reg["blur_every"] or None,
+            "blur_sigma": reg["blur_sigma"],
             "regularizers": {name: w for name, w in penalties.items() if w},
+            "steps": reg["steps"], "lr": reg["lr"], "optimizer": reg["optimizer"],
         },
     }
 
@@ -180,13 +237,15 @@ def visualize_classes(
     objectives = [OBJECTIVES[cfg["objective"]](layer, i) for i in targets]
     images = {}
     for name, settings in variant_settings(cfg, shape).items():
-        settings = dict(settings)
+        settings = {"steps": cfg["steps"], "lr": cfg["lr"], **settings}
         param = settings.pop("param")
-        result = ascent.ascend(
-            model, objectives, param, steps=cfg["steps"], lr=cfg["lr"], seed=seed, progress=show_progress,
-            desc=f"classes: {name}", **settings,
-        )
+        result = ascent.ascend(model, objectives, param, seed=seed, progress=show_progress, desc=f"classes: {name}",
+                               **settings)
         images[name] = result.images
+        saturation, contrast = colour_measures(result.images)
+        log.info("%s: %d px images, mean saturation %.3f, RMS contrast %.3f (information only; photos %s: %.3f, %.3f)",
+                 name, result.images.shape[-1], saturation.mean(), contrast.mean(), "/".join(REFERENCE_PHOTOS),
+                 *photo_colour())
     return images
 
 
@@ -302,13 +361,20 @@ VARIANT_LABELS = {"plain": "plain", "l1": "L1", "regularized": "reg."}
 
 def regularization_words(cfg: dict) -> list[str]:
     """What the regularized variant does, for the figure title."""
-    from cnnpipe.networks.spec import parse_backbone
-
-    if parse_backbone(cfg.get("backbone", "trained"), "classes.backbone", must_exist=False).imagenet:
-        cfg = {**cfg, **(cfg["imagenet_regularized"] or {})}
+    plain, cfg = cfg, regularized_config(cfg)
     words = [{"fft": "FFT", "phase": "Fourier phase (photos' magnitude)"}.get(cfg["parameterization"], "pixels")]
+    if cfg["canvas"] is not None:
+        low, high = cfg["crop_side"]
+        words.append(f"a {cfg['canvas']} px canvas seen as {cfg['copies']} random crops of {low:g}-{high:g} "
+                     f"of its side a step")
     if cfg["jitter"] > 0 or cfg["scale"] > 0 or cfg["degrees"] > 0:
-        words.append("jitter/zoom/rotation" + (f" of {cfg['copies']} copies a step" if cfg["copies"] > 1 else ""))
+        copies = f" of {cfg['copies']} copies a step" if cfg["copies"] > 1 and cfg["canvas"] is None else ""
+        words.append("jitter/zoom/rotation" + copies)
+    if cfg["noise"]:
+        words.append(f"noise {cfg['noise']:g}")
+    if (cfg["optimizer"], cfg["lr"], cfg["steps"]) != ("adam", plain["lr"], plain["steps"]):
+        optimizer = {"nadam": "NAdam", "adam": "Adam"}[cfg["optimizer"]]
+        words.append(f"{cfg['steps']} {optimizer} steps at lr {cfg['lr']:g}")
     if cfg["blur_every"]:
         words.append(f"blur every {cfg['blur_every']} steps")
     if cfg["regularized_l1_weight"]:
@@ -316,6 +382,15 @@ def regularization_words(cfg: dict) -> list[str]:
     if cfg["tv_weight"]:
         words.append(f"TV {cfg['tv_weight']:g}")
     return words
+
+
+def same_side(batch: torch.Tensor, side: int) -> torch.Tensor:
+    """``batch`` shown at ``side`` x ``side`` pixels (a canvas larger than the network's input
+    shrunk, antialiased) so that every variant fits one grid."""
+    if batch.shape[-1] == side and batch.shape[-2] == side:
+        return batch
+    return torch.nn.functional.interpolate(batch, size=(side, side), mode="bilinear", antialias=True,
+                                           align_corners=False).clamp(0, 1)
 
 
 def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class_means: np.ndarray | None,
@@ -329,7 +404,7 @@ def classes_figure(images: dict[str, torch.Tensor], summary: pd.DataFrame, class
     k = len(class_names)
     shape = next(iter(images.values())).shape[1:]
     judged = reference is not None
-    panels = [*images.values()]
+    panels = [same_side(batch, shape[-1]) for batch in images.values()]
     if judged:
         panels.append(torch.from_numpy(class_means.reshape(k, *shape)).float())
     labels, sublabels = [], []

@@ -100,12 +100,21 @@ def check_dataset_split(dataset_cfg: Mapping) -> None:
 def check_classes_settings(classes_cfg: Mapping) -> None:
     """Stop before any job when the classes stage's regularized variant asks to blur a
     ``phase`` image, whose Fourier magnitude stays fixed (the job would refuse it): for the
-    trained CNN's settings and for ``imagenet_regularized`` laid over them."""
+    trained CNN's settings and for ``imagenet_regularized`` laid over them; or when that
+    block's crop_side is not [low, high] or its canvas is smaller than the crops."""
     block = classes_cfg.get("imagenet_regularized") or {}
     for where, settings in (("classes", classes_cfg), ("classes.imagenet_regularized", {**classes_cfg, **block})):
         if settings["parameterization"] == "phase" and settings["blur_every"]:
             raise ValueError(f"{where}.blur_every: {settings['blur_every']} with parameterization 'phase', which "
                              f"keeps the image's Fourier magnitude fixed, so it cannot be blurred; set it to 0")
+    side = block.get("crop_side")
+    if side is not None and side[0] > side[1]:
+        raise ValueError(f"classes.imagenet_regularized.crop_side: {list(side)} is [low, high], so low must not "
+                         f"exceed high")
+    canvas, size = block.get("canvas"), classes_cfg.get("image_size")
+    if canvas is not None and size is not None and canvas < size:
+        raise ValueError(f"classes.imagenet_regularized.canvas: {canvas} px is smaller than classes.image_size "
+                         f"({size} px), the crops' size; make it at least that")
 
 
 def check_dream_tile(dream_cfg: Mapping, model_cfg: Mapping) -> None:
