@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource, sys
 import torch
-from cnnpipe.stages import atlas
+from cnnpipe.stages import atlas_chunk as atlas
 torch.set_num_threads(1)
 units, folder, settings = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 if settings["backbone"] == "trained":  # the default run's CNN, random weights

@@ -1,4 +1,4 @@
-"""Class visualizations that transfer: each classes-stage variant, judged by a second ImageNet network.
+"""Class images judged by another ImageNet network, two protocols.
 
 Each variant of the classes stage runs on an ImageNet network (the generator) and is judged
 by a second, separately trained network (the measure of Fel et al., "MACO", 2023). Two
@@ -46,16 +46,16 @@ from record import add_option, record
 
 from cnnpipe import ascent
 from cnnpipe.judges.imagenet import ImageNetJudge, target_ranks
-from cnnpipe.networks.aliases import SCORES_LAYER, resolve_layer
-from cnnpipe.networks.build import imagenet_class_names, load_backbone
-from cnnpipe.report.colour import colour_measures, photo_colour
-from cnnpipe.stages.classes import (
+from cnnpipe.methods.class_search import (
     CANVAS_DEFAULTS,
     OBJECTIVES,
     REGULARIZED_KEYS,
     VARIANT_SCHEDULE_KEYS,
     variant_settings,
 )
+from cnnpipe.networks.aliases import SCORES_LAYER, resolve_layer
+from cnnpipe.networks.build import imagenet_class_names, load_backbone
+from cnnpipe.report.colour import colour_measures, photo_colour
 
 ROOT = Path(__file__).resolve().parents[1]
 

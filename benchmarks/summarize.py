@@ -76,10 +76,8 @@ def class_transfer(rows):
     for protocol in dict.fromkeys(row.get("protocol") or "reported" for row in rows):
         group = [row for row in rows if (row.get("protocol") or "reported") == protocol]
         best = max(group, key=lambda row: int(row["judge_top1"]))
-        others = "".join(f", {r['variant']} {r['judge_top1']}/{r['classes']}" for r in group if r is not best)
-        where = f"{protocol} ({best['generator'].replace('efficientnet_', '')} judged by " \
-                f"{best['judge'].replace('efficientnet_', '')}): " if len(rows) > len(group) or protocol != "reported" else ""
-        parts.append(f"{where}{best['variant']} **{best['judge_top1']}/{best['classes']}** at the judge's top-1 "
+        others = "".join(f", {r['variant']} {r['judge_top1']}" for r in group if r is not best)
+        parts.append(f"{protocol}: {best['variant']} **{best['judge_top1']}/{best['classes']}** "
                      f"({best['seconds']} s){others}")
     return "; ".join(parts)
 
@@ -100,7 +98,7 @@ def style_judged(rows):
         shown = [f"{r['option']}: **{r['style_distance']}**, kept {r['kept']}/{r['pairs']}" for r in rows[:2]]
         more = f"; {len(rows) - 2} more" if len(rows) > 2 else ""
         return "; ".join(shown) + more + " (goal ≤ 0.3, all kept)"
-    shown = [f"{r['protocol']}: distance median **{r['style_distance_median']}**, retention median "
+    shown = [f"{r['protocol']}: distance **{r['style_distance_median']}**, retention "
              f"**{r['content_retention_median']}** (min {r['content_retention_min']}), kept {r['kept']}/{r['pairs']}"
              for r in rows[:2]]
     return "; ".join(shown) + (f"; {len(rows) - 2} more" if len(rows) > 2 else "")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnpipe.networks.lecture_cnn import LectureCNN
-from cnnpipe.stages import atlas as atlas_stage
+from cnnpipe.stages import atlas_chunk as chunk_stage
 from cnnpipe.stages import atlas_verdict
 
 
@@ -45,10 +45,10 @@ def test_only_the_class_scores_are_class_units(tiny_cnn):
 
 def test_a_chunk_writes_verdicts_for_its_class_units_only(tmp_path, monkeypatch, tiny_dataset):
     model = _digits_cnn()
-    monkeypatch.setattr(atlas_stage, "load_network", lambda *args, **kwargs: (model, (1, 12, 12)))
+    monkeypatch.setattr(chunk_stage, "load_network", lambda *args, **kwargs: (model, (1, 12, 12)))
     settings = {"backbone": "trained", "steps": 3, "lr": 0.05, "parameterization": "auto", "jitter": 0.0,
                 "leak": 0.01, "memory_mb": 64, "diverse": 2, "diversity": 0.25}
-    atlas_stage.run_atlas_chunk(["logits:2", "logits:7", "fc1:0"], settings, tmp_path, seed=0,
+    chunk_stage.run_atlas_chunk(["logits:2", "logits:7", "fc1:0"], settings, tmp_path, seed=0,
                                 data_path=tiny_dataset["data"])
     with open(tmp_path / "verdicts.csv", newline="") as file:
         rows = list(csv.DictReader(file))
@@ -68,7 +68,7 @@ def test_a_chunk_writes_verdicts_for_its_class_units_only(tmp_path, monkeypatch,
 
 
 def test_auto_parameterization_is_pixel_for_the_trained_cnn_and_fft_otherwise():
-    assert atlas_stage.resolve_parameterization("auto", "trained") == "pixel"
-    assert atlas_stage.resolve_parameterization("auto", "efficientnet_lite0") == "fft"
-    assert atlas_stage.resolve_parameterization("auto", {"arch": "resnet50"}) == "fft"
-    assert atlas_stage.resolve_parameterization("pixel", "efficientnet_lite0") == "pixel"
+    assert chunk_stage.resolve_parameterization("auto", "trained") == "pixel"
+    assert chunk_stage.resolve_parameterization("auto", "efficientnet_lite0") == "fft"
+    assert chunk_stage.resolve_parameterization("auto", {"arch": "resnet50"}) == "fft"
+    assert chunk_stage.resolve_parameterization("pixel", "efficientnet_lite0") == "pixel"

@@ -16,6 +16,7 @@ from probes import visible_files
 from cnnpipe import ascent
 from cnnpipe.io.images import read_images
 from cnnpipe.judges.pixels import fit_pixel_classifier
+from cnnpipe.methods import class_search
 from cnnpipe.networks.checkpoint import load_model
 from cnnpipe.stages import classes
 
@@ -100,7 +101,7 @@ def test_pixel_classifier_rejects_bad_input():
 
 
 def test_variants_follow_the_slides():
-    settings = classes.variant_settings(config(l1_weight=0.3, tv_weight=0.0, regularized_l1_weight=0.05), (1, 8, 8))
+    settings = class_search.variant_settings(config(l1_weight=0.3, tv_weight=0.0, regularized_l1_weight=0.05), (1, 8, 8))
     assert list(settings) == ["plain", "l1"] + ["regularized"]
     assert set(settings["plain"]) == {"param"}  # no transforms, no penalty: the slide
     assert settings["l1"]["regularizers"] == {"l1": 0.3}
@@ -109,7 +110,7 @@ def test_variants_follow_the_slides():
     assert reg["regularizers"] == {"l1": 0.05}  # a zero TV weight is left out
     assert isinstance(reg["param"], ascent.FFTSpec)
     assert [type(t).__name__ for t in reg["transforms"]] == ["Jitter", "RandomAffine", "Jitter"]
-    none = classes.regularized_transforms(config(jitter=0.0, scale=0.0, degrees=0))
+    none = class_search.regularized_transforms(config(jitter=0.0, scale=0.0, degrees=0))
     assert none == []
 
 
@@ -117,7 +118,7 @@ def test_an_imagenet_backbone_ascends_a_canvas_through_crops_and_the_digit_cnn_d
     block = {"canvas": 64, "copies": 3, "crop_side": [0.4, 0.5], "noise": 0.02, "optimizer": "nadam", "lr": 0.3,
              "steps": 7, "decay_power": 1.5, "jitter": 0.0, "scale": 0.0, "degrees": 0}
     cfg = config(backbone="efficientnet_lite0", imagenet_regularized=block)
-    settings = classes.variant_settings(cfg, (3, 32, 32))
+    settings = class_search.variant_settings(cfg, (3, 32, 32))
     reg = settings["regularized"]
     assert reg["param"].shape == (3, 64, 64) and reg["param"].decay_power == 1.5
     assert [type(t).__name__ for t in reg["transforms"]] == ["RandomCrops", "Noise"]
@@ -127,7 +128,7 @@ def test_an_imagenet_backbone_ascends_a_canvas_through_crops_and_the_digit_cnn_d
     assert set(settings["plain"]) == {"param"} and settings["plain"]["param"].shape == (3, 32, 32)
     assert "a 64 px canvas seen as 3 random crops of 0.4-0.5 of its side a step" in classes.regularization_words(cfg)
     # The digit CNN ignores the block: its regularized variant is the one it always had.
-    trained = classes.variant_settings(config(backbone="trained", imagenet_regularized=block), (1, 8, 8))
+    trained = class_search.variant_settings(config(backbone="trained", imagenet_regularized=block), (1, 8, 8))
     reg = trained["regularized"]
     assert reg["param"].shape == (1, 8, 8) and reg["param"].decay_power == 1.0
     assert (reg["steps"], reg["lr"], reg["optimizer"]) == (config()["steps"], config()["lr"], "adam")
@@ -149,7 +150,7 @@ def test_an_imagenet_backbone_ascends_a_canvas_through_crops_and_the_digit_cnn_d
 def test_bad_canvas_settings_name_the_key(block, words):
     cfg = config(backbone="efficientnet_lite0", imagenet_regularized={**config()["imagenet_regularized"], **block})
     with pytest.raises(ValueError) as error:
-        classes.variant_settings(cfg, (3, 128, 128))
+        class_search.variant_settings(cfg, (3, 128, 128))
     for word in words:
         assert word in str(error.value), (word, str(error.value))
 
@@ -158,17 +159,17 @@ def test_config_errors_name_the_key():
     cfg = config()
     del cfg["l1_weight"]
     with pytest.raises(KeyError, match="l1_weight"):
-        classes.check_config(cfg)
+        class_search.check_config(cfg)
     with pytest.raises(ValueError, match="parameterization"):
-        classes.check_config(config(parameterization="wavelet"))
+        class_search.check_config(config(parameterization="wavelet"))
     with pytest.raises(ValueError, match="classes.objective"):
-        classes.check_config(config(objective="margin"))
+        class_search.check_config(config(objective="margin"))
 
 
 def test_l1_darkens_and_each_variant_raises_its_objective(tiny_cnn):
     model = tiny_cnn()
     cfg = config(steps=25, l1_weight=0.02, blur_every=0)
-    images = classes.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
+    images = class_search.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
     assert list(images) == list(classes.VARIANTS)
     start = ascent.pixel_image((1, 8, 8))(range(4), 3)().detach()
     with torch.no_grad():
@@ -181,13 +182,13 @@ def test_l1_darkens_and_each_variant_raises_its_objective(tiny_cnn):
         assert (l1_objective > before - 0.02 * ascent.l1(start).double()).all()
     # The L1 term pulls pixels in [0, 1] towards black.
     assert images["l1"].mean() < images["plain"].mean() - 0.05
-    again = classes.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
+    again = class_search.visualize_classes(model, (1, 8, 8), cfg, seed=3, show_progress=False)
     assert all(torch.equal(images[k], again[k]) for k in images)
 
 
 def test_summary_numbers_come_from_the_network_and_the_judge(tiny_cnn):
     model = tiny_cnn()
-    images = classes.visualize_classes(model, (1, 8, 8), config(steps=5), seed=0, show_progress=False)
+    images = class_search.visualize_classes(model, (1, 8, 8), config(steps=5), seed=0, show_progress=False)
     rng = np.random.default_rng(0)
     train = rng.random((40, 1, 8, 8))
     clf = fit_pixel_classifier(train, np.arange(40) % 4, "knn")
@@ -396,7 +397,7 @@ def test_the_logit_objective_can_miss_the_top_class_where_the_probability_does_n
     top1 = {}
     for objective in ("logit", "probability"):
         cfg = {**tiny_config["classes"], "objective": objective}
-        plain = classes.visualize_classes(model, shape, cfg, show_progress=False)["plain"]
+        plain = class_search.visualize_classes(model, shape, cfg, show_progress=False)["plain"]
         with torch.no_grad():
             top1[objective] = int((model(plain).argmax(dim=1) == torch.arange(10)).sum())
     assert top1["probability"] == 10 and top1["logit"] < 10, top1

@@ -112,8 +112,8 @@ def users_of(module: str, src: Path) -> set[str]:
         ("cnnpipe/methods/deepdream.py", {"dream_chunk", "dream_photo", "dream_summary"}),
         # A style loss: the style jobs only, not classes or fooling (their judge measures no style).
         ("cnnpipe/methods/style/losses.py", {"style_chunk", "style_pair"}),
-        # The pixel classifier: the stages that judge with it.
-        ("cnnpipe/judges/pixels.py", {"classes", "fooling_method"}),
+        # The pixel classifier: the stages that judge with it (the atlas: its class units, and so its pages).
+        ("cnnpipe/judges/pixels.py", {"classes", "fooling_method", "atlas_chunk", "atlas_site"}),
         # The atlas's pages: the site only, not the dataset pass or the ascent.
         ("cnnpipe/report/atlas_site.py", {"atlas_site"}),
         # The parse-time package: nothing runs it, so nothing reruns.

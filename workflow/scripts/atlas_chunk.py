@@ -7,7 +7,7 @@ clock = StartupClock()
 with job_logging(snakemake.log[0]) as log:
     import torch
 
-    from cnnpipe.stages.atlas import run_atlas_chunk
+    from cnnpipe.stages.atlas_chunk import run_atlas_chunk
 
     clock.log_imports(log)
     torch.set_num_threads(snakemake.threads)
