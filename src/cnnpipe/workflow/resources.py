@@ -78,13 +78,14 @@ def gpus_per_job(device: str, *, local: bool, local_gpus: int) -> int:
 # An atlas job's memory, in MB, from peak RSS measured on two CPU cores, one thread
 # (benchmarks/atlas_memory.py, benchmarks/results/atlas_memory.csv): the process with torch
 # and its network (the lecture CNN, or an ImageNet network: 690 and 790 MB measured with
-# EfficientNet-Lite0), plus the ascent's samples (activations, gradients, transform copies):
+# EfficientNet-Lite0 in one environment; a fresh clone's venv measured up to 300 MB more, so
+# the bases are 950 and 1000), plus the ascent's samples (activations, gradients, transform copies):
 # about 1,100 MB per sample-megapixel on Lite0 (17 MB per 128 px sample); for the lecture CNN,
 # whose maps are 16 and 32 channels, an estimate of 500 (at 8 px it did not show). A chunk's
 # largest batch is its units times the diverse members ascended together (k - 1), capped by
 # atlas.memory_mb (estimate_max_batch sizes the batches to it); an ImageNet judge adds a
 # second network. A dataset pass holds the images as float and one float per image and unit.
-ATLAS_MEMORY_MB = {"base_trained": 700, "base_backbone": 800, "per_sample_mp_trained": 500,
+ATLAS_MEMORY_MB = {"base_trained": 950, "base_backbone": 1000, "per_sample_mp_trained": 500,
                    "per_sample_mp_backbone": 1100, "judge": 200, "margin": 1.3}
 
 
