@@ -1,4 +1,4 @@
-"""Style transfer judged by a second network, on two protocols side by side: development and reported.
+"""Style transfer judged by a second network: development and reported protocols.
 
 Two protocols that share nothing (issue 24: a setting chosen by a network's verdict fits that
 network's quirks, so the numbers that choose a setting and the numbers that report it must

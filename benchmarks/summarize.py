@@ -94,10 +94,9 @@ def style_judged(rows):
         shown = [f"{r['option']}: **{r['style_distance']}**, kept {r['kept']}/{r['pairs']}" for r in rows[:2]]
         more = f"; {len(rows) - 2} more" if len(rows) > 2 else ""
         return "; ".join(shown) + more + " (goal ≤ 0.3, all kept)"
-    shown = [f"{r['protocol']}: distance median **{r['style_distance_median']}**, retention median "
-             f"**{r['content_retention_median']}** (min {r['content_retention_min']}), kept {r['kept']}/{r['pairs']}"
-             for r in rows[:2]]
-    return "; ".join(shown) + (f"; {len(rows) - 2} more" if len(rows) > 2 else "")
+    shown = [f"{r['protocol']}: distance **{r['style_distance_median']}**, retention "
+             f"**{r['content_retention_median']}**, kept {r['kept']}/{r['pairs']}" for r in rows[:2]]
+    return "; ".join(shown) + (f"; {len(rows) - 2} more" if len(rows) > 2 else "") + " (medians)"
 
 
 def style_multiscale(rows):
