@@ -21,7 +21,7 @@ VERDICT_COLUMNS = ["judge", "prediction", "prediction_probability", "probability
 
 def judge_name(judge) -> str:
     """The name a judge has in tables and captions."""
-    return str(getattr(judge, "name", judge.kind))
+    return str(judge.name if hasattr(judge, "name") else judge.kind)
 
 
 def judge_verdicts(judges: Sequence, images, targets, class_names) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnpipe.judges.imagenet import target_ranks
+from cnnpipe.judges.verdicts import judge_verdicts
 
 VERDICT_COLUMNS = ("layer", "unit", "member", "judge", "top1", "top1_name", "top1_probability", "unit_rank",
                    "unit_probability")
@@ -44,24 +44,37 @@ def own_judge(model: nn.Module, name: str = "the network itself") -> Judge:
     return name, predict
 
 
+class _Named:
+    """A (name, predict) judge as :func:`cnnpipe.judges.verdicts.judge_verdicts` takes one."""
+
+    def __init__(self, judge: Judge):
+        self.name, self.predict_proba = judge
+
+
+class _IndexNames:
+    """Class "names" that are the indices themselves, so a verdict's prediction is its index."""
+
+    def __getitem__(self, index: int) -> str:
+        return str(index)
+
+
 def class_verdicts(layer: str, units: Sequence[int], images: Tensor, judges: Sequence[Judge],
                    class_names: Sequence[str] | None = None) -> list[dict]:
     """One row per unit, member and judge: the judge's top-1 class and probability for the
     member (images [U, k, C, H, W] in [0, 1], rounded to 8 bits first, as the PNG) and the
-    rank (0 = top-1) and probability of the unit's own class."""
-    count, k = images.shape[:2]
+    rank (0 = top-1) and probability of the unit's own class (the judges' shared verdicts,
+    :func:`cnnpipe.judges.verdicts.judge_verdicts`)."""
+    k = images.shape[1]
     shown = (images.flatten(0, 1).clamp(0, 1) * 255).round() / 255
     targets = np.repeat(np.asarray(units, dtype=np.int64), k)
+    table = judge_verdicts([_Named(judge) for judge in judges], shown, targets, _IndexNames())
     rows = []
-    for name, predict in judges:
-        proba = np.asarray(predict(shown), dtype=np.float64)
-        top = proba.argmax(axis=1)
-        ranks = target_ranks(proba, targets)
-        for i in range(count * k):
-            rows.append({"layer": layer, "unit": int(targets[i]), "member": i % k, "judge": name,
-                         "top1": int(top[i]), "top1_name": class_names[top[i]] if class_names else str(int(top[i])),
-                         "top1_probability": round(float(proba[i, top[i]]), 4), "unit_rank": int(ranks[i]),
-                         "unit_probability": round(float(proba[i, targets[i]]), 4)})
+    for row in table.itertuples(index=False):
+        top = int(row.prediction)
+        rows.append({"layer": layer, "unit": int(targets[row.image]), "member": int(row.image) % k,
+                     "judge": row.judge, "top1": top, "top1_name": class_names[top] if class_names else str(top),
+                     "top1_probability": round(float(row.prediction_probability), 4), "unit_rank": int(row.rank),
+                     "unit_probability": round(float(row.probability), 4)})
     return rows
 
 
