@@ -6,7 +6,7 @@ import re
 from cnnpipe.workflow.chunks import assign_chunks
 from cnnpipe.judges.specs import style_layers
 from cnnpipe.workflow.probes import check_input_size, check_layer_names
-from cnnpipe.methods.style.settings import check_style_batch
+from cnnpipe.methods.style.settings import check_style_batch, check_style_colors
 from cnnpipe.workflow.checks import check_style_layers
 from cnnpipe.workflow.resources import style_mem_mb
 from cnnpipe.workflow.style_pairs import style_pairs, style_sizes
@@ -21,6 +21,8 @@ if BACKBONES["style"].kind in ("trained", "checkpoint"):
 check_style_layers(config["style"])
 # style.batch > 1 needs the adam optimizer.
 check_style_batch(config["style"])
+# style.style_colors and style.preserve_color ask for opposite palettes.
+check_style_colors(config["style"])
 # Every judge (common.smk's JUDGES["style"]) needs layers to measure style on.
 for index, spec in enumerate(JUDGES["style"]):
     if not style_layers(spec):

@@ -132,6 +132,13 @@ def _smoothing(settings: Mapping) -> str:
     return f"softmax (T = {settings['smoothing_temperature']:g})" if smoothing == "softmax" else smoothing
 
 
+def _start(settings: Mapping) -> str:
+    colors = settings.get("style_colors", "none")
+    if colors == "none":
+        return f"{settings['init']} image"
+    return "content image in the style's colours" + (" (also the content target)" if colors == "content" else "")
+
+
 def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapping, judged: Mapping | None) -> str:
     smoothed = f", {_smoothing(settings)}-smoothed features" if settings.get("smoothing", "none") != "none" else ""
     lines = [
@@ -141,7 +148,7 @@ def _footer(backbone: str, model: nn.Module, result: StyleResult, settings: Mapp
         f"{result.final['style_loss']:.3g}, content {result.initial['content_loss']:.3g} -> "
         f"{result.final['content_loss']:.3g}; {len(result.history)} "
         f"{'L-BFGS evaluations' if settings['optimizer'] == 'lbfgs' else 'Adam steps'} from the "
-        f"{settings['init']} image{', colours of the content kept' if settings.get('preserve_color') else ''}",
+        f"{_start(settings)}{', colours of the content kept' if settings.get('preserve_color') else ''}",
     ]
     several = each_judge(judged) if judged else []
     if several:

@@ -47,6 +47,7 @@ def transfer_configured_batch(model: nn.Module, images_at: Sequence[Callable], s
         model, images_at, settings.get("sizes") or [int(settings["image_size"])],
         steps=list(steps) if isinstance(steps, (list, tuple)) else int(steps),
         preserve_color=bool(settings.get("preserve_color", False)),
+        style_colors=settings.get("style_colors", "none"),
         on_scale=on_scale,
         content_layers=settings.get("content_layers") or (),
         style_layers=settings.get("style_layers") or (),

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnpipe import ascent
+from cnnpipe.methods.style.colors import match_colors
 from cnnpipe.methods.style.losses import (
     RANGE_STIFFNESS,
     content_loss,
@@ -18,7 +19,7 @@ from cnnpipe.methods.style.losses import (
     range_penalty,
     tv_loss,
 )
-from cnnpipe.methods.style.settings import DEFAULT_LR, INITS, OPTIMIZERS
+from cnnpipe.methods.style.settings import DEFAULT_LR, INITS, OPTIMIZERS, check_style_colors
 from cnnpipe.methods.style.targets import (
     EDGE_PAD,
     StyleTargets,
@@ -395,13 +396,17 @@ def transfer_multiscale_batch(
     *,
     steps: int | Sequence[int] = 300,
     preserve_color: bool = False,
+    style_colors: str = "none",
     on_scale: Callable[[int, list[StyleResult]], None] | None = None,
     style_weights: Sequence[Sequence[float] | None] | None = None,
     **options,
 ) -> list[StyleResult]:
     """``transfer_multiscale`` for several pairs at once, one ``images_at`` each (their contents
-    of one size at every scale), in one batch per scale (``transfer_batch``)."""
+    of one size at every scale), in one batch per scale (``transfer_batch``). ``style_colors``:
+    the photo recoloured to the style's palette (``colors.match_colors``) is the first scale's
+    start ("start") or, at every scale, both the start and the content target ("content")."""
     sizes, per_scale = _check_sizes(sizes, steps)
+    check_style_colors({"style_colors": style_colors, "preserve_color": preserve_color})
     if "start" in options or "starts" in options:
         raise ValueError("transfer_multiscale makes its own start images")
     previous: list[Tensor] | None = None
@@ -409,8 +414,14 @@ def transfer_multiscale_batch(
     for index, (size, count) in enumerate(zip(sizes, per_scale)):
         pairs = [read(size) for read in images_at]
         contents = [_as_batch(content, "content")[0] for content, _ in pairs]
+        recoloured = [match_colors(content, style) for content, (_, style) in zip(contents, pairs)
+                      if style_colors != "none"]
+        if style_colors == "content":
+            contents = recoloured
         starts = None if previous is None else [upscale(image, tuple(content.shape[-2:]))
                                                 for image, content in zip(previous, contents)]
+        if previous is None and style_colors != "none":
+            starts = recoloured
         last = index == len(sizes) - 1
         results = transfer_batch(model, contents, [style for _, style in pairs], steps=count, starts=starts,
                                  style_weights=style_weights, preserve_color=preserve_color and last, **options)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 SMOOTHINGS = ("none", "softmax")
+STYLE_COLORS = ("none", "start", "content")
 # Pixel steps: L-BFGS scales its own steps, Adam moves each pixel by about lr per step.
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 
@@ -23,4 +24,16 @@ def check_style_batch(style_cfg: Mapping) -> int | str:
         raise ValueError(f"style.batch is {setting} but style.optimizer is {optimizer!r}: pairs share a batch "
                          "with adam only (L-BFGS's dot products would couple them); set style.optimizer: adam "
                          "or style.batch: 1")
+    return setting
+
+
+def check_style_colors(style_cfg: Mapping) -> str:
+    """``style.style_colors``: one of STYLE_COLORS, and not together with ``style.preserve_color``
+    (the style's palette and the photo's are opposite asks)."""
+    setting = style_cfg.get("style_colors", "none")
+    if setting not in STYLE_COLORS:
+        raise ValueError(f"style.style_colors must be one of {list(STYLE_COLORS)}, got {setting!r}")
+    if setting != "none" and style_cfg.get("preserve_color"):
+        raise ValueError(f"style.style_colors is {setting!r} (the style's colours) but style.preserve_color is true "
+                         "(the photo's colours): set one of them")
     return setting
