@@ -142,3 +142,24 @@ def test_copies_keep_samples_independent_of_the_batch(tiny_cnn):
     assert torch.allclose(alone.images[0], batched.images[1], atol=1e-5)
     with pytest.raises(ValueError, match="copies"):
         ascent.ascend(model, ascent.channel("conv2", 1), spec, steps=1, copies=0, progress=False)
+
+
+def test_a_standardized_fft_image_keeps_unit_contrast_whatever_its_spectrums_scale():
+    spec = ascent.fft_image((3, 32, 32), decay_power=1.5, standardize=True)
+    param = spec([0, 1], seed=0)
+    with torch.no_grad():
+        image = param()
+        param.spectrum.mul_(50.0)  # an unstandardized image would clip almost everywhere
+        scaled = param()
+    assert torch.allclose(image, scaled, atol=1e-5)
+    assert float(image.min()) > 0.02 and float(image.max()) < 0.98
+    # Unit std before the colour matrix: the luminance channel's values spread, not clip.
+    assert 0.05 < float(image.std()) < 0.3
+    plain = ascent.fft_image((3, 32, 32), decay_power=1.5, sd=0.5)([0], seed=0)
+    with torch.no_grad():
+        plain.spectrum.mul_(50.0)
+        clipped = plain()
+    assert float(((clipped < 0.02) | (clipped > 0.98)).float().mean()) > 0.5
+    assert not torch.equal(image[0], image[1])  # seeded per sample
+    with pytest.raises(ValueError, match="standardized"):
+        ascent.fft_image(images=torch.rand(1, 3, 8, 8), standardize=True)

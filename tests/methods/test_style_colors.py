@@ -69,3 +69,11 @@ def test_style_colors_start_begins_at_the_recoloured_photo_and_content_also_aims
                                            **common)
     with pytest.raises(ValueError, match="style.style_colors must be one of"):
         optimize.transfer_multiscale_batch(net, reads, [16], steps=0, style_colors="both", **common)
+
+
+def test_the_caption_says_where_the_optimization_started():
+    from cnnpipe.stages.style import _start
+
+    assert _start({"init": "noise", "style_colors": "none"}) == "noise image"
+    assert _start({"init": "content", "style_colors": "start"}) == "content image in the style's colours"
+    assert _start({"init": "content", "style_colors": "content"}).endswith("(also the content target)")

@@ -157,11 +157,16 @@ class FFTImage(ImageParam):
     The 1/f scaling gives low frequencies larger effective steps (natural-image statistics);
     the colour matrix (3 channels: ImageNet colour correlation; 1 channel: identity) lets each
     parameter channel move a decorrelated colour direction. Range: sigmoid -> (0, 1).
+    ``standardize``: each image's pre-colour values are set to mean 0 and std 1 (as Horama's
+    Fourier method does), so only their pattern is optimized, not their amplitude: the
+    colours stay off the sigmoid's flat ends instead of clipping to black, white and primaries.
     """
 
-    def __init__(self, spectrum: Tensor, size: tuple[int, int], decay_power: float = 1.0, decorrelate: bool = True):
+    def __init__(self, spectrum: Tensor, size: tuple[int, int], decay_power: float = 1.0, decorrelate: bool = True,
+                 standardize: bool = False):
         super().__init__()
         height, width = size
+        self.standardize = standardize
         channels = spectrum.shape[1]
         self.size = (height, width)
         freqs = _rfft_freqs(height, width)
@@ -189,6 +194,9 @@ class FFTImage(ImageParam):
     def forward(self) -> Tensor:
         coefficients = torch.view_as_complex(self.spectrum) * self.scale
         linear = torch.fft.irfft2(coefficients, s=self.size, norm="ortho") / _FFT_SHRINK
+        if self.standardize:  # each image's values at mean 0, std 1: the optimizer shapes, never saturates
+            dims = tuple(range(1, linear.dim()))
+            linear = (linear - linear.mean(dims, keepdim=True)) / (linear.std(dims, keepdim=True) + 1e-4)
         return torch.sigmoid(torch.einsum("cd,bdhw->bchw", self.color, linear))
 
     @torch.no_grad()
@@ -358,6 +366,7 @@ class FFTSpec:
     sd: float = 0.01
     decay_power: float = 1.0
     decorrelate: bool = True
+    standardize: bool = False
 
     @property
     def natural_batch(self) -> int | None:
@@ -369,7 +378,8 @@ class FFTSpec:
             return FFTImage.encode(_pick_images(self.images, indices), self.decay_power, self.decorrelate).to(device)
         size = (channels, height, width // 2 + 1, 2)
         spectrum = torch.stack([torch.randn(size, generator=sample_generator(seed, i)) for i in indices])
-        return FFTImage(self.sd * spectrum, (height, width), self.decay_power, self.decorrelate).to(device)
+        return FFTImage(self.sd * spectrum, (height, width), self.decay_power, self.decorrelate,
+                        self.standardize).to(device)
 
 
 def pixel_image(shape=None, *, images=None, noise_std: float | None = None, mapping: str = "clamp") -> PixelSpec:
@@ -383,12 +393,19 @@ def pixel_image(shape=None, *, images=None, noise_std: float | None = None, mapp
 
 
 def fft_image(
-    shape=None, *, images=None, sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True
+    shape=None, *, images=None, sd: float | None = None, decay_power: float = 1.0, decorrelate: bool = True,
+    standardize: bool = False,
 ) -> FFTSpec:
     """Decorrelated Fourier parameterization, started from seeded noise of std ``sd`` in
-    coefficient space (a near-grey image) or encoded exactly from ``images``."""
+    coefficient space (default 0.01: a near-grey image) or encoded exactly from ``images``.
+    With ``standardize`` (see ``FFTImage``) the start is a unit-contrast noise texture whatever
+    ``sd`` is, and ``sd`` (default 1, as Horama) only sets what an optimizer's step means: Adam
+    moves each coefficient by about its learning rate, so relative to a unit spectrum."""
     images = _check_images(images)
-    return FFTSpec(_shape_of(shape, images), images, sd, decay_power, decorrelate)
+    if standardize and images is not None:
+        raise ValueError("fft_image: a standardized image cannot start from given images (their contrast would change)")
+    sd = (1.0 if standardize else 0.01) if sd is None else sd
+    return FFTSpec(_shape_of(shape, images), images, sd, decay_power, decorrelate, standardize)
 
 
 @dataclass(eq=False)

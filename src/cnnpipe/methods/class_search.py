@@ -45,7 +45,8 @@ REGULARIZED_KEYS = ("parameterization", "copies", "jitter", "scale", "degrees", 
                     "tv_weight", "regularized_l1_weight")
 # Keys only `imagenet_regularized` sets, with the values that leave them off elsewhere (the
 # trained CNN's regularized variant: no canvas, no noise, Adam at `lr` for `steps`).
-CANVAS_DEFAULTS = {"canvas": None, "crop_side": [0.5, 0.6], "noise": 0.0, "optimizer": "adam", "decay_power": 1.0}
+CANVAS_DEFAULTS = {"canvas": None, "crop_side": [0.5, 0.6], "noise": 0.0, "optimizer": "adam", "decay_power": 1.0,
+                   "standardize": False}
 VARIANT_SCHEDULE_KEYS = ("steps", "lr")
 
 
@@ -68,6 +69,8 @@ def _check_canvas_keys(where: str, settings: dict) -> None:
         raise ValueError(f"{where}.optimizer must be 'adam' or 'nadam', got {settings['optimizer']!r}")
     if not _is_number(settings["decay_power"]) or not 0 <= settings["decay_power"] <= 3:
         raise ValueError(f"{where}.decay_power must be a number in [0, 3], got {settings['decay_power']!r}")
+    if not isinstance(settings["standardize"], bool):
+        raise ValueError(f"{where}.standardize must be true or false, got {settings['standardize']!r}")
     if not _is_number(settings["lr"]) or settings["lr"] <= 0:
         raise ValueError(f"{where}.lr must be a number > 0, got {settings['lr']!r}")
     if isinstance(settings["steps"], bool) or not isinstance(settings["steps"], int) or settings["steps"] < 1:
@@ -142,7 +145,7 @@ def variant_settings(cfg: dict, shape) -> dict[str, dict]:
                              f"size ({max(shape[1:])})")
         reg_shape = (shape[0], reg["canvas"], reg["canvas"])
     params = {"pixel": ascent.pixel_image, "phase": ascent.phase_image,
-              "fft": lambda shape: ascent.fft_image(shape, decay_power=reg["decay_power"])}
+              "fft": lambda shape: ascent.fft_image(shape, decay_power=reg["decay_power"], standardize=reg["standardize"])}
     penalties = {"l1": reg["regularized_l1_weight"], "tv": reg["tv_weight"]}
     return {
         "plain": {"param": pixels},
