@@ -145,7 +145,7 @@ def test_copies_keep_samples_independent_of_the_batch(tiny_cnn):
 
 
 def test_a_standardized_fft_image_keeps_unit_contrast_whatever_its_spectrums_scale():
-    spec = ascent.fft_image((3, 32, 32), decay_power=1.5, standardize=True)
+    spec = ascent.fft_image((3, 32, 32), decay_power=1.5, standardize=1.0)
     param = spec([0, 1], seed=0)
     with torch.no_grad():
         image = param()
@@ -162,4 +162,9 @@ def test_a_standardized_fft_image_keeps_unit_contrast_whatever_its_spectrums_sca
     assert float(((clipped < 0.02) | (clipped > 0.98)).float().mean()) > 0.5
     assert not torch.equal(image[0], image[1])  # seeded per sample
     with pytest.raises(ValueError, match="standardized"):
-        ascent.fft_image(images=torch.rand(1, 3, 8, 8), standardize=True)
+        ascent.fft_image(images=torch.rand(1, 3, 8, 8), standardize=1.0)
+    with pytest.raises(ValueError, match="std > 0"):
+        ascent.fft_image((3, 8, 8), standardize=True)
+    more = ascent.fft_image((3, 32, 32), decay_power=1.5, standardize=2.0)([0, 1], seed=0)
+    with torch.no_grad():
+        assert float(more().std()) > 1.5 * float(image.std())  # a larger std: more contrast

@@ -145,6 +145,8 @@ def test_an_imagenet_backbone_ascends_a_canvas_through_crops_and_the_digit_cnn_d
     ({"lr": 0}, ["lr", "> 0"]),
     ({"steps": 2.5}, ["steps", "integer"]),
     ({"decay_power": 5}, ["decay_power"]),
+    ({"standardize": 0}, ["standardize", "a number > 0"]),
+    ({"standardize": True}, ["standardize", "a number > 0"]),
     ({"canvass": 256}, ["imagenet_regularized sets only", "canvass"]),
 ])
 def test_bad_canvas_settings_name_the_key(block, words):

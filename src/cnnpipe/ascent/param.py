@@ -157,13 +157,14 @@ class FFTImage(ImageParam):
     The 1/f scaling gives low frequencies larger effective steps (natural-image statistics);
     the colour matrix (3 channels: ImageNet colour correlation; 1 channel: identity) lets each
     parameter channel move a decorrelated colour direction. Range: sigmoid -> (0, 1).
-    ``standardize``: each image's pre-colour values are set to mean 0 and std 1 (as Horama's
-    Fourier method does), so only their pattern is optimized, not their amplitude: the
-    colours stay off the sigmoid's flat ends instead of clipping to black, white and primaries.
+    ``standardize`` (a std, or None): each image's pre-colour values are set to mean 0 and
+    that std (Horama's Fourier method uses 1), so only their pattern is optimized, not their
+    amplitude: the colours stay off the sigmoid's flat ends instead of clipping to black,
+    white and primaries; a larger std gives more contrast and saturation.
     """
 
     def __init__(self, spectrum: Tensor, size: tuple[int, int], decay_power: float = 1.0, decorrelate: bool = True,
-                 standardize: bool = False):
+                 standardize: float | None = None):
         super().__init__()
         height, width = size
         self.standardize = standardize
@@ -194,9 +195,10 @@ class FFTImage(ImageParam):
     def forward(self) -> Tensor:
         coefficients = torch.view_as_complex(self.spectrum) * self.scale
         linear = torch.fft.irfft2(coefficients, s=self.size, norm="ortho") / _FFT_SHRINK
-        if self.standardize:  # each image's values at mean 0, std 1: the optimizer shapes, never saturates
+        if self.standardize:  # each image's values at mean 0 and a fixed std: shaped, never saturated
             dims = tuple(range(1, linear.dim()))
-            linear = (linear - linear.mean(dims, keepdim=True)) / (linear.std(dims, keepdim=True) + 1e-4)
+            linear = self.standardize * (linear - linear.mean(dims, keepdim=True)) / (linear.std(dims, keepdim=True)
+                                                                                       + 1e-4)
         return torch.sigmoid(torch.einsum("cd,bdhw->bchw", self.color, linear))
 
     @torch.no_grad()
@@ -366,7 +368,7 @@ class FFTSpec:
     sd: float = 0.01
     decay_power: float = 1.0
     decorrelate: bool = True
-    standardize: bool = False
+    standardize: float | None = None
 
     @property
     def natural_batch(self) -> int | None:
@@ -394,14 +396,17 @@ def pixel_image(shape=None, *, images=None, noise_std: float | None = None, mapp
 
 def fft_image(
     shape=None, *, images=None, sd: float | None = None, decay_power: float = 1.0, decorrelate: bool = True,
-    standardize: bool = False,
+    standardize: float | None = None,
 ) -> FFTSpec:
     """Decorrelated Fourier parameterization, started from seeded noise of std ``sd`` in
     coefficient space (default 0.01: a near-grey image) or encoded exactly from ``images``.
-    With ``standardize`` (see ``FFTImage``) the start is a unit-contrast noise texture whatever
-    ``sd`` is, and ``sd`` (default 1, as Horama) only sets what an optimizer's step means: Adam
-    moves each coefficient by about its learning rate, so relative to a unit spectrum."""
+    With ``standardize`` (a std: see ``FFTImage``) the start is a noise texture of that contrast
+    whatever ``sd`` is, and ``sd`` (default 1, as Horama) only sets what an optimizer's step
+    means: Adam moves each coefficient by about its learning rate, so relative to a unit
+    spectrum."""
     images = _check_images(images)
+    if standardize is not None and (isinstance(standardize, bool) or not standardize > 0):
+        raise ValueError(f"fft_image: standardize must be a std > 0 or None, got {standardize!r}")
     if standardize and images is not None:
         raise ValueError("fft_image: a standardized image cannot start from given images (their contrast would change)")
     sd = (1.0 if standardize else 0.01) if sd is None else sd

@@ -46,7 +46,7 @@ REGULARIZED_KEYS = ("parameterization", "copies", "jitter", "scale", "degrees", 
 # Keys only `imagenet_regularized` sets, with the values that leave them off elsewhere (the
 # trained CNN's regularized variant: no canvas, no noise, Adam at `lr` for `steps`).
 CANVAS_DEFAULTS = {"canvas": None, "crop_side": [0.5, 0.6], "noise": 0.0, "optimizer": "adam", "decay_power": 1.0,
-                   "standardize": False}
+                   "standardize": None}
 VARIANT_SCHEDULE_KEYS = ("steps", "lr")
 
 
@@ -69,8 +69,9 @@ def _check_canvas_keys(where: str, settings: dict) -> None:
         raise ValueError(f"{where}.optimizer must be 'adam' or 'nadam', got {settings['optimizer']!r}")
     if not _is_number(settings["decay_power"]) or not 0 <= settings["decay_power"] <= 3:
         raise ValueError(f"{where}.decay_power must be a number in [0, 3], got {settings['decay_power']!r}")
-    if not isinstance(settings["standardize"], bool):
-        raise ValueError(f"{where}.standardize must be true or false, got {settings['standardize']!r}")
+    std = settings["standardize"]
+    if std is not None and (not _is_number(std) or std <= 0):
+        raise ValueError(f"{where}.standardize must be null or a number > 0 (a std), got {std!r}")
     if not _is_number(settings["lr"]) or settings["lr"] <= 0:
         raise ValueError(f"{where}.lr must be a number > 0, got {settings['lr']!r}")
     if isinstance(settings["steps"], bool) or not isinstance(settings["steps"], int) or settings["steps"] < 1:
