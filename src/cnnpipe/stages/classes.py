@@ -186,6 +186,8 @@ def regularization_words(cfg: dict) -> list[str]:
     """What the regularized variant does, for the figure title."""
     plain, cfg = cfg, regularized_config(cfg)
     words = [{"fft": "FFT", "phase": "Fourier phase (photos' magnitude)"}.get(cfg["parameterization"], "pixels")]
+    if cfg["parameterization"] == "fft" and cfg["standardize"]:
+        words[0] += f" standardized to std {cfg['standardize']:g}"
     if cfg["canvas"] is not None:
         low, high = cfg["crop_side"]
         words.append(f"a {cfg['canvas']} px canvas seen as {cfg['copies']} random crops of {low:g}-{high:g} "
