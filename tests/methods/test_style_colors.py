@@ -67,6 +67,8 @@ def test_style_colors_start_begins_at_the_recoloured_photo_and_content_also_aims
     with pytest.raises(ValueError, match="style.preserve_color is true"):
         optimize.transfer_multiscale_batch(net, reads, [16], steps=0, style_colors="start", preserve_color=True,
                                            **common)
+    with pytest.raises(ValueError, match="style.init is 'noise'"):
+        optimize.transfer_multiscale_batch(net, reads, [16], steps=0, style_colors="start", init="noise", **common)
     with pytest.raises(ValueError, match="style.style_colors must be one of"):
         optimize.transfer_multiscale_batch(net, reads, [16], steps=0, style_colors="both", **common)
 

@@ -38,6 +38,7 @@ from pipeline import TINY, planned_jobs, snakemake
         ({"style": {"style_colors": "palette"}}, ["style_colors", "'palette' is not one of"]),
         ({"style": {"style_colors": "start", "preserve_color": True}},
          ["style.style_colors is 'start'", "style.preserve_color is true"]),
+        ({"style": {"init": "noise"}}, ["style.style_colors is 'start'", "style.init is 'noise'"]),
         ({"classes": {"objective": "margin"}}, ["objective", "probability", "logit"]),
         ({"model": {"conv_channels": [4, 8, 8, 8, 8]}}, ["model.conv_channels", "12 px", "at most 3 blocks"]),
         ({"dream": {"tile": 1}}, ["dream.tile", "1 px", "at least 80 px"]),

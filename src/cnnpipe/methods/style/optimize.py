@@ -406,7 +406,8 @@ def transfer_multiscale_batch(
     the photo recoloured to the style's palette (``colors.match_colors``) is the first scale's
     start ("start") or, at every scale, both the start and the content target ("content")."""
     sizes, per_scale = _check_sizes(sizes, steps)
-    check_style_colors({"style_colors": style_colors, "preserve_color": preserve_color})
+    check_style_colors({"style_colors": style_colors, "preserve_color": preserve_color,
+                        "init": options.get("init", "content")})
     if "start" in options or "starts" in options:
         raise ValueError("transfer_multiscale makes its own start images")
     previous: list[Tensor] | None = None

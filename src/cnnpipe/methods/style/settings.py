@@ -28,12 +28,15 @@ def check_style_batch(style_cfg: Mapping) -> int | str:
 
 
 def check_style_colors(style_cfg: Mapping) -> str:
-    """``style.style_colors``: one of STYLE_COLORS, and not together with ``style.preserve_color``
-    (the style's palette and the photo's are opposite asks)."""
+    """``style.style_colors``: one of STYLE_COLORS; not together with ``style.preserve_color``
+    (the style's palette and the photo's are opposite asks) or a noise start (it is the start)."""
     setting = style_cfg.get("style_colors", "none")
     if setting not in STYLE_COLORS:
         raise ValueError(f"style.style_colors must be one of {list(STYLE_COLORS)}, got {setting!r}")
     if setting != "none" and style_cfg.get("preserve_color"):
         raise ValueError(f"style.style_colors is {setting!r} (the style's colours) but style.preserve_color is true "
                          "(the photo's colours): set one of them")
+    if setting != "none" and style_cfg.get("init", "content") != "content":
+        raise ValueError(f"style.style_colors is {setting!r}, which starts from the recoloured photo, but style.init "
+                         f"is {style_cfg.get('init')!r}: set init: content or style_colors: none")
     return setting
