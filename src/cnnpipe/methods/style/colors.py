@@ -1,6 +1,6 @@
 """The style's palette given to the photo before the transfer: colour histogram matching in the
 style's principal colour axes (Gatys et al. 2017, "Controlling perceptual factors in neural
-style transfer", section 5, turned around: there the style takes the photo's colours)."""
+style transfer", turned around: there the style takes the photo's colours)."""
 
 from __future__ import annotations
 
