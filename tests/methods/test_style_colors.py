@@ -10,12 +10,6 @@ from cnnpipe.methods.style import optimize
 from cnnpipe.methods.style.colors import match_colors
 
 
-def _principal(pixels: torch.Tensor) -> torch.Tensor:
-    """[N, 3] pixels in the principal colour axes of ``pixels`` itself."""
-    _, axes = torch.linalg.eigh(torch.cov(pixels.T.double()))
-    return pixels.double() @ axes
-
-
 def test_the_photo_takes_the_styles_colour_statistics_and_keeps_its_layout():
     content = smooth_image(48, 64, 0)
     style = (0.2 * smooth_image(40, 40, 1) + torch.tensor([0.05, 0.3, 0.6])[:, None, None]).clamp(0, 1)

@@ -415,14 +415,14 @@ def transfer_multiscale_batch(
     for index, (size, count) in enumerate(zip(sizes, per_scale)):
         pairs = [read(size) for read in images_at]
         contents = [_as_batch(content, "content")[0] for content, _ in pairs]
-        recoloured = [match_colors(content, style) for content, (_, style) in zip(contents, pairs)
-                      if style_colors != "none"]
+        recoloured = None
+        if style_colors != "none":
+            recoloured = [match_colors(content, style) for content, (_, style) in zip(contents, pairs)]
         if style_colors == "content":
             contents = recoloured
-        starts = None if previous is None else [upscale(image, tuple(content.shape[-2:]))
-                                                for image, content in zip(previous, contents)]
-        if previous is None and style_colors != "none":
-            starts = recoloured
+        # The first scale starts as init says, or from the recoloured photo; later ones upscale.
+        starts = recoloured if previous is None else [upscale(image, tuple(content.shape[-2:]))
+                                                      for image, content in zip(previous, contents)]
         last = index == len(sizes) - 1
         results = transfer_batch(model, contents, [style for _, style in pairs], steps=count, starts=starts,
                                  style_weights=style_weights, preserve_color=preserve_color and last, **options)
